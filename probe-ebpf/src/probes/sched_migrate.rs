@@ -1,0 +1,47 @@
+//! `sched_migrate_task(task_struct *p, int dest_cpu)`: the task is moved from
+//! the CPU it is on (read from the task) to `dest_cpu`; classified with the
+//! CPU -> LLC/node table the loader filled.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+
+use crate::{
+    maps::{cpu_topo, target_tgid, thread_stats, topo_valid},
+    task,
+};
+
+#[btf_tracepoint(function = "sched_migrate_task")]
+pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
+    let p: u64 = ctx.arg(0);
+    let target = target_tgid();
+    let Some(tgid) = task::tgid(p) else { return 0 };
+    if tgid != target {
+        return 0;
+    }
+    let Some(pid) = task::pid(p) else { return 0 };
+    if pid == 0 {
+        return 0;
+    }
+    let dest: u64 = ctx.arg(1);
+    let dest = dest as u32;
+    let orig = task::cpu(p);
+    let (cross_llc, cross_numa) = match (topo_valid(), orig) {
+        (true, Some(orig)) if orig != dest => match (cpu_topo(orig), cpu_topo(dest)) {
+            (Some(a), Some(b)) => (a.llc_id != b.llc_id, a.node_id != b.node_id),
+            _ => (false, false),
+        },
+        _ => (false, false),
+    };
+    if let Some(s) = thread_stats(pid, tgid) {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe {
+            (*s).migrations += 1;
+            if cross_llc {
+                (*s).migrations_cross_llc += 1;
+            }
+            if cross_numa {
+                (*s).migrations_cross_numa += 1;
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,41 @@
+//! `sched_wakeup(task_struct *p)` and `sched_wakeup_new(task_struct *p)`:
+//! the woken task `p` (not `current`, which is the waker) becomes runnable.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+
+use crate::{
+    maps::{runq_enter, target_tgid, thread_stats},
+    task,
+};
+
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    on_wakeup(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    on_wakeup(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_wakeup(ctx: &BtfTracePointContext) {
+    let p: u64 = ctx.arg(0);
+    let target = target_tgid();
+    let Some(tgid) = task::tgid(p) else { return };
+    if tgid != target {
+        return;
+    }
+    let Some(pid) = task::pid(p) else { return };
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: helper with no preconditions.
+    runq_enter(pid, unsafe { bpf_ktime_get_ns() });
+    if let Some(s) = thread_stats(pid, tgid) {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe { (*s).wakeups += 1 };
+    }
+}

@@ -1,0 +1,55 @@
+//! Reading `task_struct` fields at offsets resolved from the running kernel's
+//! BTF by the loader (no struct layout compiled in).
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+/// Offset of `task_struct.pid` (`tgid` is read at its own offset).
+#[unsafe(no_mangle)]
+static TASK_PID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFF: u32 = 0;
+/// Offset of the CPU a task is queued on (`task_struct.cpu` or
+/// `task_struct.thread_info.cpu`).
+#[unsafe(no_mangle)]
+static TASK_CPU_OFF: u32 = 0;
+/// Offset of `task_struct.__state` (or `state` on older kernels).
+#[unsafe(no_mangle)]
+static TASK_STATE_OFF: u32 = 0;
+
+/// task_struct is about 10 KiB; masking keeps offsets visibly bounded.
+const OFF_MASK: u64 = 0x7fff;
+
+#[inline(always)]
+fn global(v: &'static u32) -> u64 {
+    // SAFETY: volatile read of a loader-written global.
+    (unsafe { core::ptr::read_volatile(v) } as u64) & OFF_MASK
+}
+
+#[inline(always)]
+fn read_u32(task: u64, off: u64) -> Option<u32> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives Err.
+    unsafe { bpf_probe_read_kernel((task + off) as *const u32).ok() }
+}
+
+/// tgid of a task only (the cheap filter).
+#[inline(always)]
+pub fn tgid(task: u64) -> Option<u32> {
+    read_u32(task, global(&TASK_TGID_OFF))
+}
+
+#[inline(always)]
+pub fn pid(task: u64) -> Option<u32> {
+    read_u32(task, global(&TASK_PID_OFF))
+}
+
+/// CPU the task is on (before a migration completes: its origin CPU).
+#[inline(always)]
+pub fn cpu(task: u64) -> Option<u32> {
+    read_u32(task, global(&TASK_CPU_OFF))
+}
+
+/// Current scheduler state word (0 = TASK_RUNNING).
+#[inline(always)]
+pub fn state(task: u64) -> Option<u32> {
+    read_u32(task, global(&TASK_STATE_OFF))
+}

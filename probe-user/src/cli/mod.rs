@@ -1,0 +1,64 @@
+//! Command-line interface: one file per subcommand; `main.rs` dispatches.
+
+pub mod record;
+pub mod workload;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes, documented in `tailprobe --help` and the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Error: the message on stderr says what and what to do.
+    pub const ERROR: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The target exited during the run; the report shows what was seen.
+    pub const TARGET_EXITED: i32 = 3;
+}
+
+/// tailprobe: explains the tail latency of an inference server with eBPF.
+///
+/// Exit codes: 0 success, 1 error, 2 bad usage, 3 the target exited during
+/// the run (the report of what was seen is still printed).
+#[derive(Debug, Parser)]
+#[command(name = "tailprobe", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Record(record::RecordArgs),
+    Workload(workload::WorkloadArgs),
+}
+
+/// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if d.is_zero() {
+        return Err("duration must be above zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap().as_secs(), 10);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! tailprobe: explains the tail latency of an inference server with eBPF.
+//!
+//! Layout, one concern per module:
+//! - `kernel`: the embedded eBPF object, BTF offsets, loading and attaching.
+//! - `procfs`, `sysfs`: readers of `/proc` and `/sys`, each taking a root path
+//!   so tests can point them at fixture trees.
+//! - `cpulist`, `stats`: pure parsing and statistics.
+//! - `record`: a recording session (attach, wait, collect).
+//! - `report`: the report model (JSON) and its human rendering.
+//! - `workload`: the built-in CPU workload used when no target is given.
+//! - `cli`: argument parsing and one file per subcommand.
+
+pub mod cli;
+pub mod cpulist;
+pub mod kernel;
+pub mod privileges;
+pub mod procfs;
+pub mod record;
+pub mod report;
+pub mod signals;
+pub mod stats;
+pub mod sysfs;
+pub mod workload;

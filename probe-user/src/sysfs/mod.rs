@@ -1,0 +1,2 @@
+//! Readers of `/sys`, rooted at a path so tests can use fixture trees.
+pub mod topology;
