@@ -1,1 +1,114 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and bench orchestration.
+//!
+//! - `setup`: installs what building the eBPF programs needs, idempotently.
+//! - `run`:   the main job (profiles the built-in target when none is given).
+//! - `test`:  every test: fmt, clippy (host and eBPF), unit and root tests.
+//! - `bench`: side-by-side benchmarks, written to docs/benchmarks.md.
+
+mod bench;
+mod cmd;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "tailprobe's build, run, test and bench tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the build needs (llvm-22-dev, bpf-linker 0.13.0, rust-src
+    /// for nightly); seconds when everything is present.
+    Setup {
+        /// Only check and report; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the release `tailprobe` binary.
+    Build,
+    /// The main job: set up, build, and record the built-in target (or pass
+    /// your own arguments to `tailprobe` after `--`).
+    Run {
+        /// Arguments for `tailprobe` [default: record --duration 10s].
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Every test: formatting, clippy (host crates, then the eBPF crate on
+    /// nightly), unit tests, and the root integration tests against the
+    /// running kernel.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Side-by-side benchmarks; results are written to docs/benchmarks.md.
+    Bench {
+        /// Shorter runs (for a quick look; the document says so).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup { check } => setup::run(check).map(|_| ()),
+        Task::Build => build(),
+        Task::Run { args } => run(args),
+        Task::Test { no_lint } => test(no_lint),
+        Task::Bench { quick } => bench::run(quick),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn build() -> Result<()> {
+    setup::run(false)?;
+    cmd::cargo(&["build", "--release", "-p", "probe-user"])
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    build()?;
+    let bin = cmd::workspace_root().join("target/release/tailprobe");
+    let args = if args.is_empty() {
+        vec!["record".to_string(), "--duration".into(), "10s".into()]
+    } else {
+        args
+    };
+    cmd::run_bin(&bin, &args)
+}
+
+fn test(no_lint: bool) -> Result<()> {
+    setup::run(false)?;
+    if !no_lint {
+        cmd::cargo(&["fmt", "--all", "--check"])?;
+        cmd::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        cmd::ebpf_clippy()?;
+    }
+    // The binary the root integration tests drive.
+    cmd::cargo(&["build", "-p", "probe-user"])?;
+    cmd::cargo(&["test", "--workspace", "--exclude", "tailprobe-tests"])?;
+    // Root tests measure the scheduler: one at a time, so they do not
+    // disturb each other's numbers.
+    let bin = cmd::workspace_root().join("target/debug/tailprobe");
+    cmd::cargo_env(
+        &["test", "-p", "tailprobe-tests", "--", "--test-threads=1"],
+        &[("TAILPROBE_BIN", bin.to_string_lossy().as_ref())],
+    )
+}
