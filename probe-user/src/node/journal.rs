@@ -1,0 +1,707 @@
+//! The change journal: every knob tailprobe turns is written here, with its
+//! original value, *before* it is changed; the journal is restored on normal
+//! exit, on Ctrl-C/SIGTERM (the command loops stop and return), on panic
+//! (the guard's `Drop` runs while unwinding), and on the next start after a
+//! crash (`Journal::begin` finds the dead owner's journal and restores it).
+//!
+//! The file is JSON, replaced atomically (temp file, fsync, rename, fsync of
+//! the directory) and records the boot id: a journal from another boot is
+//! reported and never applied, since every knob here (cpufreq, IRQ and
+//! thread affinity, sysctls) is reset by a reboot. An exclusive `flock` on
+//! `<journal>.lock` tells a live owner from a crashed one.
+
+use std::{
+    fs,
+    io::{self},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{affinity, fsx};
+use crate::cpulist;
+
+/// Default journal location: under `/run`, so it never outlives the boot it
+/// belongs to on a normal system; `TAILPROBE_JOURNAL` or `--journal` move it.
+pub const DEFAULT_PATH: &str = "/run/tailprobe/journal.json";
+
+/// Environment variable naming the journal file.
+pub const ENV_PATH: &str = "TAILPROBE_JOURNAL";
+
+/// Test hook: milliseconds to sleep after each change, so a test can kill
+/// the process in the middle of a multi-knob change.
+pub const ENV_TEST_DELAY: &str = "TAILPROBE_TEST_CHANGE_DELAY_MS";
+
+const VERSION: u32 = 1;
+
+/// The journal path: `explicit`, else `$TAILPROBE_JOURNAL`, else the default.
+pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ENV_PATH) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// One knob tailprobe may change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Knob {
+    /// A sysfs or procfs file (governor, IRQ affinity, sysctl); `what` says
+    /// which in words (e.g. "governor of policy0").
+    File { path: PathBuf, what: String },
+    /// The CPU affinity of one thread; `start_time` (field 22 of its stat)
+    /// keeps a later thread that reuses the id from being touched.
+    ThreadAffinity { pid: u32, tid: u32, start_time: u64 },
+}
+
+impl Knob {
+    pub fn describe(&self) -> String {
+        match self {
+            Knob::File { path, what } => format!("{what} ({})", path.display()),
+            Knob::ThreadAffinity { pid, tid, .. } => {
+                format!("CPU affinity of thread {tid} of pid {pid}")
+            }
+        }
+    }
+}
+
+/// A knob and the value it had before tailprobe first changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub knob: Knob,
+    pub original: String,
+}
+
+/// The journal file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalData {
+    pub version: u32,
+    /// `/proc/sys/kernel/random/boot_id` of the boot that made the changes.
+    pub boot_id: String,
+    /// The tailprobe process that wrote it last.
+    pub owner_pid: u32,
+    /// True when a command finished and deliberately left its changes in
+    /// place (`governor set` without a command); false while a command runs,
+    /// so a journal found with no live owner and `held` false is a crash.
+    pub held: bool,
+    /// Seconds since the epoch when the first change was journaled.
+    pub created_unix: u64,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "the journal {path} is held by another running tailprobe (pid {pid}); \
+         wait for it to finish (it restores its changes on exit) or stop it"
+    )]
+    Busy { path: PathBuf, pid: u32 },
+    #[error(
+        "the journal {path} comes from another boot (boot id {theirs}, now {ours}); \
+         its {count} change(s) were reset by the reboot and are not applied: \
+         look at it with `tailprobe restore --journal {path}` and remove it with \
+         `tailprobe restore --discard`"
+    )]
+    Stale {
+        path: PathBuf,
+        theirs: String,
+        ours: String,
+        count: usize,
+    },
+    #[error("cannot read the journal {0}: {1}")]
+    Read(PathBuf, io::Error),
+    #[error("the journal {0} is not valid JSON ({1}); move it away after checking the knobs it names")]
+    Corrupt(PathBuf, serde_json::Error),
+    #[error("cannot write the journal {0}: {1} (use --journal or TAILPROBE_JOURNAL to put it elsewhere)")]
+    Write(PathBuf, io::Error),
+    #[error("cannot read the boot id from {0}: {1}")]
+    BootId(PathBuf, io::Error),
+    #[error("cannot read {what} from {path}: {source}")]
+    ReadKnob {
+        what: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot change {what}: writing {value:?} to {path} failed: {source}")]
+    WriteKnob {
+        what: String,
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error("cannot change the CPU affinity of thread {tid} of pid {pid}: {source}")]
+    Affinity { pid: u32, tid: u32, source: io::Error },
+}
+
+/// What a journal file on disk means for a new session.
+#[derive(Debug)]
+pub enum Found {
+    /// No journal.
+    Nothing,
+    /// Its owner died without restoring (crash, kill -9).
+    Crashed(JournalData),
+    /// Changes deliberately left in place by an earlier command.
+    Held(JournalData),
+    /// From another boot.
+    Stale(JournalData),
+}
+
+/// Outcome of putting knobs back.
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    /// Knobs written back to their original value.
+    pub restored: Vec<Entry>,
+    /// Threads that exited: nothing to put back.
+    pub gone: Vec<Entry>,
+    /// Knobs that could not be written back, with the error.
+    pub failed: Vec<(Entry, String)>,
+}
+
+impl RestoreReport {
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// One line per knob, for stderr.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &self.restored {
+            out.push(format!("restored {} to {:?}", e.knob.describe(), e.original));
+        }
+        for e in &self.gone {
+            out.push(format!("{}: the thread is gone, nothing to restore", e.knob.describe()));
+        }
+        for (e, why) in &self.failed {
+            out.push(format!(
+                "FAILED to restore {} to {:?}: {why}",
+                e.knob.describe(),
+                e.original
+            ));
+        }
+        out
+    }
+}
+
+/// Current boot id.
+pub fn boot_id(proc: &Path) -> Result<String, JournalError> {
+    let p = proc.join("sys/kernel/random/boot_id");
+    fsx::read_trim(&p).map_err(|e| JournalError::BootId(p, e))
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Take the journal's lock without waiting; `Ok(None)` when someone holds it.
+fn try_lock(path: &Path) -> Result<Option<fs::File>, JournalError> {
+    let lp = lock_path(path);
+    if let Some(dir) = lp.parent() {
+        fs::create_dir_all(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lp)
+        .map_err(|e| JournalError::Write(lp.clone(), e))?;
+    // SAFETY: the descriptor is open for the lifetime of `f`; flock only
+    // takes an advisory lock on it.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(Some(f))
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(JournalError::Write(lp, e))
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Option<JournalData>, JournalError> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| JournalError::Corrupt(path.to_path_buf(), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JournalError::Read(path.to_path_buf(), e)),
+    }
+}
+
+fn classify(data: JournalData, boot: &str) -> Found {
+    if data.boot_id != boot {
+        Found::Stale(data)
+    } else if data.held {
+        Found::Held(data)
+    } else {
+        Found::Crashed(data)
+    }
+}
+
+/// Put back the entries, last change first.
+pub fn restore_entries(entries: &[Entry], proc: &Path) -> RestoreReport {
+    let mut rep = RestoreReport::default();
+    for e in entries.iter().rev() {
+        match &e.knob {
+            Knob::File { path, .. } => match fsx::write_knob(path, &e.original) {
+                Ok(()) => rep.restored.push(e.clone()),
+                Err(err) => rep.failed.push((e.clone(), err.to_string())),
+            },
+            Knob::ThreadAffinity {
+                pid,
+                tid,
+                start_time,
+            } => {
+                if affinity::thread_start_time(proc, *pid, *tid) != Some(*start_time) {
+                    rep.gone.push(e.clone());
+                    continue;
+                }
+                let cpus = match cpulist::parse(&e.original) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        rep.failed.push((e.clone(), err.to_string()));
+                        continue;
+                    }
+                };
+                match affinity::set_thread_affinity(*tid, &cpus) {
+                    Ok(()) => rep.restored.push(e.clone()),
+                    Err(err) if err.raw_os_error() == Some(libc::ESRCH) => rep.gone.push(e.clone()),
+                    Err(err) => rep.failed.push((e.clone(), err.to_string())),
+                }
+            }
+        }
+    }
+    rep
+}
+
+/// Look at the journal without changing anything: for `tailprobe restore`.
+/// Fails with `Busy` while a live tailprobe holds it.
+pub fn inspect(path: &Path, proc: &Path) -> Result<(Found, Option<fs::File>), JournalError> {
+    let Some(lock) = try_lock(path)? else {
+        let pid = load(path).ok().flatten().map(|d| d.owner_pid).unwrap_or(0);
+        return Err(JournalError::Busy {
+            path: path.to_path_buf(),
+            pid,
+        });
+    };
+    let boot = boot_id(proc)?;
+    let found = match load(path)? {
+        None => Found::Nothing,
+        Some(d) => classify(d, &boot),
+    };
+    Ok((found, Some(lock)))
+}
+
+/// Apply a found journal's restore and rewrite or remove the file: entries
+/// that failed stay in it (marked not held, so the next start retries).
+pub fn restore_found(
+    path: &Path,
+    proc: &Path,
+    data: &JournalData,
+    keep: impl Fn(&Entry) -> bool,
+) -> Result<RestoreReport, JournalError> {
+    let (to_restore, kept): (Vec<Entry>, Vec<Entry>) =
+        data.entries.iter().cloned().partition(|e| !keep(e));
+    let rep = restore_entries(&to_restore, proc);
+    let mut left: Vec<Entry> = kept;
+    left.extend(rep.failed.iter().map(|(e, _)| e.clone()));
+    if left.is_empty() {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(JournalError::Write(path.to_path_buf(), e)),
+        }
+    } else {
+        let mut d = data.clone();
+        d.entries = left;
+        d.held = d.held && rep.failed.is_empty();
+        write(path, &d)?;
+    }
+    Ok(rep)
+}
+
+fn write(path: &Path, d: &JournalData) -> Result<(), JournalError> {
+    let bytes = serde_json::to_vec_pretty(d)
+        .map_err(|e| JournalError::Write(path.to_path_buf(), io::Error::other(e)))?;
+    fsx::atomic_write(path, &bytes).map_err(|e| JournalError::Write(path.to_path_buf(), e))
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A session's journal: changes go through it; dropped, it restores them
+/// unless [`Journal::hold`] kept them on purpose.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    proc: PathBuf,
+    data: JournalData,
+    armed: bool,
+    delay: Option<Duration>,
+    _lock: fs::File,
+}
+
+/// What `Journal::begin` found and did before the session started.
+#[derive(Debug)]
+pub enum Recovered {
+    Nothing,
+    /// A crashed session's changes, restored now.
+    Crash(RestoreReport),
+    /// Changes held by an earlier command, adopted (restored with ours).
+    Adopted(usize),
+}
+
+impl Journal {
+    /// Start a session: take the lock, restore a crashed session's journal,
+    /// adopt held changes, refuse a journal from another boot.
+    pub fn begin(path: &Path, proc: &Path) -> Result<(Journal, Recovered), JournalError> {
+        let (found, lock) = inspect(path, proc)?;
+        let Some(lock) = lock else {
+            return Err(JournalError::Busy {
+                path: path.to_path_buf(),
+                pid: 0,
+            });
+        };
+        let boot = boot_id(proc)?;
+        let mut data = JournalData {
+            version: VERSION,
+            boot_id: boot.clone(),
+            owner_pid: std::process::id(),
+            held: false,
+            created_unix: now_unix(),
+            entries: Vec::new(),
+        };
+        let recovered = match found {
+            Found::Nothing => Recovered::Nothing,
+            Found::Stale(d) => {
+                return Err(JournalError::Stale {
+                    path: path.to_path_buf(),
+                    theirs: d.boot_id,
+                    ours: boot,
+                    count: d.entries.len(),
+                })
+            }
+            Found::Crashed(d) => {
+                let rep = restore_found(path, proc, &d, |_| false)?;
+                // What could not be restored stays ours to retry at the end.
+                data.entries = rep.failed.iter().map(|(e, _)| e.clone()).collect();
+                Recovered::Crash(rep)
+            }
+            Found::Held(d) => {
+                let n = d.entries.len();
+                data.created_unix = d.created_unix;
+                data.entries = d.entries;
+                Recovered::Adopted(n)
+            }
+        };
+        let delay = std::env::var(ENV_TEST_DELAY)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let j = Journal {
+            path: path.to_path_buf(),
+            proc: proc.to_path_buf(),
+            data,
+            armed: true,
+            delay,
+            _lock: lock,
+        };
+        if !j.data.entries.is_empty() {
+            j.persist()?;
+        }
+        Ok((j, recovered))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.data.entries
+    }
+
+    fn persist(&self) -> Result<(), JournalError> {
+        write(&self.path, &self.data)
+    }
+
+    /// Journal `knob` with its current value `original`, durably, unless it
+    /// is journaled already (the first original wins). Call before changing.
+    pub fn record(&mut self, knob: Knob, original: String) -> Result<(), JournalError> {
+        if self.data.entries.iter().any(|e| e.knob == knob) {
+            return Ok(());
+        }
+        self.data.entries.push(Entry { knob, original });
+        self.data.held = false;
+        self.data.owner_pid = std::process::id();
+        self.persist()
+    }
+
+    fn after_change(&self) {
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+    }
+
+    /// Change a file knob: journal its current value, then write `value`.
+    pub fn set_file(&mut self, path: &Path, what: &str, value: &str) -> Result<(), JournalError> {
+        let original = fsx::read_trim(path).map_err(|source| JournalError::ReadKnob {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let knob = Knob::File {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        };
+        let fresh = !self.data.entries.iter().any(|e| e.knob == knob);
+        self.record(knob, original)?;
+        if let Err(source) = fsx::write_knob(path, value) {
+            // A refused write changed nothing: drop the entry again, so a
+            // restore does not try to write a knob the kernel refuses.
+            if fresh {
+                self.data.entries.pop();
+                self.persist()?;
+            }
+            return Err(JournalError::WriteKnob {
+                what: what.to_string(),
+                path: path.to_path_buf(),
+                value: value.to_string(),
+                source,
+            });
+        }
+        self.after_change();
+        Ok(())
+    }
+
+    /// Change one thread's CPU affinity: journal the current mask, then set.
+    pub fn set_thread_affinity(&mut self, pid: u32, tid: u32, cpus: &[u32]) -> Result<(), JournalError> {
+        let before = affinity::thread_affinity(tid)
+            .map_err(|source| JournalError::Affinity { pid, tid, source })?;
+        let start_time = affinity::thread_start_time(&self.proc, pid, tid).ok_or_else(|| {
+            JournalError::Affinity {
+                pid,
+                tid,
+                source: io::Error::from_raw_os_error(libc::ESRCH),
+            }
+        })?;
+        self.record(
+            Knob::ThreadAffinity {
+                pid,
+                tid,
+                start_time,
+            },
+            cpulist::Display(&before).to_string(),
+        )?;
+        let r = affinity::set_thread_affinity(tid, cpus)
+            .map_err(|source| JournalError::Affinity { pid, tid, source });
+        self.after_change();
+        r
+    }
+
+    /// Keep the changes in place after this process exits; `tailprobe
+    /// restore` (or the matching `... restore` command) puts them back.
+    pub fn hold(mut self) -> Result<usize, JournalError> {
+        self.armed = false;
+        let n = self.data.entries.len();
+        if n > 0 {
+            self.data.held = true;
+            self.persist()?;
+        }
+        Ok(n)
+    }
+
+    /// Restore everything now and remove the journal (failed entries stay).
+    pub fn restore(mut self) -> Result<RestoreReport, JournalError> {
+        self.armed = false;
+        self.restore_now()
+    }
+
+    fn restore_now(&mut self) -> Result<RestoreReport, JournalError> {
+        if self.data.entries.is_empty() {
+            // Nothing changed; a stray file from `begin` may still exist.
+            let _ = fs::remove_file(&self.path);
+            return Ok(RestoreReport::default());
+        }
+        let d = self.data.clone();
+        let rep = restore_found(&self.path, &self.proc, &d, |_| false)?;
+        self.data.entries = rep.failed.iter().map(|(e, _)| e.clone()).collect();
+        Ok(rep)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        match self.restore_now() {
+            Ok(rep) => {
+                for l in rep.lines() {
+                    eprintln!("tailprobe: {l}");
+                }
+            }
+            Err(e) => eprintln!("tailprobe: error while restoring: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(dir: &Path, boot: &str) -> PathBuf {
+        let p = dir.join("proc");
+        fs::create_dir_all(p.join("sys/kernel/random")).unwrap();
+        fs::write(p.join("sys/kernel/random/boot_id"), format!("{boot}\n")).unwrap();
+        p
+    }
+
+    #[test]
+    fn change_is_journaled_before_and_restored_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let knob = d.path().join("scaling_governor");
+        fs::write(&knob, "powersave\n").unwrap();
+        let jp = d.path().join("j/journal.json");
+        {
+            let (mut j, rec) = Journal::begin(&jp, &proc).unwrap();
+            assert!(matches!(rec, Recovered::Nothing));
+            j.set_file(&knob, "governor of policy0", "performance").unwrap();
+            assert_eq!(fs::read_to_string(&knob).unwrap(), "performance\n");
+            let on_disk: JournalData = serde_json::from_slice(&fs::read(&jp).unwrap()).unwrap();
+            assert_eq!(on_disk.entries.len(), 1);
+            assert_eq!(on_disk.entries[0].original, "powersave");
+            assert_eq!(on_disk.boot_id, "boot-a");
+            // A second change of the same knob keeps the first original.
+            j.set_file(&knob, "governor of policy0", "schedutil").unwrap();
+            assert_eq!(j.entries().len(), 1);
+        }
+        assert_eq!(fs::read_to_string(&knob).unwrap(), "powersave\n");
+        assert!(!jp.exists());
+    }
+
+    #[test]
+    fn restored_on_panic() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let knob = d.path().join("numa_balancing");
+        fs::write(&knob, "1\n").unwrap();
+        let jp = d.path().join("journal.json");
+        let (k, p, j2) = (knob.clone(), proc.clone(), jp.clone());
+        let r = std::panic::catch_unwind(move || {
+            let (mut j, _) = Journal::begin(&j2, &p).unwrap();
+            j.set_file(&k, "numa balancing", "0").unwrap();
+            panic!("boom");
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read_to_string(&knob).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn crashed_journal_is_restored_by_the_next_session() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let knob = d.path().join("smp_affinity_list");
+        // The state a kill -9 leaves: knob changed, journal not held.
+        fs::write(&knob, "0-1\n").unwrap();
+        let jp = d.path().join("journal.json");
+        let data = JournalData {
+            version: VERSION,
+            boot_id: "boot-a".into(),
+            owner_pid: 999_999,
+            held: false,
+            created_unix: 0,
+            entries: vec![Entry {
+                knob: Knob::File {
+                    path: knob.clone(),
+                    what: "affinity of IRQ 30".into(),
+                },
+                original: "5".into(),
+            }],
+        };
+        write(&jp, &data).unwrap();
+        let (j, rec) = Journal::begin(&jp, &proc).unwrap();
+        match rec {
+            Recovered::Crash(rep) => assert_eq!(rep.restored.len(), 1),
+            other => panic!("expected a crash recovery, got {other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&knob).unwrap(), "5\n");
+        assert!(j.entries().is_empty());
+        drop(j);
+        assert!(!jp.exists());
+    }
+
+    #[test]
+    fn journal_from_another_boot_is_not_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-b");
+        let knob = d.path().join("knob");
+        fs::write(&knob, "new\n").unwrap();
+        let jp = d.path().join("journal.json");
+        let data = JournalData {
+            version: VERSION,
+            boot_id: "boot-a".into(),
+            owner_pid: 1,
+            held: false,
+            created_unix: 0,
+            entries: vec![Entry {
+                knob: Knob::File {
+                    path: knob.clone(),
+                    what: "x".into(),
+                },
+                original: "old".into(),
+            }],
+        };
+        write(&jp, &data).unwrap();
+        let e = Journal::begin(&jp, &proc).unwrap_err();
+        assert!(matches!(e, JournalError::Stale { count: 1, .. }), "{e}");
+        assert!(e.to_string().contains("another boot"));
+        assert_eq!(fs::read_to_string(&knob).unwrap(), "new\n");
+        assert!(jp.exists());
+    }
+
+    #[test]
+    fn held_changes_are_adopted_and_restored_with_ours() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        fs::write(&a, "a0\n").unwrap();
+        fs::write(&b, "b0\n").unwrap();
+        let jp = d.path().join("journal.json");
+        let (mut j, _) = Journal::begin(&jp, &proc).unwrap();
+        j.set_file(&a, "a", "a1").unwrap();
+        assert_eq!(j.hold().unwrap(), 1);
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a1\n");
+        let (mut j, rec) = Journal::begin(&jp, &proc).unwrap();
+        assert!(matches!(rec, Recovered::Adopted(1)));
+        j.set_file(&b, "b", "b1").unwrap();
+        let rep = j.restore().unwrap();
+        assert_eq!(rep.restored.len(), 2);
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a0\n");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b0\n");
+    }
+
+    #[test]
+    fn second_live_session_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let jp = d.path().join("journal.json");
+        let (_j, _) = Journal::begin(&jp, &proc).unwrap();
+        let e = Journal::begin(&jp, &proc).unwrap_err();
+        assert!(matches!(e, JournalError::Busy { .. }), "{e}");
+    }
+}
