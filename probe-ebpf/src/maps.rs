@@ -113,6 +113,25 @@ pub fn runq_enter(tid: u32, now: u64) {
     }
 }
 
+/// `tid` was switched out: it is runnable from `now` if it was requeued,
+/// else not waiting at all. Overwrites whatever was pending: a wakeup seen
+/// while the thread was still running (ttwu of a running task) must not
+/// count as waiting.
+#[inline(always)]
+pub fn runq_switched_out(tid: u32, now: u64, requeued: bool) {
+    if let Some(p) = RUNQ_SINCE.get_ptr_mut(tid) {
+        // SAFETY: pointer from a map lookup; u64 stores are atomic on BPF.
+        unsafe { *p = if requeued { now } else { 0 } };
+        return;
+    }
+    if requeued
+        && RUNQ_SINCE.insert(tid, now, BPF_NOEXIST as u64).is_err()
+        && RUNQ_SINCE.get_ptr(tid).is_none()
+    {
+        count_loss(loss::RUNQ_INSERT);
+    }
+}
+
 /// Take the time `tid` became runnable, clearing it; 0 when not waiting.
 #[inline(always)]
 pub fn runq_take(tid: u32) -> u64 {

@@ -1,1 +1,248 @@
+//! Helpers for tailprobe's root integration tests: finding the binary,
+//! skipping with a printed reason, driving the known workloads, and reading
+//! the kernel's own accounting (independently of tailprobe's readers).
 
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// Skip a test with a reason on stderr. Tests never pass by doing nothing
+/// silently: CI (root) runs them all.
+#[macro_export]
+macro_rules! skip_unless_root {
+    ($name:expr) => {
+        if !$crate::is_root() {
+            eprintln!("SKIP {}: needs root (CAP_BPF, CAP_PERFMON)", $name);
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The tailprobe binary: $TAILPROBE_BIN (set by `cargo xtask test`), else
+/// target/debug/tailprobe next to the test executable's directory.
+pub fn tailprobe_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TAILPROBE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug/tailprobe
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("tailprobe"))
+        .expect("target directory");
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build -p probe-user` first or set TAILPROBE_BIN",
+        p.display()
+    );
+    p
+}
+
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A running test workload (tests/src/bin/workload.rs).
+pub struct Workload {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub tids: Vec<u32>,
+}
+
+impl Workload {
+    /// `bin` is `env!("CARGO_BIN_EXE_workload")` of the calling test.
+    pub fn start(bin: &str, args: &[&str]) -> Workload {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start workload");
+        let stdin = child.stdin.take();
+        let lines = line_channel(child.stdout.take().expect("workload stdout"));
+        let mut w = Workload { child, stdin, lines, tids: Vec::new() };
+        let ready = w.expect_line("ready", Duration::from_secs(10));
+        w.tids = parse_tids(&ready);
+        w
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("workload: no `{prefix}` line within {timeout:?}: {e}"),
+            }
+        }
+    }
+
+    /// Start the phase and wait for it to finish; returns every tid that
+    /// took part (threads created during the phase included).
+    pub fn go_and_wait(&mut self, timeout: Duration) -> Vec<u32> {
+        let stdin = self.stdin.as_mut().expect("workload stdin");
+        writeln!(stdin, "go").expect("write go");
+        stdin.flush().expect("flush");
+        parse_tids(&self.expect_line("done", timeout))
+    }
+
+    /// Start the phase without waiting (for workloads that exit).
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("workload stdin");
+        writeln!(stdin, "go").expect("write go");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_tids(line: &str) -> Vec<u32> {
+    line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect()
+}
+
+fn line_channel<R: std::io::Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `tailprobe record --pid P --json`, running until stopped.
+pub struct Recording {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stdout: Option<ChildStdout>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Recording {
+    /// Start recording and wait until the probes are attached.
+    pub fn start(pid: u32, extra: &[&str]) -> Recording {
+        let mut child = Command::new(tailprobe_bin())
+            .args(["record", "--pid", &pid.to_string(), "--duration", "60s", "--json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tailprobe record");
+        let stderr_lines = line_channel(child.stderr.take().expect("stderr"));
+        let stdout = child.stdout.take();
+        let mut r = Recording { child, stderr_lines, stdout, stderr_seen: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match r.stderr_lines.recv_timeout(left) {
+                Ok(l) => {
+                    let attached = l.contains("probes attached");
+                    r.stderr_seen.push(l);
+                    if attached {
+                        return r;
+                    }
+                }
+                Err(_) => panic!("tailprobe did not attach within 30 s; stderr: {:?}", r.stderr_seen),
+            }
+        }
+    }
+
+    /// Stop with SIGINT (as Ctrl-C) and return (exit code, JSON report).
+    pub fn stop(self) -> (i32, serde_json::Value) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait()
+    }
+
+    /// Wait for it to end on its own; returns (exit code, JSON report).
+    pub fn wait(mut self) -> (i32, serde_json::Value) {
+        let mut out = String::new();
+        if let Some(mut s) = self.stdout.take() {
+            std::io::Read::read_to_string(&mut s, &mut out).expect("read stdout");
+        }
+        let st = self.child.wait().expect("wait tailprobe");
+        while let Ok(l) = self.stderr_lines.try_recv() {
+            self.stderr_seen.push(l);
+        }
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("tailprobe printed no JSON report ({e}); stdout {out:?}; stderr {:?}", self.stderr_seen)
+        });
+        (st.code().unwrap_or(-1), json)
+    }
+}
+
+/// The kernel's own per-thread accounting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelCounters {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+pub fn kernel_counters(pid: u32, tid: u32) -> KernelCounters {
+    let ss = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).expect("schedstat");
+    let mut it = ss.split_whitespace().map(|v| v.parse::<u64>().expect("schedstat number"));
+    let (run_ns, wait_ns) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let st = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).expect("status");
+    let field = |k: &str| -> u64 {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{k} missing from status"))
+    };
+    KernelCounters {
+        run_ns,
+        wait_ns,
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+    }
+}
+
+pub fn delta(a: KernelCounters, b: KernelCounters) -> KernelCounters {
+    KernelCounters {
+        run_ns: b.run_ns - a.run_ns,
+        wait_ns: b.wait_ns - a.wait_ns,
+        voluntary: b.voluntary - a.voluntary,
+        involuntary: b.involuntary - a.involuntary,
+    }
+}
+
+/// The per-thread object of a report.
+pub fn thread<'a>(report: &'a serde_json::Value, tid: u32) -> &'a serde_json::Value {
+    report["threads"]
+        .as_array()
+        .expect("threads array")
+        .iter()
+        .find(|t| t["tid"].as_u64() == Some(tid as u64))
+        .unwrap_or_else(|| panic!("tid {tid} not in the report: {report:#}"))
+}
+
+pub fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}

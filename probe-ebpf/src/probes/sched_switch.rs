@@ -11,7 +11,7 @@ use aya_ebpf::{
 use probe_common::{loss, OnCpu, MAX_SANE_DELTA_NS};
 
 use crate::{
-    maps::{count_loss, hist_record, runq_enter, runq_take, target_tgid, thread_stats, ON_CPU},
+    maps::{count_loss, hist_record, runq_switched_out, runq_take, target_tgid, thread_stats, ON_CPU},
     task,
 };
 
@@ -59,9 +59,7 @@ fn switch_out(ctx: &BtfTracePointContext, pid: u32, tgid: u32, now: u64) {
     // running after prev_state was sampled: it is queued too.
     let involuntary = (preempt & 0xff) != 0 || (prev_state as u32) == 0;
     let requeued = involuntary || task::state(prev) == Some(0);
-    if requeued {
-        runq_enter(pid, now);
-    }
+    runq_switched_out(pid, now, requeued);
     if let Some(s) = thread_stats(pid, tgid) {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {

@@ -115,6 +115,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     if show_progress {
         eprint!("\r{:70}\r", "");
     }
+    if end_reason == EndReason::TargetExited {
+        // The exiting threads' last switch-out comes just after /proc shows
+        // the process as a zombie: give it a moment to reach the maps.
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc);
     let end_ns = monotonic_ns();

@@ -1,0 +1,184 @@
+//! Workloads with a known answer for the root integration tests.
+//!
+//! Protocol on stdin/stdout: the workload creates its threads, which block;
+//! it prints `ready <tid> <tid> ...`. On a `go` line, the threads run their
+//! phase; when all are finished it prints `done <tid> ...` (threads created
+//! during the phase included) and then waits for stdin to close, threads
+//! still alive and blocked, so their /proc counters can be read afterwards.
+//!
+//! Modes:
+//!   spin2 <cpu> <ms>          two threads pinned to <cpu>, spinning <ms> each
+//!   bounce <n>                one thread moved to the other CPU <n> times
+//!   sleeper <n> <us>          one thread sleeping <n> times for <us>
+//!   spawn <threads> <n>       after `go`, create <threads> threads that sleep <n> times
+//!   exit-after <ms>           after `go`, spin <ms> of CPU time, then exit the process
+
+use std::{
+    io::{BufRead, Write},
+    sync::{Arc, Barrier, Mutex},
+    time::{Duration, Instant},
+};
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn pin_self(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its bounds
+    // for cpu < CPU_SETSIZE; pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            panic!("sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+fn current_cpu() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::sched_getcpu() as usize }
+}
+
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    let mut x = 0u64;
+    while Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// Spin until this thread has used `d` of CPU time (not wall time: the
+/// machine may be busy).
+fn spin_cpu(d: Duration) {
+    let cpu_now = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer; the clock exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let end = cpu_now() + d;
+    let mut x = 0u64;
+    while cpu_now() < end {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+fn arg(args: &[String], i: usize) -> u64 {
+    args.get(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("missing numeric argument {i}: {args:?}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().cloned().unwrap_or_default();
+    let start = Arc::new(Barrier::new(1 + match mode.as_str() {
+        "spin2" => 2,
+        "bounce" | "sleeper" => 1,
+        _ => 0,
+    }));
+    let done = Arc::new(Barrier::new(start_count(&mode) + 1));
+    let tids = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    let spawn_worker = |f: Box<dyn FnOnce() + Send>| {
+        let (start, done, tids) = (start.clone(), done.clone(), tids.clone());
+        std::thread::spawn(move || {
+            tids.lock().unwrap().push(gettid());
+            start.wait();
+            f();
+            done.wait();
+            // Stay alive (blocked) until the process ends.
+            loop {
+                std::thread::park();
+            }
+        })
+    };
+    match mode.as_str() {
+        "spin2" => {
+            let (cpu, ms) = (arg(&args, 1) as usize, arg(&args, 2));
+            for _ in 0..2 {
+                handles.push(spawn_worker(Box::new(move || {
+                    pin_self(cpu);
+                    spin(Duration::from_millis(ms));
+                })));
+            }
+        }
+        "bounce" => {
+            let n = arg(&args, 1);
+            handles.push(spawn_worker(Box::new(move || {
+                for _ in 0..n {
+                    let other = 1 - (current_cpu() % 2);
+                    pin_self(other);
+                    spin(Duration::from_micros(200));
+                }
+            })));
+        }
+        "sleeper" => {
+            let (n, us) = (arg(&args, 1), arg(&args, 2));
+            handles.push(spawn_worker(Box::new(move || {
+                for _ in 0..n {
+                    std::thread::sleep(Duration::from_micros(us));
+                }
+            })));
+        }
+        "spawn" | "exit-after" => {}
+        other => panic!("unknown mode {other:?}"),
+    }
+    // Wait until the workers registered their tids.
+    while tids.lock().unwrap().len() < handles.len() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = std::io::stdout();
+    let list = |v: &[u32]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+    writeln!(out.lock(), "ready {}", list(&tids.lock().unwrap())).unwrap();
+    out.lock().flush().unwrap();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.trim() == "go" => break,
+            Some(Ok(_)) => continue,
+            _ => return,
+        }
+    }
+    match mode.as_str() {
+        "spawn" => {
+            let (threads, n) = (arg(&args, 1), arg(&args, 2));
+            let mut hs = Vec::new();
+            for _ in 0..threads {
+                let tids = tids.clone();
+                hs.push(std::thread::spawn(move || {
+                    tids.lock().unwrap().push(gettid());
+                    for _ in 0..n {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }));
+            }
+            for h in hs {
+                h.join().unwrap();
+            }
+        }
+        "exit-after" => {
+            spin_cpu(Duration::from_millis(arg(&args, 1)));
+            std::process::exit(0);
+        }
+        _ => {
+            start.wait();
+            done.wait();
+        }
+    }
+    writeln!(out.lock(), "done {}", list(&tids.lock().unwrap())).unwrap();
+    out.lock().flush().unwrap();
+    // Wait for stdin to close.
+    for _ in lines {}
+}
+
+fn start_count(mode: &str) -> usize {
+    match mode {
+        "spin2" => 2,
+        "bounce" | "sleeper" => 1,
+        _ => 0,
+    }
+}
