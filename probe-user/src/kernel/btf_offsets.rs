@@ -81,6 +81,74 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
 mod tests {
     use super::*;
 
+    /// A minimal BTF blob with `int`, `struct thread_info { int cpu; }` and a
+    /// `struct task_struct` laid out as given: (member name, type id, byte offset).
+    fn btf_blob(members: &[(&str, u32, u32)]) -> Vec<u8> {
+        let mut strings = vec![0u8];
+        let mut name = |s: &str| -> u32 {
+            let off = strings.len() as u32;
+            strings.extend_from_slice(s.as_bytes());
+            strings.push(0);
+            off
+        };
+        let mut types: Vec<u32> = Vec::new();
+        // [1] int: INT kind 1, size 4, 32-bit signed.
+        types.extend([name("int"), 1 << 24, 4, (1 << 24) | 32]);
+        // [2] struct thread_info { int cpu; } (x86 before 5.16 keeps cpu here).
+        types.extend([name("thread_info"), (4 << 24) | 1, 8]);
+        types.extend([name("cpu"), 1, 0]);
+        // [3] struct task_struct.
+        types.extend([name("task_struct"), (4 << 24) | members.len() as u32, 9000]);
+        for (m, ty, off) in members {
+            types.extend([name(m), *ty, off * 8]);
+        }
+        let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut out = Vec::new();
+        out.extend(0xeb9fu16.to_le_bytes());
+        out.extend([1u8, 0]);
+        out.extend(24u32.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((type_bytes.len() as u32).to_le_bytes());
+        out.extend((type_bytes.len() as u32).to_le_bytes());
+        out.extend((strings.len() as u32).to_le_bytes());
+        out.extend(type_bytes);
+        out.extend(strings);
+        out
+    }
+
+    /// The 6.12/6.18 layout: `__state`, and `cpu` directly in task_struct.
+    #[test]
+    fn new_layout() {
+        let btf = btf_blob(&[("thread_info", 2, 0), ("__state", 1, 24), ("cpu", 1, 52), ("pid", 1, 2480), ("tgid", 1, 2484)]);
+        assert_eq!(
+            resolve(&btf).unwrap(),
+            TaskOffsets { pid: 2480, tgid: 2484, cpu: 52, state: 24 }
+        );
+    }
+
+    /// The pre-5.14 / pre-5.16 layout: `state`, and `cpu` in thread_info.
+    #[test]
+    fn old_layout() {
+        let btf = btf_blob(&[("thread_info", 2, 16), ("state", 1, 40), ("pid", 1, 1200), ("tgid", 1, 1204)]);
+        assert_eq!(
+            resolve(&btf).unwrap(),
+            TaskOffsets { pid: 1200, tgid: 1204, cpu: 16, state: 40 }
+        );
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let btf = btf_blob(&[("thread_info", 2, 0), ("__state", 1, 24), ("pid", 1, 2480)]);
+        let err = resolve(&btf).unwrap_err().to_string();
+        assert!(err.contains("task_struct.tgid"), "{err}");
+    }
+
+    #[test]
+    fn offset_beyond_the_mask_is_refused() {
+        let btf = btf_blob(&[("thread_info", 2, 0), ("__state", 1, 24), ("pid", 1, 40000), ("tgid", 1, 40004)]);
+        assert!(matches!(resolve(&btf), Err(BtfOffsetError::TooLarge(..))));
+    }
+
     #[test]
     fn garbage_is_a_parse_error_not_a_panic() {
         assert!(matches!(
