@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod cpulist;
 pub mod kernel;
+pub mod node;
 pub mod privileges;
 pub mod procfs;
 pub mod record;

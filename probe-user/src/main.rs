@@ -8,6 +8,16 @@ fn main() {
     let result = match &cli.command {
         Command::Record(a) => tailprobe::cli::record::main(a),
         Command::Workload(a) => tailprobe::cli::workload::main(a),
+        Command::Load(a) => tailprobe::cli::load::main(a),
+        Command::Serve(a) => tailprobe::cli::serve::main(a),
+        Command::Topo(a) => tailprobe::cli::topo::main(a),
+        Command::Governor(a) => tailprobe::cli::governor::main(a),
+        Command::Pin(a) => tailprobe::cli::pin::main(a),
+        Command::Noise(a) => tailprobe::cli::noise::main(a),
+        Command::Irq(a) => tailprobe::cli::irq::main(a),
+        Command::Counters(a) => tailprobe::cli::counters::main(a),
+        Command::Numa(a) => tailprobe::cli::numa::main(a),
+        Command::Restore(a) => tailprobe::cli::restore::main(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,6 +1,17 @@
 //! Command-line interface: one file per subcommand; `main.rs` dispatches.
 
+pub mod counters;
+pub mod governor;
+pub mod irq;
+pub mod load;
+pub mod node_common;
+pub mod noise;
+pub mod numa;
+pub mod pin;
 pub mod record;
+pub mod restore;
+pub mod serve;
+pub mod topo;
 pub mod workload;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +43,16 @@ pub struct Cli {
 pub enum Command {
     Record(record::RecordArgs),
     Workload(workload::WorkloadArgs),
+    Load(load::LoadArgs),
+    Serve(serve::ServeArgs),
+    Topo(topo::TopoArgs),
+    Governor(governor::GovernorArgs),
+    Pin(pin::PinArgs),
+    Noise(noise::NoiseArgs),
+    Irq(irq::IrqArgs),
+    Counters(counters::CountersArgs),
+    Numa(numa::NumaArgs),
+    Restore(restore::RestoreArgs),
 }
 
 /// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax).

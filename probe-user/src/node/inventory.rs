@@ -349,7 +349,10 @@ pub fn read(roots: &Roots) -> Inventory {
         cpufreq,
         cpufreq_note,
         isolated: fsx::read_opt(&cpu.join("isolated")).unwrap_or_default(),
-        nohz_full: fsx::read_opt(&cpu.join("nohz_full")).unwrap_or_default(),
+        // An unset nohz_full reads "(null)".
+        nohz_full: fsx::read_opt(&cpu.join("nohz_full"))
+            .filter(|s| s != "(null)")
+            .unwrap_or_default(),
         thp: Thp {
             enabled: fsx::read_opt(&thp_dir.join("enabled")).and_then(|s| bracketed(&s)),
             defrag: fsx::read_opt(&thp_dir.join("defrag")).and_then(|s| bracketed(&s)),

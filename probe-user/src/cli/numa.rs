@@ -1,0 +1,110 @@
+//! `tailprobe numa`: NUMA locality of a process.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::node_common::{self as nc, NodeArgs};
+use crate::{
+    cpulist,
+    node::{numa, pin},
+    procfs::ProcFs,
+};
+
+/// Memory of a process per NUMA node (from numa_maps, like `numastat -p`),
+/// the share on nodes remote to the CPUs it may run on, and node numastat
+/// and /proc/vmstat NUMA counter deltas (balancing, migrations) over
+/// --duration.
+#[derive(Debug, Args)]
+pub struct NumaArgs {
+    /// The process.
+    #[arg(long)]
+    pub pid: u32,
+    /// Window for the numastat/vmstat deltas.
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    pub duration: Duration,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub fn main(args: &NumaArgs) -> Result<i32> {
+    let roots = args.node.roots();
+    let proc = ProcFs::new(&roots.proc);
+    let (pid, comm) = proc.check_target(args.pid)?;
+    if !numa::has_numa_maps(&roots.proc, pid) {
+        return Ok(nc::not_available(&crate::node::NotAvailable(
+            "the kernel has no NUMA support (no /proc/<pid>/numa_maps)".into(),
+        )));
+    }
+    crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+    let a = numa::snapshot(&roots);
+    nc::sleep_unless_stopped(args.duration);
+    let b = numa::snapshot(&roots);
+    let mem = numa::read_process(&roots, pid).with_context(|| format!("reading /proc/{pid}/numa_maps"))?;
+    let mut cpus = Vec::new();
+    for tid in proc.threads(pid) {
+        if let Some(s) = pin::allowed_list(&proc, pid, tid) {
+            cpus.extend(cpulist::parse(&s).unwrap_or_default());
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    let node_cpus = pin::node_cpus(&roots);
+    let local = numa::local_nodes(&node_cpus, &cpus);
+    let share = numa::remote_share(&mem, &local);
+    let d = numa::delta(&a, &b);
+    let single = node_cpus.len() < 2;
+    let note = single.then(|| "single NUMA node: all memory is local; remote share is 0 by construction".to_string());
+    if args.json {
+        nc::print_json(&serde_json::json!({
+            "pid": pid,
+            "comm": comm,
+            "nodes": node_cpus.len(),
+            "cpus_allowed": cpulist::Display(&cpus).to_string(),
+            "local_nodes": local,
+            "kib_per_node": mem.kib_per_node,
+            "policies": mem.policies,
+            "remote_share": share,
+            "seconds": args.duration.as_secs_f64(),
+            "numastat_delta": d.numastat,
+            "vmstat_delta": d.vmstat,
+            "note": note,
+        }))?;
+    } else {
+        let total: u64 = mem.kib_per_node.values().sum();
+        println!("pid {pid} ({comm}): {:.1} MiB resident in mappings, CPUs {}", total as f64 / 1024.0, cpulist::Display(&cpus));
+        for (n, k) in &mem.kib_per_node {
+            println!(
+                "  node{n}: {:>10.1} MiB{}",
+                *k as f64 / 1024.0,
+                if local.contains(n) { "  (local)" } else { "  (remote)" }
+            );
+        }
+        match share {
+            Some(s) => println!("remote share: {:.1}%", s * 100.0),
+            None => println!("remote share: no resident memory"),
+        }
+        println!("over {:?}:", args.duration);
+        for (n, m) in &d.numastat {
+            let f = |k: &str| m.get(k).copied().unwrap_or(0);
+            println!(
+                "  node{n} numastat: numa_hit +{} numa_miss +{} numa_foreign +{} local_node +{} other_node +{}",
+                f("numa_hit"), f("numa_miss"), f("numa_foreign"), f("local_node"), f("other_node")
+            );
+        }
+        if d.vmstat.is_empty() {
+            println!("  vmstat NUMA counters: not available on this node (kernel without NUMA balancing counters)");
+        }
+        for (k, v) in &d.vmstat {
+            println!("  {k} +{v}");
+        }
+        if let Some(n) = note {
+            println!("note: {n}");
+        }
+    }
+    Ok(super::exit::OK)
+}
