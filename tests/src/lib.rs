@@ -234,7 +234,7 @@ pub fn delta(a: KernelCounters, b: KernelCounters) -> KernelCounters {
 }
 
 /// The per-thread object of a report.
-pub fn thread<'a>(report: &'a serde_json::Value, tid: u32) -> &'a serde_json::Value {
+pub fn thread(report: &serde_json::Value, tid: u32) -> &serde_json::Value {
     report["threads"]
         .as_array()
         .expect("threads array")
