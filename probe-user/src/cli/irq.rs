@@ -43,12 +43,12 @@ pub enum IrqAction {
         #[arg(long, conflicts_with = "cpus")]
         pid: Option<u32>,
         /// The server's CPUs.
-        #[arg(long, value_parser = parse_cpus)]
-        cpus: Option<Vec<u32>>,
+        #[arg(long)]
+        cpus: Option<nc::CpuArg>,
         /// Move every movable IRQ off these CPUs for the run (journaled,
         /// restored at the end); managed IRQs are reported as unmovable.
-        #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
-        irq_move_off: Option<Vec<u32>>,
+        #[arg(long, value_name = "CPUS")]
+        irq_move_off: Option<nc::CpuArg>,
         /// Rows of the per-IRQ table.
         #[arg(long, default_value_t = 15)]
         top: usize,
@@ -56,10 +56,6 @@ pub enum IrqAction {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
-    cpulist::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn main(args: &IrqArgs) -> Result<i32> {
@@ -130,7 +126,7 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
                     v.dedup();
                     v
                 }
-                (None, Some(c)) => {
+                (None, Some(nc::CpuArg(c))) => {
                     affinity::check_online(c, &online)?;
                     c.clone()
                 }
@@ -138,7 +134,7 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
             };
             let mut journal = None;
             let mut moved = None;
-            if let Some(avoid) = irq_move_off {
+            if let Some(nc::CpuArg(avoid)) = irq_move_off {
                 affinity::check_online(avoid, &online)?;
                 if avoid.len() >= online.len() {
                     anyhow::bail!(

@@ -151,3 +151,14 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v).context("serialising JSON")?);
     Ok(())
 }
+
+/// A CPU list argument (`0-3,8`), kept as one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuArg(pub Vec<u32>);
+
+impl std::str::FromStr for CpuArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::cpulist::parse(s).map(CpuArg).map_err(|e| e.to_string())
+    }
+}

@@ -39,8 +39,8 @@ pub struct NoiseArgs {
     #[arg(long, conflicts_with = "target_cpus")]
     pub target_pid: Option<u32>,
     /// The target's CPUs, when there is no process yet.
-    #[arg(long, value_parser = parse_cpus)]
-    pub target_cpus: Option<Vec<u32>>,
+    #[arg(long)]
+    pub target_cpus: Option<nc::CpuArg>,
     /// How long the noise runs.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub duration: Duration,
@@ -53,10 +53,6 @@ pub struct NoiseArgs {
     pub json: bool,
     #[command(flatten)]
     pub node: NodeArgs,
-}
-
-fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
-    cpulist::parse(s).map_err(|e| e.to_string())
 }
 
 /// Union of the allowed CPUs of every thread of `pid`.
@@ -81,7 +77,7 @@ pub fn main(args: &NoiseArgs) -> Result<i32> {
     let target: Vec<u32> = match (&args.target_pid, &args.target_cpus, &args.place) {
         (Some(pid), _, _) => target_cpus_of(&ProcFs::new(&roots.proc), *pid)
             .with_context(|| format!("reading the CPUs of target pid {pid}"))?,
-        (None, Some(c), _) => {
+        (None, Some(nc::CpuArg(c)), _) => {
             let online = affinity::online_cpus(&roots.sys).context("reading the online CPUs")?;
             affinity::check_online(c, &online)?;
             c.clone()
