@@ -59,11 +59,17 @@ fn acpi_node_and_vm() {
     assert_eq!(v["cpufreq"]["driver"], "acpi-cpufreq");
     assert_eq!(v["cpufreq"]["policies"][0]["governor"], "schedutil");
     assert_eq!(v["accelerators"][0]["vendor_name"], "AMD");
-    assert!(v["accelerators"][0]["numa_node"].is_null(), "-1 is unknown, not node 0");
+    assert!(
+        v["accelerators"][0]["numa_node"].is_null(),
+        "-1 is unknown, not node 0"
+    );
     assert!(v["device_local_node"].is_null());
     let v = topo_json("vm-no-cpufreq");
     assert!(v["cpufreq"].is_null());
-    assert!(v["cpufreq_note"].as_str().unwrap().starts_with("not available on this node"));
+    assert!(v["cpufreq_note"]
+        .as_str()
+        .unwrap()
+        .starts_with("not available on this node"));
     assert_eq!(v["nics"][0]["irqs"].as_array().unwrap().len(), 2);
 }
 
@@ -79,9 +85,18 @@ fn markdown_block() {
         .unwrap();
     let (out, _) = text(&o);
     assert!(out.starts_with("## Node topology\n"), "{out}");
-    assert!(out.contains("| node1 | CPUs 16-31,48-63, 503.7 GiB |"), "{out}");
-    assert!(out.contains("| 0000:db:00.0 | NVIDIA accelerator | 1 | 16-31,48-63 |"), "{out}");
-    assert!(out.contains("| cpufreq | intel_pstate (active), governor powersave |"), "{out}");
+    assert!(
+        out.contains("| node1 | CPUs 16-31,48-63, 503.7 GiB |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| 0000:db:00.0 | NVIDIA accelerator | 1 | 16-31,48-63 |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| cpufreq | intel_pstate (active), governor powersave |"),
+        "{out}"
+    );
 }
 
 fn governor(tree: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -110,7 +125,10 @@ fn governor_on_fixtures() {
     assert!(err.contains("active mode"), "{err}");
     let o = governor(&fixture("node-2s-8gpu-intel/sys"), &["get", "--json"]);
     let v = json(&o);
-    assert_eq!(v["available"], serde_json::json!(["performance", "powersave"]));
+    assert_eq!(
+        v["available"],
+        serde_json::json!(["performance", "powersave"])
+    );
     // acpi-cpufreq: set held, then `governor restore`.
     let s = Scratch::new("gov-acpi");
     let tree = s.path().join("sys");
@@ -121,7 +139,10 @@ fn governor_on_fixtures() {
     let o = governor(&tree, &["--journal", js, "set", "performance"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     for c in 0..8 {
-        let g = std::fs::read_to_string(tree.join(format!("devices/system/cpu/cpufreq/policy{c}/scaling_governor"))).unwrap();
+        let g = std::fs::read_to_string(tree.join(format!(
+            "devices/system/cpu/cpufreq/policy{c}/scaling_governor"
+        )))
+        .unwrap();
         assert_eq!(g, "performance\n");
     }
     let o = governor(&tree, &["--journal", js, "restore"]);
@@ -146,20 +167,46 @@ fn irq_move_off_on_fixture_moves_movable_reports_managed_and_restores() {
         .arg(s.path().join("proc"))
         .arg("--journal")
         .arg(&j)
-        .args(["watch", "--duration", "100ms", "--cpus", "16-23", "--irq-move-off", "16-31,48-63", "--json"])
+        .args([
+            "watch",
+            "--duration",
+            "100ms",
+            "--cpus",
+            "16-23",
+            "--irq-move-off",
+            "16-31,48-63",
+            "--json",
+        ])
         .output()
         .unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     let v = json(&o);
-    let moved: Vec<u64> = v["moved"]["moved"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect();
+    let moved: Vec<u64> = v["moved"]["moved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[0].as_u64().unwrap())
+        .collect();
     assert_eq!(moved, vec![200, 201, 202, 203], "the node1 NIC IRQs move");
     assert_eq!(v["moved"]["moved"][0][2], "0-15,32-47");
-    let unmovable: Vec<u64> = v["moved"]["unmovable"].as_array().unwrap().iter().map(|m| m[0].as_u64().unwrap()).collect();
-    assert_eq!(unmovable, vec![300, 301, 302, 303], "managed NVMe IRQs are reported, not errors");
+    let unmovable: Vec<u64> = v["moved"]["unmovable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        unmovable,
+        vec![300, 301, 302, 303],
+        "managed NVMe IRQs are reported, not errors"
+    );
     assert!(err.contains("IRQ 200: 16-31,48-63 -> 0-15,32-47"), "{err}");
     // Restored at the end of the run; the journal is gone.
-    let after: Vec<_> = snapshot(s.path()).into_iter().filter(|(p, _)| p.to_str() != Some("j.json.lock")).collect();
+    let after: Vec<_> = snapshot(s.path())
+        .into_iter()
+        .filter(|(p, _)| p.to_str() != Some("j.json.lock"))
+        .collect();
     assert_eq!(after, original);
     // An absent IRQ is a clear error.
     let o = Command::new(bin())
@@ -169,5 +216,9 @@ fn irq_move_off_on_fixture_moves_movable_reports_managed_and_restores() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).1.contains("IRQ 999 does not exist"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("IRQ 999 does not exist"),
+        "{}",
+        text(&o).1
+    );
 }

@@ -15,7 +15,13 @@ use node_support::*;
 
 /// Start `governor set performance` on a copy of the 64-policy intel fixture
 /// with a slow change step, and kill -9 it after a few policies changed.
-fn crash_midway(s: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<(std::path::PathBuf, Vec<u8>)>) {
+fn crash_midway(
+    s: &Scratch,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Vec<(std::path::PathBuf, Vec<u8>)>,
+) {
     let tree = s.path().join("tree");
     copy_tree(&fixture("node-2s-8gpu-intel/sys"), &tree);
     let original = snapshot(&tree);
@@ -43,7 +49,10 @@ fn crash_midway(s: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<(st
         if n >= 3 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "journal never filled");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "journal never filled"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL: no Drop, no handler runs.
@@ -54,9 +63,11 @@ fn crash_midway(s: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<(st
 fn governors_changed(tree: &std::path::Path) -> usize {
     (0..64)
         .filter(|c| {
-            fs::read_to_string(tree.join(format!("devices/system/cpu/cpufreq/policy{c}/scaling_governor")))
-                .unwrap()
-                .trim()
+            fs::read_to_string(tree.join(format!(
+                "devices/system/cpu/cpufreq/policy{c}/scaling_governor"
+            )))
+            .unwrap()
+            .trim()
                 == "performance"
         })
         .count()
@@ -72,14 +83,26 @@ fn kill_9_mid_change_then_restore_gives_back_the_original_tree() {
         "expected a partial change at kill time, {changed} of 64 policies changed"
     );
     assert!(journal.exists(), "the journal must survive the kill");
-    let o = Command::new(bin()).args(["restore", "--journal"]).arg(&journal).output().unwrap();
+    let o = Command::new(bin())
+        .args(["restore", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("restored governor of policy0"), "{err}");
-    assert_eq!(snapshot(&tree), original, "tree differs from the original after restore");
+    assert_eq!(
+        snapshot(&tree),
+        original,
+        "tree differs from the original after restore"
+    );
     assert!(!journal.exists());
     // Nothing left: a second restore says so.
-    let o = Command::new(bin()).args(["restore", "--journal"]).arg(&journal).output().unwrap();
+    let o = Command::new(bin())
+        .args(["restore", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
     assert!(text(&o).1.contains("nothing to restore"));
 }
 
@@ -111,11 +134,22 @@ fn journal_from_another_boot_is_reported_not_applied() {
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&journal).unwrap()).unwrap();
     v["boot_id"] = "00000000-0000-0000-0000-000000000000".into();
     fs::write(&journal, serde_json::to_vec(&v).unwrap()).unwrap();
-    let o = Command::new(bin()).args(["restore", "--journal"]).arg(&journal).output().unwrap();
+    let o = Command::new(bin())
+        .args(["restore", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(5), "{err}");
-    assert!(err.contains("another boot") && err.contains("NOT applied"), "{err}");
-    assert_eq!(snapshot(&tree), after_crash, "a stale journal must not be applied");
+    assert!(
+        err.contains("another boot") && err.contains("NOT applied"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&tree),
+        after_crash,
+        "a stale journal must not be applied"
+    );
     // A new session refuses to start on it rather than guess.
     let o = Command::new(bin())
         .args(["governor", "--sys-root"])
@@ -127,7 +161,11 @@ fn journal_from_another_boot_is_reported_not_applied() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("another boot"));
-    let o = Command::new(bin()).args(["restore", "--discard", "--journal"]).arg(&journal).output().unwrap();
+    let o = Command::new(bin())
+        .args(["restore", "--discard", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(!journal.exists());
 }
@@ -154,13 +192,17 @@ fn sigterm_restores_before_exit() {
     let mut seen = 0;
     while seen < 8 {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "tailprobe exited early");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "tailprobe exited early"
+        );
         if line.contains("-> performance") {
             seen += 1;
         }
     }
     assert_eq!(
-        fs::read_to_string(tree.join("devices/system/cpu/cpufreq/policy7/scaling_governor")).unwrap(),
+        fs::read_to_string(tree.join("devices/system/cpu/cpufreq/policy7/scaling_governor"))
+            .unwrap(),
         "performance\n"
     );
     // SAFETY: signalling our own child.

@@ -32,14 +32,21 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
     let proc = ProcFs::new(&args.node.proc_root);
     let (pid, comm) = proc.check_target(args.pid)?;
     let tids = proc.threads(pid);
-    let session = counters::Session::start(&tids)
-        .with_context(|| format!("opening perf counters on pid {pid} (needs root or perf_event_paranoid <= 1)"))?;
+    let session = counters::Session::start(&tids).with_context(|| {
+        format!("opening perf counters on pid {pid} (needs root or perf_event_paranoid <= 1)")
+    })?;
     crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
-    eprintln!("tailprobe: counting {} thread(s) of pid {pid} ({comm}) for {:?}", tids.len(), args.duration);
+    eprintln!(
+        "tailprobe: counting {} thread(s) of pid {pid} ({comm}) for {:?}",
+        tids.len(),
+        args.duration
+    );
     let start = Instant::now();
     let mut exited = false;
     while start.elapsed() < args.duration {
-        if !nc::sleep_unless_stopped((args.duration - start.elapsed()).min(Duration::from_millis(100))) {
+        if !nc::sleep_unless_stopped(
+            (args.duration - start.elapsed()).min(Duration::from_millis(100)),
+        ) {
             break;
         }
         if !proc.is_alive(pid) {
@@ -61,14 +68,22 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
             "ipc": ipc,
         }))?;
     } else {
-        println!("pid {pid} ({comm}), {} thread(s), {:.2} s:", tids.len(), elapsed.as_secs_f64());
+        println!(
+            "pid {pid} ({comm}), {} thread(s), {:.2} s:",
+            tids.len(),
+            elapsed.as_secs_f64()
+        );
         for c in &counts {
             match c.value {
                 Some(v) => println!(
                     "  {:<18} {:>16}{}",
                     c.event,
                     v,
-                    if c.scaled { "  (scaled: multiplexed)" } else { "" }
+                    if c.scaled {
+                        "  (scaled: multiplexed)"
+                    } else {
+                        ""
+                    }
                 ),
                 None => println!(
                     "  {:<18} {:>16}  {}",
@@ -80,8 +95,15 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
         }
         match ipc {
             Some(i) => println!("  {:<18} {:>16.2}", "IPC", i),
-            None => println!("  {:<18} {:>16}  not supported here (needs instructions and cycles)", "IPC", "-"),
+            None => println!(
+                "  {:<18} {:>16}  not supported here (needs instructions and cycles)",
+                "IPC", "-"
+            ),
         }
     }
-    Ok(if exited { super::exit::TARGET_EXITED } else { super::exit::OK })
+    Ok(if exited {
+        super::exit::TARGET_EXITED
+    } else {
+        super::exit::OK
+    })
 }

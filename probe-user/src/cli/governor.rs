@@ -74,7 +74,10 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                 println!(
                     "driver {}{}; available: {}",
                     cf.driver,
-                    cf.pstate_mode.as_deref().map(|m| format!(" ({m} mode)")).unwrap_or_default(),
+                    cf.pstate_mode
+                        .as_deref()
+                        .map(|m| format!(" ({m} mode)"))
+                        .unwrap_or_default(),
                     cf.available().join(" ")
                 );
                 for p in &cf.policies {
@@ -83,7 +86,10 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                         p.name,
                         p.cpus,
                         p.governor,
-                        p.epp.as_deref().map(|e| format!(" (EPP {e})")).unwrap_or_default()
+                        p.epp
+                            .as_deref()
+                            .map(|e| format!(" (EPP {e})"))
+                            .unwrap_or_default()
                     );
                 }
                 if let Some(n) = cf.pstate_note() {
@@ -92,7 +98,11 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
             }
             Ok(super::exit::OK)
         }
-        GovernorAction::Set { name, duration, cmd } => {
+        GovernorAction::Set {
+            name,
+            duration,
+            cmd,
+        } => {
             // Validate before touching the journal: bad input changes nothing.
             let cf = match governor::read(&roots) {
                 Ok(cf) => cf,
@@ -106,7 +116,10 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                 Err(e) => return Err(e).context("setting the governor"),
             };
             for p in &before {
-                eprintln!("tailprobe: {} (CPUs {}): {} -> {name}", p.name, p.cpus, p.governor);
+                eprintln!(
+                    "tailprobe: {} (CPUs {}): {} -> {name}",
+                    p.name, p.cpus, p.governor
+                );
             }
             if !cmd.is_empty() {
                 let mut child = nc::command(cmd)?
@@ -114,7 +127,11 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                     .with_context(|| format!("starting {:?}", cmd[0]))?;
                 let st = nc::wait_child(&mut child, None)?;
                 let code = nc::report_restore(&j.restore()?);
-                return Ok(if code != 0 { code } else { st.code().unwrap_or(super::exit::ERROR) });
+                return Ok(if code != 0 {
+                    code
+                } else {
+                    st.code().unwrap_or(super::exit::ERROR)
+                });
             }
             if let Some(d) = duration {
                 nc::sleep_unless_stopped(*d);
@@ -132,7 +149,10 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
             let (found, _lock) = journal::inspect(&path, std::path::Path::new("/proc"))?;
             let data = match found {
                 Found::Nothing => {
-                    eprintln!("tailprobe: nothing to restore ({} does not exist)", path.display());
+                    eprintln!(
+                        "tailprobe: nothing to restore ({} does not exist)",
+                        path.display()
+                    );
                     return Ok(super::exit::OK);
                 }
                 Found::Stale(d) => {
@@ -145,9 +165,12 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                 }
                 Found::Crashed(d) | Found::Held(d) => d,
             };
-            let rep = journal::restore_found(&path, std::path::Path::new("/proc"), &data, |e| {
-                !matches!(&e.knob, journal::Knob::File { path, .. } if governor::is_governor_knob(path))
-            })?;
+            let rep = journal::restore_found(
+                &path,
+                std::path::Path::new("/proc"),
+                &data,
+                |e| !matches!(&e.knob, journal::Knob::File { path, .. } if governor::is_governor_knob(path)),
+            )?;
             if rep.restored.is_empty() && rep.failed.is_empty() {
                 eprintln!("tailprobe: no governor change in {}", path.display());
             }

@@ -74,7 +74,9 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
                 .iter()
                 .map(|&n| {
                     let p = irq::place(&roots, n);
-                    let row = ints.as_ref().and_then(|i| i.rows.iter().find(|r| r.number() == Some(n)));
+                    let row = ints
+                        .as_ref()
+                        .and_then(|i| i.rows.iter().find(|r| r.number() == Some(n)));
                     serde_json::json!({
                         "irq": n,
                         "affinity": p.affinity,
@@ -88,7 +90,10 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
             if *json {
                 nc::print_json(&rows)?;
             } else {
-                println!("{:>5}  {:<12} {:<12} {:>12}  desc", "irq", "allowed", "effective", "count");
+                println!(
+                    "{:>5}  {:<12} {:<12} {:>12}  desc",
+                    "irq", "allowed", "effective", "count"
+                );
                 for r in &rows {
                     let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
                     println!(
@@ -182,13 +187,27 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
                 for (c, n) in &totals {
                     println!(
                         "  CPU{c}: {n}{}",
-                        if server.contains(c) { "  (server CPU)" } else { "" }
+                        if server.contains(c) {
+                            "  (server CPU)"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 println!("top IRQs:");
                 for r in d.iter().take(*top) {
-                    let per: Vec<String> = r.per_cpu.iter().map(|(c, n)| format!("CPU{c}:{n}")).collect();
-                    println!("  {:>6} {:>10}  {}  {}", r.name, r.total, per.join(" "), r.desc);
+                    let per: Vec<String> = r
+                        .per_cpu
+                        .iter()
+                        .map(|(c, n)| format!("CPU{c}:{n}"))
+                        .collect();
+                    println!(
+                        "  {:>6} {:>10}  {}  {}",
+                        r.name,
+                        r.total,
+                        per.join(" "),
+                        r.desc
+                    );
                 }
                 if !server.is_empty() {
                     println!(

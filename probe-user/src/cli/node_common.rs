@@ -95,9 +95,7 @@ pub fn sleep_unless_stopped(d: Duration) -> bool {
 
 /// Build a command from `argv`.
 pub fn command(argv: &[String]) -> Result<Command> {
-    let (prog, args) = argv
-        .split_first()
-        .context("no command given after `--`")?;
+    let (prog, args) = argv.split_first().context("no command given after `--`")?;
     let mut c = Command::new(prog);
     c.args(args);
     Ok(c)
@@ -148,7 +146,10 @@ pub fn report_restore(rep: &journal::RestoreReport) -> i32 {
 
 /// Print JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("serialising JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).context("serialising JSON")?
+    );
     Ok(())
 }
 
@@ -159,6 +160,8 @@ pub struct CpuArg(pub Vec<u32>);
 impl std::str::FromStr for CpuArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        crate::cpulist::parse(s).map(CpuArg).map_err(|e| e.to_string())
+        crate::cpulist::parse(s)
+            .map(CpuArg)
+            .map_err(|e| e.to_string())
     }
 }

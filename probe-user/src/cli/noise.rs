@@ -105,8 +105,14 @@ pub fn main(args: &NoiseArgs) -> Result<i32> {
             why: format!("CPUs {cpus_s}"),
         };
         pin::pin_command(&mut cmd, &p)?;
-        let mut child = cmd.spawn().with_context(|| format!("starting the noise command {sh:?}"))?;
-        eprintln!("tailprobe: noise command pid {} on CPUs {cpus_s} for {:?}", child.id(), args.duration);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting the noise command {sh:?}"))?;
+        eprintln!(
+            "tailprobe: noise command pid {} on CPUs {cpus_s} for {:?}",
+            child.id(),
+            args.duration
+        );
         let st = nc::wait_child(&mut child, Some(args.duration))?;
         if args.json {
             nc::print_json(&serde_json::json!({
@@ -131,8 +137,14 @@ pub fn main(args: &NoiseArgs) -> Result<i32> {
         },
         std::process::id()
     );
-    let reports = noise::run(args.kind, usize::from(args.threads), &cpus, buf, args.duration)
-        .context("running the noise threads")?;
+    let reports = noise::run(
+        args.kind,
+        usize::from(args.threads),
+        &cpus,
+        buf,
+        args.duration,
+    )
+    .context("running the noise threads")?;
     if args.json {
         nc::print_json(&serde_json::json!({
             "kind": args.kind,

@@ -44,7 +44,8 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
     let a = numa::snapshot(&roots);
     nc::sleep_unless_stopped(args.duration);
     let b = numa::snapshot(&roots);
-    let mem = numa::read_process(&roots, pid).with_context(|| format!("reading /proc/{pid}/numa_maps"))?;
+    let mem = numa::read_process(&roots, pid)
+        .with_context(|| format!("reading /proc/{pid}/numa_maps"))?;
     let mut cpus = Vec::new();
     for tid in proc.threads(pid) {
         if let Some(s) = pin::allowed_list(&proc, pid, tid) {
@@ -58,7 +59,9 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
     let share = numa::remote_share(&mem, &local);
     let d = numa::delta(&a, &b);
     let single = node_cpus.len() < 2;
-    let note = single.then(|| "single NUMA node: all memory is local; remote share is 0 by construction".to_string());
+    let note = single.then(|| {
+        "single NUMA node: all memory is local; remote share is 0 by construction".to_string()
+    });
     if args.json {
         nc::print_json(&serde_json::json!({
             "pid": pid,
@@ -76,12 +79,20 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
         }))?;
     } else {
         let total: u64 = mem.kib_per_node.values().sum();
-        println!("pid {pid} ({comm}): {:.1} MiB resident in mappings, CPUs {}", total as f64 / 1024.0, cpulist::Display(&cpus));
+        println!(
+            "pid {pid} ({comm}): {:.1} MiB resident in mappings, CPUs {}",
+            total as f64 / 1024.0,
+            cpulist::Display(&cpus)
+        );
         for (n, k) in &mem.kib_per_node {
             println!(
                 "  node{n}: {:>10.1} MiB{}",
                 *k as f64 / 1024.0,
-                if local.contains(n) { "  (local)" } else { "  (remote)" }
+                if local.contains(n) {
+                    "  (local)"
+                } else {
+                    "  (remote)"
+                }
             );
         }
         match share {

@@ -50,9 +50,10 @@ pub fn main(args: &PinArgs) -> Result<i32> {
         Err(e) => return Err(e).context("resolving the placement"),
     };
     let cpus_s = cpulist::Display(&placement.cpus).to_string();
-    let mem_s = placement
-        .mem_node
-        .map_or_else(|| "not bound (CPUs span nodes)".to_string(), |n| format!("bound to node{n}"));
+    let mem_s = placement.mem_node.map_or_else(
+        || "not bound (CPUs span nodes)".to_string(),
+        |n| format!("bound to node{n}"),
+    );
     if let Some(pid) = args.pid {
         let mut j = args.node.begin_journal()?;
         let threads = pin::repin(&roots, &mut j, pid, &placement.cpus)
@@ -92,7 +93,10 @@ pub fn main(args: &PinArgs) -> Result<i32> {
             })?;
         } else {
             println!("pid {pid} pinned to {} (CPUs {cpus_s}); memory policy unchanged for a running process", placement.why);
-            println!("{:>8}  {:<16} {:<12} {:<12}", "tid", "comm", "before", "after");
+            println!(
+                "{:>8}  {:<16} {:<12} {:<12}",
+                "tid", "comm", "before", "after"
+            );
             for t in &threads {
                 println!(
                     "{:>8}  {:<16} {:<12} {:<12}{}",
@@ -100,7 +104,10 @@ pub fn main(args: &PinArgs) -> Result<i32> {
                     t.comm,
                     t.before,
                     t.after,
-                    t.error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+                    t.error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -29,7 +29,10 @@ pub fn main(args: &RestoreArgs) -> Result<i32> {
     let (found, _lock) = journal::inspect(&path, std::path::Path::new("/proc"))?;
     match found {
         Found::Nothing => {
-            eprintln!("tailprobe: nothing to restore ({} does not exist)", path.display());
+            eprintln!(
+                "tailprobe: nothing to restore ({} does not exist)",
+                path.display()
+            );
             Ok(super::exit::OK)
         }
         Found::Stale(d) => {

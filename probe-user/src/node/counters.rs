@@ -24,16 +24,61 @@ const TYPE_HW_CACHE: u32 = 3;
 
 /// The events of `tailprobe counters`, software first.
 pub const EVENTS: &[Event] = &[
-    Event { name: "context-switches", type_: TYPE_SOFTWARE, config: 3, hardware: false },
-    Event { name: "cpu-migrations", type_: TYPE_SOFTWARE, config: 4, hardware: false },
-    Event { name: "page-faults", type_: TYPE_SOFTWARE, config: 2, hardware: false },
-    Event { name: "task-clock-ns", type_: TYPE_SOFTWARE, config: 1, hardware: false },
-    Event { name: "instructions", type_: TYPE_HARDWARE, config: 1, hardware: true },
-    Event { name: "cycles", type_: TYPE_HARDWARE, config: 0, hardware: true },
-    Event { name: "branches", type_: TYPE_HARDWARE, config: 4, hardware: true },
-    Event { name: "branch-misses", type_: TYPE_HARDWARE, config: 5, hardware: true },
+    Event {
+        name: "context-switches",
+        type_: TYPE_SOFTWARE,
+        config: 3,
+        hardware: false,
+    },
+    Event {
+        name: "cpu-migrations",
+        type_: TYPE_SOFTWARE,
+        config: 4,
+        hardware: false,
+    },
+    Event {
+        name: "page-faults",
+        type_: TYPE_SOFTWARE,
+        config: 2,
+        hardware: false,
+    },
+    Event {
+        name: "task-clock-ns",
+        type_: TYPE_SOFTWARE,
+        config: 1,
+        hardware: false,
+    },
+    Event {
+        name: "instructions",
+        type_: TYPE_HARDWARE,
+        config: 1,
+        hardware: true,
+    },
+    Event {
+        name: "cycles",
+        type_: TYPE_HARDWARE,
+        config: 0,
+        hardware: true,
+    },
+    Event {
+        name: "branches",
+        type_: TYPE_HARDWARE,
+        config: 4,
+        hardware: true,
+    },
+    Event {
+        name: "branch-misses",
+        type_: TYPE_HARDWARE,
+        config: 5,
+        hardware: true,
+    },
     // LLC (2) | read (0 << 8) | miss (1 << 16)
-    Event { name: "LLC-load-misses", type_: TYPE_HW_CACHE, config: 2 | (1 << 16), hardware: true },
+    Event {
+        name: "LLC-load-misses",
+        type_: TYPE_HW_CACHE,
+        config: 2 | (1 << 16),
+        hardware: true,
+    },
 ];
 
 /// `struct perf_event_attr` up to `config1` (PERF_ATTR_SIZE_VER0, 64 bytes);
@@ -160,7 +205,11 @@ impl Session {
                     i,
                     format!(
                         "not supported here ({}: {e})",
-                        if ev.hardware { "no hardware PMU exposed to this node" } else { "kernel" }
+                        if ev.hardware {
+                            "no hardware PMU exposed to this node"
+                        } else {
+                            "kernel"
+                        }
                     ),
                 )),
                 Some(e) => {
@@ -249,9 +298,9 @@ mod tests {
         };
         let (before, _) = read_scaled(&fd).unwrap();
         let pages = 256;
-        let mut v: Vec<u8> = Vec::with_capacity(pages * 4096 + 4096);
-        // SAFETY: capacity reserved above; bytes are written before use.
-        unsafe { v.set_len(pages * 4096) };
+        // A zeroed allocation this large comes fresh from mmap: every
+        // first write to a page faults.
+        let mut v = vec![0u8; pages * 4096];
         for p in 0..pages {
             v[p * 4096] = 1;
         }
@@ -263,8 +312,19 @@ mod tests {
 
     #[test]
     fn ipc_needs_both() {
-        let c = |e: &'static str, v: Option<u64>| Count { event: e, value: v, note: None, scaled: false };
-        assert_eq!(ipc(&[c("instructions", Some(200)), c("cycles", Some(100))]), Some(2.0));
-        assert_eq!(ipc(&[c("instructions", None), c("cycles", Some(100))]), None);
+        let c = |e: &'static str, v: Option<u64>| Count {
+            event: e,
+            value: v,
+            note: None,
+            scaled: false,
+        };
+        assert_eq!(
+            ipc(&[c("instructions", Some(200)), c("cycles", Some(100))]),
+            Some(2.0)
+        );
+        assert_eq!(
+            ipc(&[c("instructions", None), c("cycles", Some(100))]),
+            None
+        );
     }
 }

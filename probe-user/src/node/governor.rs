@@ -89,7 +89,10 @@ pub fn read(roots: &Roots) -> Result<CpuFreq, NotAvailable> {
                 if s.contains(['-', ',']) {
                     s
                 } else {
-                    let v: Vec<u32> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                    let v: Vec<u32> = s
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
                     cpulist::Display(&v).to_string()
                 }
             })
@@ -201,17 +204,31 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("devices/system/cpu")).unwrap();
         let e = read(&Roots::new(d.path(), "/proc")).unwrap_err();
-        assert!(e.to_string().starts_with("not available on this node"), "{e}");
+        assert!(
+            e.to_string().starts_with("not available on this node"),
+            "{e}"
+        );
     }
 
     #[test]
     fn intel_pstate_active_explains_itself() {
         let d = tempfile::tempdir().unwrap();
         for i in 0..2 {
-            policy(d.path(), i, &i.to_string(), "intel_pstate", "powersave", "performance powersave");
+            policy(
+                d.path(),
+                i,
+                &i.to_string(),
+                "intel_pstate",
+                "powersave",
+                "performance powersave",
+            );
         }
         fs::create_dir_all(d.path().join("devices/system/cpu/intel_pstate")).unwrap();
-        fs::write(d.path().join("devices/system/cpu/intel_pstate/status"), "active\n").unwrap();
+        fs::write(
+            d.path().join("devices/system/cpu/intel_pstate/status"),
+            "active\n",
+        )
+        .unwrap();
         let cf = read(&Roots::new(d.path(), "/proc")).unwrap();
         assert!(cf.active_pstate());
         assert_eq!(cf.available(), vec!["performance", "powersave"]);
@@ -224,7 +241,14 @@ mod tests {
     #[test]
     fn affected_cpus_are_normalised() {
         let d = tempfile::tempdir().unwrap();
-        policy(d.path(), 0, "0 1 2 3", "acpi-cpufreq", "schedutil", "conservative ondemand userspace powersave performance schedutil");
+        policy(
+            d.path(),
+            0,
+            "0 1 2 3",
+            "acpi-cpufreq",
+            "schedutil",
+            "conservative ondemand userspace powersave performance schedutil",
+        );
         let cf = read(&Roots::new(d.path(), "/proc")).unwrap();
         assert_eq!(cf.policies[0].cpus, "0-3");
         assert!(!cf.active_pstate());

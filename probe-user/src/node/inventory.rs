@@ -249,8 +249,8 @@ fn smt_and_llc(roots: &Roots, online: &[u32]) -> (Vec<String>, Vec<LlcGroup>) {
             let Some(level) = fsx::read_opt(&i.join("level")).and_then(|s| s.parse().ok()) else {
                 continue;
             };
-            let Some(shared) = fsx::read_opt(&i.join("shared_cpu_list"))
-                .and_then(|s| cpulist::parse(&s).ok())
+            let Some(shared) =
+                fsx::read_opt(&i.join("shared_cpu_list")).and_then(|s| cpulist::parse(&s).ok())
             else {
                 continue;
             };
@@ -267,7 +267,9 @@ fn smt_and_llc(roots: &Roots, online: &[u32]) -> (Vec<String>, Vec<LlcGroup>) {
         }
     }
     (
-        smt.keys().map(|v| cpulist::Display(v).to_string()).collect(),
+        smt.keys()
+            .map(|v| cpulist::Display(v).to_string())
+            .collect(),
         llc.into_values().collect(),
     )
 }
@@ -378,7 +380,10 @@ fn node_str(n: Option<u32>) -> String {
 }
 
 fn gib(kib: Option<u64>) -> String {
-    kib.map_or_else(|| "?".into(), |k| format!("{:.1} GiB", k as f64 / 1048576.0))
+    kib.map_or_else(
+        || "?".into(),
+        |k| format!("{:.1} GiB", k as f64 / 1048576.0),
+    )
 }
 
 /// Human rendering.
@@ -484,8 +489,14 @@ pub fn render_text(inv: &Inventory) -> String {
     let _ = writeln!(
         s,
         "NUMA balancing: {}",
-        inv.numa_balancing
-            .map_or_else(|| "unknown".into(), |v| if v == 0 { "off".into() } else { format!("on ({v})") })
+        inv.numa_balancing.map_or_else(
+            || "unknown".into(),
+            |v| if v == 0 {
+                "off".into()
+            } else {
+                format!("on ({v})")
+            }
+        )
     );
     let _ = writeln!(
         s,
@@ -496,8 +507,10 @@ pub fn render_text(inv: &Inventory) -> String {
     let _ = writeln!(
         s,
         "device-local node (default pin): {}",
-        inv.device_local_node
-            .map_or_else(|| "none (no accelerator with a known node)".into(), |n| format!("node{n}"))
+        inv.device_local_node.map_or_else(
+            || "none (no accelerator with a known node)".into(),
+            |n| format!("node{n}")
+        )
     );
     for n in inv.notes.iter().chain(inv.cpufreq_note.iter()) {
         let _ = writeln!(s, "note: {n}");
@@ -559,7 +572,10 @@ pub fn render_markdown(inv: &Inventory) -> String {
             None => "not available on this node".into(),
         },
     );
-    row("isolated / nohz_full", format!("{} / {}", or_dash(&inv.isolated), or_dash(&inv.nohz_full)));
+    row(
+        "isolated / nohz_full",
+        format!("{} / {}", or_dash(&inv.isolated), or_dash(&inv.nohz_full)),
+    );
     row(
         "THP",
         format!(
@@ -570,7 +586,8 @@ pub fn render_markdown(inv: &Inventory) -> String {
     );
     row(
         "NUMA balancing",
-        inv.numa_balancing.map_or_else(|| "unknown".into(), |v| v.to_string()),
+        inv.numa_balancing
+            .map_or_else(|| "unknown".into(), |v| v.to_string()),
     );
     row(
         "irqbalance",
@@ -633,7 +650,10 @@ mod tests {
 
     #[test]
     fn thp_choice() {
-        assert_eq!(bracketed("always [madvise] never").as_deref(), Some("madvise"));
+        assert_eq!(
+            bracketed("always [madvise] never").as_deref(),
+            Some("madvise")
+        );
         assert_eq!(bracketed("nothing"), None);
     }
 
@@ -648,7 +668,10 @@ mod tests {
             numa_node: n,
             local_cpus: None,
         };
-        assert_eq!(device_local_node(&[d(Some(1)), d(Some(0)), d(Some(1))]), Some(1));
+        assert_eq!(
+            device_local_node(&[d(Some(1)), d(Some(0)), d(Some(1))]),
+            Some(1)
+        );
         assert_eq!(device_local_node(&[d(Some(1)), d(Some(0))]), Some(0));
         assert_eq!(device_local_node(&[d(None)]), None);
         assert_eq!(device_local_node(&[]), None);

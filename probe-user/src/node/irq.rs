@@ -221,7 +221,11 @@ pub fn move_off(
     avoid: &[u32],
     online: &[u32],
 ) -> Result<MoveReport, IrqError> {
-    let rest: Vec<u32> = online.iter().copied().filter(|c| !avoid.contains(c)).collect();
+    let rest: Vec<u32> = online
+        .iter()
+        .copied()
+        .filter(|c| !avoid.contains(c))
+        .collect();
     let mut rep = MoveReport::default();
     if rest.is_empty() {
         return Ok(rep);
@@ -247,8 +251,10 @@ pub fn move_off(
                 .moved
                 .push((irq, cpulist::Display(&allowed).to_string(), target.clone())),
             Err(JournalError::WriteKnob { source, .. }) if is_unmovable_error(&source) => {
-                rep.unmovable
-                    .push((irq, format!("managed IRQ: the kernel refused the write ({source})")));
+                rep.unmovable.push((
+                    irq,
+                    format!("managed IRQ: the kernel refused the write ({source})"),
+                ));
             }
             Err(e) => return Err(e.into()),
         }
@@ -312,7 +318,11 @@ ERR:          0\n";
     #[test]
     fn unmovable_errors() {
         assert!(is_unmovable_error(&io::Error::from_raw_os_error(libc::EIO)));
-        assert!(is_unmovable_error(&io::Error::from_raw_os_error(libc::EPERM)));
-        assert!(!is_unmovable_error(&io::Error::from_raw_os_error(libc::EINVAL)));
+        assert!(is_unmovable_error(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+        assert!(!is_unmovable_error(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
     }
 }

@@ -115,7 +115,9 @@ pub enum JournalError {
     },
     #[error("cannot read the journal {0}: {1}")]
     Read(PathBuf, io::Error),
-    #[error("the journal {0} is not valid JSON ({1}); move it away after checking the knobs it names")]
+    #[error(
+        "the journal {0} is not valid JSON ({1}); move it away after checking the knobs it names"
+    )]
     Corrupt(PathBuf, serde_json::Error),
     #[error("cannot write the journal {0}: {1} (use --journal or TAILPROBE_JOURNAL to put it elsewhere)")]
     Write(PathBuf, io::Error),
@@ -135,7 +137,11 @@ pub enum JournalError {
         source: io::Error,
     },
     #[error("cannot change the CPU affinity of thread {tid} of pid {pid}: {source}")]
-    Affinity { pid: u32, tid: u32, source: io::Error },
+    Affinity {
+        pid: u32,
+        tid: u32,
+        source: io::Error,
+    },
 }
 
 /// What a journal file on disk means for a new session.
@@ -171,10 +177,17 @@ impl RestoreReport {
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         for e in &self.restored {
-            out.push(format!("restored {} to {:?}", e.knob.describe(), e.original));
+            out.push(format!(
+                "restored {} to {:?}",
+                e.knob.describe(),
+                e.original
+            ));
         }
         for e in &self.gone {
-            out.push(format!("{}: the thread is gone, nothing to restore", e.knob.describe()));
+            out.push(format!(
+                "{}: the thread is gone, nothing to restore",
+                e.knob.describe()
+            ));
         }
         for (e, why) in &self.failed {
             out.push(format!(
@@ -486,9 +499,17 @@ impl Journal {
     }
 
     /// Change one thread's CPU affinity: journal the current mask, then set.
-    pub fn set_thread_affinity(&mut self, pid: u32, tid: u32, cpus: &[u32]) -> Result<(), JournalError> {
-        let before = affinity::thread_affinity(tid)
-            .map_err(|source| JournalError::Affinity { pid, tid, source })?;
+    pub fn set_thread_affinity(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        cpus: &[u32],
+    ) -> Result<(), JournalError> {
+        let before = affinity::thread_affinity(tid).map_err(|source| JournalError::Affinity {
+            pid,
+            tid,
+            source,
+        })?;
         let start_time = affinity::thread_start_time(&self.proc, pid, tid).ok_or_else(|| {
             JournalError::Affinity {
                 pid,
@@ -504,8 +525,11 @@ impl Journal {
             },
             cpulist::Display(&before).to_string(),
         )?;
-        let r = affinity::set_thread_affinity(tid, cpus)
-            .map_err(|source| JournalError::Affinity { pid, tid, source });
+        let r = affinity::set_thread_affinity(tid, cpus).map_err(|source| JournalError::Affinity {
+            pid,
+            tid,
+            source,
+        });
         self.after_change();
         r
     }
@@ -579,14 +603,16 @@ mod tests {
         {
             let (mut j, rec) = Journal::begin(&jp, &proc).unwrap();
             assert!(matches!(rec, Recovered::Nothing));
-            j.set_file(&knob, "governor of policy0", "performance").unwrap();
+            j.set_file(&knob, "governor of policy0", "performance")
+                .unwrap();
             assert_eq!(fs::read_to_string(&knob).unwrap(), "performance\n");
             let on_disk: JournalData = serde_json::from_slice(&fs::read(&jp).unwrap()).unwrap();
             assert_eq!(on_disk.entries.len(), 1);
             assert_eq!(on_disk.entries[0].original, "powersave");
             assert_eq!(on_disk.boot_id, "boot-a");
             // A second change of the same knob keeps the first original.
-            j.set_file(&knob, "governor of policy0", "schedutil").unwrap();
+            j.set_file(&knob, "governor of policy0", "schedutil")
+                .unwrap();
             assert_eq!(j.entries().len(), 1);
         }
         assert_eq!(fs::read_to_string(&knob).unwrap(), "powersave\n");

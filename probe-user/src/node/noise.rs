@@ -208,7 +208,11 @@ fn run_thread(
             }
         }
     };
-    let done = || Instant::now() >= deadline || stop.load(Ordering::Relaxed) || crate::signals::stop_requested();
+    let done = || {
+        Instant::now() >= deadline
+            || stop.load(Ordering::Relaxed)
+            || crate::signals::stop_requested()
+    };
     let (volume, unit) = match kind {
         Kind::Cpu | Kind::Mixed => {
             let a: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.5).collect();
@@ -282,7 +286,10 @@ pub fn run(
         let cpus = cpus.to_vec();
         let stop = Arc::clone(&stop);
         let h = std::thread::Builder::new()
-            .name(format!("noise-{}", if k == Kind::Membw { "membw" } else { "cpu" }))
+            .name(format!(
+                "noise-{}",
+                if k == Kind::Membw { "membw" } else { "cpu" }
+            ))
             .spawn(move || run_thread(k, &cpus, buf_bytes, deadline, &stop))?;
         handles.push(h);
     }
@@ -332,7 +339,10 @@ mod tests {
         let t = [0, 1];
         assert_eq!(resolve(&r, &Place::SameCores, &t).unwrap(), vec![0, 1]);
         assert_eq!(resolve(&r, &Place::SameNode, &t).unwrap(), vec![2, 3]);
-        assert_eq!(resolve(&r, &Place::OtherNode, &t).unwrap(), vec![4, 5, 6, 7]);
+        assert_eq!(
+            resolve(&r, &Place::OtherNode, &t).unwrap(),
+            vec![4, 5, 6, 7]
+        );
         assert!(resolve(&r, &Place::Cpus(vec![9]), &t).is_err());
     }
 
@@ -341,7 +351,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fixture(d.path(), &["0-7"]);
         let r = Roots::new(d.path(), "/proc");
-        let e = resolve(&r, &Place::OtherNode, &[0]).unwrap_err().to_string();
+        let e = resolve(&r, &Place::OtherNode, &[0])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("not available on this node"), "{e}");
         let e = resolve(&r, &Place::SameNode, &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap_err();
         assert!(matches!(e, PlaceError::NotAvailable(_)));
@@ -353,7 +365,10 @@ mod tests {
         assert_eq!(parse_size("2M"), Some(2 << 20));
         assert_eq!(membw_buffer_bytes(Some(105 << 20)), 420 << 20);
         assert_eq!(membw_buffer_bytes(None), 64 << 20);
-        assert_eq!(split(Kind::Mixed, 3), vec![Kind::Cpu, Kind::Membw, Kind::Cpu]);
+        assert_eq!(
+            split(Kind::Mixed, 3),
+            vec![Kind::Cpu, Kind::Membw, Kind::Cpu]
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ impl FromStr for PinSpec {
                 .map_err(|_| format!("bad node number {n:?} (example: node:0)"));
         }
         if let Some(l) = s.strip_prefix("cpus:") {
-            return cpulist::parse(l).map(PinSpec::Cpus).map_err(|e| e.to_string());
+            return cpulist::parse(l)
+                .map(PinSpec::Cpus)
+                .map_err(|e| e.to_string());
         }
         Err(format!(
             "unknown placement {s:?}: use node:N, cpus:LIST (e.g. cpus:0-15) or device-local"
@@ -75,7 +77,12 @@ pub enum PinError {
 pub fn node_cpus(roots: &Roots) -> Vec<(u32, Vec<u32>)> {
     inventory::numa_nodes(roots)
         .into_iter()
-        .map(|n| (n.id, cpulist::parse_maybe_empty(&n.cpus).unwrap_or_default()))
+        .map(|n| {
+            (
+                n.id,
+                cpulist::parse_maybe_empty(&n.cpus).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -101,9 +108,15 @@ pub fn resolve(roots: &Roots, spec: &PinSpec) -> Result<Placement, PinError> {
                 present: cpulist::Display(&ids).to_string(),
             });
         };
-        let cpus: Vec<u32> = cpus.iter().copied().filter(|c| online.contains(c)).collect();
+        let cpus: Vec<u32> = cpus
+            .iter()
+            .copied()
+            .filter(|c| online.contains(c))
+            .collect();
         if cpus.is_empty() {
-            return Err(NotAvailable(format!("node{node} has no online CPUs (memory-only node)")).into());
+            return Err(
+                NotAvailable(format!("node{node} has no online CPUs (memory-only node)")).into(),
+            );
         }
         Ok(Placement {
             cpus,
@@ -139,7 +152,10 @@ pub fn resolve(roots: &Roots, spec: &PinSpec) -> Result<Placement, PinError> {
                 .into());
             };
             let k = acc.iter().filter(|a| a.numa_node == Some(n)).count();
-            by_node(n, format!("node{n} (device-local: {k} of {} accelerators)", acc.len()))
+            by_node(
+                n,
+                format!("node{n} (device-local: {k} of {} accelerators)", acc.len()),
+            )
         }
     }
 }
@@ -173,7 +189,10 @@ pub fn pin_command(cmd: &mut Command, p: &Placement) -> io::Result<()> {
         let per = 8 * std::mem::size_of::<libc::c_ulong>();
         let (w, b) = (n as usize / per, n as usize % per);
         if w >= NODEMASK_WORDS {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("node {n} is too large")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("node {n} is too large"),
+            ));
         }
         mask[w] |= 1 << b;
     }
@@ -220,7 +239,12 @@ pub fn mems_allowed(proc_root: &Path, pid: u32) -> Option<String> {
 }
 
 /// Re-pin every thread of `pid` to `cpus`, journaling each thread's mask.
-pub fn repin(roots: &Roots, journal: &mut Journal, pid: u32, cpus: &[u32]) -> Result<Vec<ThreadPin>, PinError> {
+pub fn repin(
+    roots: &Roots,
+    journal: &mut Journal,
+    pid: u32,
+    cpus: &[u32],
+) -> Result<Vec<ThreadPin>, PinError> {
     let proc = ProcFs::new(&roots.proc);
     if !proc.is_alive(pid) {
         return Err(PinError::PidGone(pid));
@@ -235,7 +259,9 @@ pub fn repin(roots: &Roots, journal: &mut Journal, pid: u32, cpus: &[u32]) -> Re
         let comm = proc.thread_comm(pid, tid).unwrap_or_default();
         let error = match journal.set_thread_affinity(pid, tid, cpus) {
             Ok(()) => None,
-            Err(JournalError::Affinity { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+            Err(JournalError::Affinity { source, .. })
+                if source.raw_os_error() == Some(libc::ESRCH) =>
+            {
                 Some("thread exited".to_string())
             }
             Err(e) => return Err(e.into()),
@@ -264,7 +290,9 @@ pub fn overridden(roots: &Roots, pid: u32, cpus: &[u32]) -> Vec<(u32, String)> {
         .into_iter()
         .filter_map(|tid| {
             let now = allowed_list(&proc, pid, tid)?;
-            let norm = cpulist::parse(&now).map(|v| cpulist::Display(&v).to_string()).unwrap_or(now);
+            let norm = cpulist::parse(&now)
+                .map(|v| cpulist::Display(&v).to_string())
+                .unwrap_or(now);
             (norm != want).then_some((tid, norm))
         })
         .collect()
@@ -272,7 +300,11 @@ pub fn overridden(roots: &Roots, pid: u32, cpus: &[u32]) -> Vec<(u32, String)> {
 
 /// Read the CPUs in `<sys>/devices/system/node/nodeN/cpulist`.
 pub fn read_node_cpus(roots: &Roots, node: u32) -> Option<Vec<u32>> {
-    let s = fsx::read_opt(&roots.sys.join(format!("devices/system/node/node{node}/cpulist")))?;
+    let s = fsx::read_opt(
+        &roots
+            .sys
+            .join(format!("devices/system/node/node{node}/cpulist")),
+    )?;
     cpulist::parse_maybe_empty(&s).ok()
 }
 
@@ -289,19 +321,32 @@ mod tests {
         w("devices/system/cpu/online", "0-7\n");
         w("devices/system/node/node0/cpulist", "0-3\n");
         w("devices/system/node/node1/cpulist", "4-7\n");
-        for (bdf, node) in [("0000:18:00.0", 0), ("0000:9a:00.0", 1), ("0000:ab:00.0", 1)] {
+        for (bdf, node) in [
+            ("0000:18:00.0", 0),
+            ("0000:9a:00.0", 1),
+            ("0000:ab:00.0", 1),
+        ] {
             w(&format!("bus/pci/devices/{bdf}/vendor"), "0x10de\n");
             w(&format!("bus/pci/devices/{bdf}/class"), "0x030200\n");
-            w(&format!("bus/pci/devices/{bdf}/numa_node"), &format!("{node}\n"));
+            w(
+                &format!("bus/pci/devices/{bdf}/numa_node"),
+                &format!("{node}\n"),
+            );
         }
     }
 
     #[test]
     fn specs_parse() {
         assert_eq!("node:1".parse::<PinSpec>(), Ok(PinSpec::Node(1)));
-        assert_eq!("cpus:0-2".parse::<PinSpec>(), Ok(PinSpec::Cpus(vec![0, 1, 2])));
+        assert_eq!(
+            "cpus:0-2".parse::<PinSpec>(),
+            Ok(PinSpec::Cpus(vec![0, 1, 2]))
+        );
         assert_eq!("device-local".parse::<PinSpec>(), Ok(PinSpec::DeviceLocal));
-        assert!("socket:0".parse::<PinSpec>().unwrap_err().contains("node:N"));
+        assert!("socket:0"
+            .parse::<PinSpec>()
+            .unwrap_err()
+            .contains("node:N"));
         assert!("node:x".parse::<PinSpec>().is_err());
     }
 
@@ -316,7 +361,9 @@ mod tests {
         assert!(p.why.contains("2 of 3"), "{}", p.why);
         let p = resolve(&r, &PinSpec::Cpus(vec![2, 5])).unwrap();
         assert_eq!(p.mem_node, None);
-        let e = resolve(&r, &PinSpec::Cpus(vec![7, 8, 9])).unwrap_err().to_string();
+        let e = resolve(&r, &PinSpec::Cpus(vec![7, 8, 9]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("8-9") && e.contains("online CPUs: 0-7"), "{e}");
         let e = resolve(&r, &PinSpec::Node(2)).unwrap_err().to_string();
         assert!(e.contains("nodes here: 0-1"), "{e}");

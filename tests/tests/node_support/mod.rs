@@ -11,14 +11,18 @@ use std::{
 pub fn bin() -> PathBuf {
     match std::env::var_os("TAILPROBE_BIN") {
         // A relative path is relative to the workspace root (tests run in tests/).
-        Some(p) if Path::new(&p).is_relative() => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p),
+        Some(p) if Path::new(&p).is_relative() => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+        }
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tailprobe"),
     }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// A scratch directory removed on drop.
@@ -82,7 +86,10 @@ pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("running tailprobe")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("running tailprobe")
 }
 
 pub fn text(o: &Output) -> (String, String) {
