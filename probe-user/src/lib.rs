@@ -8,16 +8,20 @@
 //! - `record`: a recording session (attach, wait, collect).
 //! - `report`: the report model (JSON) and its human rendering.
 //! - `workload`: the built-in CPU workload used when no target is given.
+//! - `load`: the load generator (`tailprobe load`).
+//! - `serve`: the built-in OpenAI-compatible inference server.
 //! - `cli`: argument parsing and one file per subcommand.
 
 pub mod cli;
 pub mod cpulist;
 pub mod kernel;
+pub mod load;
 pub mod node;
 pub mod privileges;
 pub mod procfs;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod signals;
 pub mod stats;
 pub mod sysfs;

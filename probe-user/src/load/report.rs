@@ -1,0 +1,362 @@
+//! The result of a load run: a serialisable model (`--json`, schema in
+//! docs/load.md) and its text rendering. No I/O.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::{stats::Stats, stats::Summary, LoadOptions, Mode};
+
+/// The generator watching itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generator {
+    pub threads: usize,
+    /// Thread ids of the generator threads (`tp-load-N`).
+    pub tids: Vec<u32>,
+    /// Thread id of the rate-mode dispatcher (`tp-load-sched`).
+    pub dispatcher_tid: Option<u32>,
+    /// `--cpus`, when pinned.
+    pub cpus: Option<String>,
+    pub allowed_cpus: usize,
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    pub wall_s: f64,
+    pub record_write_errors: u64,
+    pub warnings: Vec<String>,
+}
+
+impl Generator {
+    /// CPU used as a share of the CPUs the generator may use (0..=1).
+    pub fn cpu_share(&self) -> f64 {
+        let avail = self.allowed_cpus.min(self.threads + 1).max(1) as f64;
+        (self.cpu_user_s + self.cpu_sys_s) / self.wall_s.max(1e-9) / avail
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// `closed` or `rate`.
+    pub mode: &'static str,
+    pub concurrency: Option<usize>,
+    pub rate: Option<f64>,
+    pub arrival: Option<String>,
+    pub seed: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub n_requests: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub warmup: u64,
+    pub timeout_s: f64,
+    pub openai: bool,
+    pub slo_ms: BTreeMap<&'static str, f64>,
+}
+
+/// Latency distributions, in ms. Absent when nothing was measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    /// end - send (uncorrected in rate mode).
+    pub e2e: Option<Summary>,
+    /// end - intended (rate mode's headline).
+    pub e2e_sched: Option<Summary>,
+    /// send - intended.
+    pub schedule_lag: Option<Summary>,
+    pub ttft: Option<Summary>,
+    pub ttft_sched: Option<Summary>,
+    pub tpot: Option<Summary>,
+    pub itl: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub version: u32,
+    pub url: String,
+    pub config: Config,
+    /// Stopped early (Ctrl-C).
+    pub interrupted: bool,
+    pub ok: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub warmup_excluded: u64,
+    pub streams_without_done: u64,
+    /// last end - first intended (closed loop: first send), seconds.
+    pub window_s: f64,
+    /// Successful requests per second over the window.
+    pub throughput_rps: f64,
+    /// Requests per second that met every SLO; null without `--slo`.
+    pub goodput_rps: Option<f64>,
+    pub good: Option<u64>,
+    pub output_tokens: u64,
+    pub output_tokens_per_s: f64,
+    /// Output tokens per request (counts, not ms).
+    pub output_tokens_per_request: Option<Summary>,
+    /// Which latency is the headline: `e2e` or `e2e_sched`.
+    pub headline: &'static str,
+    pub latency_ms: Latency,
+    pub generator: Generator,
+}
+
+pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: bool) -> LoadReport {
+    let rate_mode = matches!(opts.mode, Mode::Open { .. });
+    let window_s = match (s.first_start_ns, s.last_end_ns) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let per_s = |n: u64| {
+        if window_s > 0.0 {
+            n as f64 / window_s
+        } else {
+            0.0
+        }
+    };
+    let ms = |h: &super::stats::Hist| h.summary(1e6);
+    let mut slo_ms = BTreeMap::new();
+    for (k, v) in [
+        ("ttft", opts.slo.ttft),
+        ("tpot", opts.slo.tpot),
+        ("e2e", opts.slo.e2e),
+    ] {
+        if let Some(v) = v {
+            slo_ms.insert(k, v.as_secs_f64() * 1e3);
+        }
+    }
+    let config = match &opts.mode {
+        Mode::Closed { concurrency } => Config {
+            mode: "closed",
+            concurrency: Some(*concurrency),
+            rate: None,
+            arrival: None,
+            seed: None,
+            max_in_flight: None,
+            n_requests: opts.n_requests,
+            duration_s: opts.duration.map(|d| d.as_secs_f64()),
+            warmup: opts.warmup,
+            timeout_s: opts.timeout.as_secs_f64(),
+            openai: opts.openai,
+            slo_ms,
+        },
+        Mode::Open {
+            rate,
+            arrival,
+            seed,
+            connections,
+            max_in_flight,
+        } => Config {
+            mode: "rate",
+            concurrency: Some(*connections),
+            rate: Some(*rate),
+            arrival: Some(arrival.to_string()),
+            seed: Some(*seed),
+            max_in_flight: Some(*max_in_flight),
+            n_requests: opts.n_requests,
+            duration_s: opts.duration.map(|d| d.as_secs_f64()),
+            warmup: opts.warmup,
+            timeout_s: opts.timeout.as_secs_f64(),
+            openai: opts.openai,
+            slo_ms,
+        },
+    };
+    let lag = ms(&s.lag);
+    // Warnings: the generator may be the bottleneck.
+    let share = gen.cpu_share();
+    if share > 0.8 {
+        gen.warnings.push(format!(
+            "the generator used {:.0}% of its {} CPU(s): it may be the bottleneck; \
+             give it more CPUs (--cpus, --threads) or lower the load",
+            share * 100.0,
+            gen.allowed_cpus.min(gen.threads + 1)
+        ));
+    }
+    if let (Mode::Open { rate, .. }, Some(l)) = (&opts.mode, &lag) {
+        let gap_ms = 1e3 / rate;
+        if l.p99.value > gap_ms.max(1.0) {
+            gen.warnings.push(format!(
+                "schedule lag p99 is {:.3} ms (mean gap {:.3} ms): requests left late, \
+                 so the generator or the in-flight cap limited the offered load",
+                l.p99.value, gap_ms
+            ));
+        }
+    }
+    if gen.record_write_errors > 0 {
+        gen.warnings.push(format!(
+            "{} per-request records could not be written",
+            gen.record_write_errors
+        ));
+    }
+    let slo_set = opts.slo.is_set();
+    LoadReport {
+        version: 1,
+        url: opts.target.url.clone(),
+        config,
+        interrupted,
+        ok: s.ok,
+        timeouts: s.timeouts,
+        errors: s.errors_total(),
+        error_kinds: s.errors.clone(),
+        warmup_excluded: s.warmup,
+        streams_without_done: s.streams_without_done,
+        window_s,
+        throughput_rps: per_s(s.ok),
+        goodput_rps: slo_set.then(|| per_s(s.good)),
+        good: slo_set.then_some(s.good),
+        output_tokens: s.output_tokens,
+        output_tokens_per_s: per_s(s.output_tokens),
+        output_tokens_per_request: s.tokens.summary(1.0),
+        headline: if rate_mode { "e2e_sched" } else { "e2e" },
+        latency_ms: Latency {
+            e2e: ms(&s.e2e),
+            e2e_sched: ms(&s.e2e_sched),
+            schedule_lag: lag,
+            ttft: ms(&s.ttft),
+            ttft_sched: ms(&s.ttft_sched),
+            tpot: ms(&s.tpot),
+            itl: ms(&s.itl),
+        },
+        generator: gen,
+    }
+}
+
+fn row(out: &mut String, name: &str, s: &Option<Summary>) {
+    if let Some(s) = s {
+        let _ = writeln!(
+            out,
+            "  {name:<26} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            s.avg, s.p50.value, s.p90.value, s.p95.value, s.p99.value, s.p999.value, s.max, s.count
+        );
+    }
+}
+
+/// The human rendering.
+pub fn text(r: &LoadReport) -> String {
+    let mut o = String::new();
+    let c = &r.config;
+    let what = match c.mode {
+        "closed" => format!("closed loop, concurrency {}", c.concurrency.unwrap_or(0)),
+        _ => format!(
+            "rate {} req/s ({}, seed {}), max in flight {}",
+            c.rate.unwrap_or(0.0),
+            c.arrival.as_deref().unwrap_or("?"),
+            c.seed.unwrap_or(0),
+            c.max_in_flight.unwrap_or(0)
+        ),
+    };
+    let _ = writeln!(o, "tailprobe load {}  {what}", r.url);
+    if r.interrupted {
+        let _ = writeln!(o, "(interrupted: the numbers cover what ran)");
+    }
+    let _ = writeln!(
+        o,
+        "requests: {} ok, {} errors, {} timeouts ({} warm-up excluded)",
+        r.ok, r.errors, r.timeouts, r.warmup_excluded
+    );
+    if !r.error_kinds.is_empty() {
+        let kinds: Vec<String> = r
+            .error_kinds
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(o, "errors by kind: {}", kinds.join(", "));
+    }
+    let _ = writeln!(
+        o,
+        "throughput: {:.1} req/s over {:.3} s",
+        r.throughput_rps, r.window_s
+    );
+    if r.output_tokens > 0 {
+        let _ = writeln!(
+            o,
+            "output tokens: {} ({:.1} tok/s)",
+            r.output_tokens, r.output_tokens_per_s
+        );
+    }
+    if let (Some(g), Some(n)) = (r.goodput_rps, r.good) {
+        let slo: Vec<String> = c
+            .slo_ms
+            .iter()
+            .map(|(k, v)| format!("{k}<={v}ms"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "goodput: {g:.1} req/s ({n} of {} requests met {})",
+            r.ok + r.errors + r.timeouts,
+            slo.join(", ")
+        );
+    }
+    if r.streams_without_done > 0 {
+        let _ = writeln!(
+            o,
+            "streams that ended without [DONE]: {}",
+            r.streams_without_done
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "latency (ms)", "avg", "p50", "p90", "p95", "p99", "p99.9", "max", "n"
+    );
+    let l = &r.latency_ms;
+    if c.mode == "rate" {
+        row(&mut o, "e2e from intended (*)", &l.e2e_sched);
+        row(&mut o, "e2e from send (uncorr.)", &l.e2e);
+        row(&mut o, "schedule lag", &l.schedule_lag);
+        row(&mut o, "ttft from intended", &l.ttft_sched);
+        row(&mut o, "ttft from send", &l.ttft);
+    } else {
+        row(&mut o, "e2e (*)", &l.e2e);
+        row(&mut o, "ttft", &l.ttft);
+    }
+    row(&mut o, "tpot", &l.tpot);
+    row(&mut o, "itl", &l.itl);
+    if let Some(t) = &r.output_tokens_per_request {
+        let _ = writeln!(
+            o,
+            "  {:<26} {:>9.1} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8}",
+            "output tokens / request",
+            t.avg,
+            t.p50.value,
+            t.p90.value,
+            t.p95.value,
+            t.p99.value,
+            t.p999.value,
+            t.max,
+            t.count
+        );
+    }
+    let head = if c.mode == "rate" {
+        &l.e2e_sched
+    } else {
+        &l.e2e
+    };
+    if let Some(h) = head {
+        let _ = writeln!(
+            o,
+            "  (*) headline. Samples at or above: p90 {}, p95 {}, p99 {}, p99.9 {}{}",
+            h.p90.samples,
+            h.p95.samples,
+            h.p99.samples,
+            h.p999.samples,
+            if h.p99.samples <= 1 {
+                " (p99 rests on one request: run more for a tail)"
+            } else {
+                ""
+            }
+        );
+    }
+    let g = &r.generator;
+    let _ = writeln!(
+        o,
+        "\ngenerator: {} thread(s) (tids {:?}{}), CPU {:.2} s user + {:.2} s sys over {:.2} s ({:.0}% of {} CPU(s)){}",
+        g.threads,
+        g.tids,
+        g.dispatcher_tid.map(|t| format!(", dispatcher {t}")).unwrap_or_default(),
+        g.cpu_user_s,
+        g.cpu_sys_s,
+        g.wall_s,
+        g.cpu_share() * 100.0,
+        g.allowed_cpus.min(g.threads + 1),
+        g.cpus.as_ref().map(|c| format!(", pinned to {c}")).unwrap_or_default()
+    );
+    for w in &g.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
+}
