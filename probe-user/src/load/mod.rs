@@ -39,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use self::{
     client::{Conn, ReqError, Timing},
@@ -398,10 +398,7 @@ impl Local {
         }
     }
 
-    async fn open_request(self: Rc<Self>, sem: Rc<Semaphore>, id: u64, intended: u64) {
-        let Ok(_permit) = sem.acquire().await else {
-            return;
-        };
+    async fn open_request(self: Rc<Self>, _permit: OwnedSemaphorePermit, id: u64, intended: u64) {
         let mut conn = self.pool.borrow_mut().pop();
         self.one(&mut conn, id, Some(intended)).await;
         if let Some(c) = conn {
@@ -472,23 +469,28 @@ fn generator_thread(
         }
         (Mode::Open { max_in_flight, .. }, Some(mut rx)) => {
             let cap = my_share(*max_in_flight).max(1);
-            let sem = Rc::new(Semaphore::new(cap));
+            let sem = Arc::new(Semaphore::new(cap));
             set.block_on(&rt, async {
                 while let Some((id, intended)) = rx.recv().await {
-                    tokio::task::spawn_local(local.clone().open_request(sem.clone(), id, intended));
+                    // At the cap, wait here: later requests queue behind
+                    // this one, and their wait counts from their intended
+                    // times.
+                    let Ok(permit) = sem.clone().acquire_owned().await else {
+                        break;
+                    };
+                    tokio::task::spawn_local(local.clone().open_request(permit, id, intended));
                 }
-                // The semaphore is fair: once every permit is ours, every
-                // request queued before has finished.
+                // Every permit back: every request has finished.
                 let _ = sem.acquire_many(cap as u32).await;
             });
         }
         (Mode::Open { .. }, None) => return Err("no dispatcher queue".into()),
     }
-    // Let the in-flight requests finish (bounded by the timeout), then
-    // close the idle connections.
+    // Every request has ended (the loops above wait for them); dropping the
+    // set cancels the idle connections' driver tasks, which closes them
+    // (waiting for them to notice their handles are gone can hang).
     local.pool.borrow_mut().clear();
-    rt.block_on(set);
-    local.pool.borrow_mut().clear();
+    drop(set);
     let stats = local.stats.borrow().clone();
     Ok(stats)
 }
