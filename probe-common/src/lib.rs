@@ -32,9 +32,47 @@ pub struct ThreadStats {
     pub migrations_cross_llc: u64,
     /// Migrations between CPUs of different NUMA nodes.
     pub migrations_cross_numa: u64,
+    /// Hard IRQs that ran while this thread was current, and their time.
+    pub hardirq_count: u64,
+    pub hardirq_ns: u64,
+    /// Softirqs that ran while this thread was current, and their time.
+    pub softirq_count: u64,
+    pub softirq_ns: u64,
+    /// `exceptions:page_fault_user` of this thread.
+    pub page_faults: u64,
+    /// NUMA balancing: `sched_move_numa`, `sched_swap_numa`,
+    /// `sched_stick_numa` involving this thread.
+    pub numa_moves: u64,
+    pub numa_swaps: u64,
+    pub numa_sticks: u64,
     /// Thread group (process) id the thread belongs to.
     pub tgid: u32,
     pub _pad: u32,
+}
+
+impl ThreadStats {
+    pub const ZERO: ThreadStats = ThreadStats {
+        runq_count: 0,
+        runq_total_ns: 0,
+        runq_max_ns: 0,
+        oncpu_ns: 0,
+        voluntary_switches: 0,
+        involuntary_switches: 0,
+        wakeups: 0,
+        migrations: 0,
+        migrations_cross_llc: 0,
+        migrations_cross_numa: 0,
+        hardirq_count: 0,
+        hardirq_ns: 0,
+        softirq_count: 0,
+        softirq_ns: 0,
+        page_faults: 0,
+        numa_moves: 0,
+        numa_swaps: 0,
+        numa_sticks: 0,
+        tgid: 0,
+        _pad: 0,
+    };
 }
 
 /// Run-queue wait histogram of one thread (see [`hist`]). Shared by all CPUs
@@ -52,21 +90,27 @@ impl RunqHist {
     };
 }
 
-impl ThreadStats {
-    pub const ZERO: ThreadStats = ThreadStats {
-        runq_count: 0,
-        runq_total_ns: 0,
-        runq_max_ns: 0,
-        oncpu_ns: 0,
-        voluntary_switches: 0,
-        involuntary_switches: 0,
-        wakeups: 0,
-        migrations: 0,
-        migrations_cross_llc: 0,
-        migrations_cross_numa: 0,
-        tgid: 0,
-        _pad: 0,
-    };
+/// A target thread's pending run-queue wait.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunqState {
+    /// When it became runnable (ns), 0 when not waiting.
+    pub since_ns: u64,
+    /// Task that preempted it (the `next` of the switch that requeued it),
+    /// 0 when it became runnable by a wakeup.
+    pub preempted_by: u32,
+    pub _pad: u32,
+}
+
+/// Who preempted target threads, and the run-queue wait that followed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Preemptor {
+    pub count: u64,
+    pub target_wait_ns: u64,
+    pub comm: [u8; 16],
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// What is running on a CPU, as far as the target is concerned (per-CPU slot).
@@ -78,6 +122,114 @@ pub struct OnCpu {
     pub _pad: u32,
     /// When it was switched in (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
+}
+
+/// Count, total and maximum of a duration (IRQ time, softirq delay).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DurStat {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// An IRQ or softirq in progress on a CPU (per-CPU slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IrqSlot {
+    pub start_ns: u64,
+    /// Target thread interrupted, 0 when the CPU was not running one.
+    pub tid: u32,
+    pub tgid: u32,
+}
+
+/// Per-CPU counters (index 0 of the `CPU_STATS` per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuStats {
+    /// Time target threads spent on this CPU.
+    pub target_oncpu_ns: u64,
+    /// Run-queue wait of target threads that ended on this CPU.
+    pub target_runq_ns: u64,
+    /// Hard IRQ and softirq time charged to target threads on this CPU.
+    pub target_hardirq_ns: u64,
+    pub target_softirq_ns: u64,
+}
+
+/// Number of softirq vectors (NR_SOFTIRQS; stable since 2.6.36).
+pub const NR_SOFTIRQS: u32 = 10;
+/// Their names, by vector number (include/linux/interrupt.h).
+pub const SOFTIRQ_NAMES: [&str; NR_SOFTIRQS as usize] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
+
+/// Reasons of `migrate:mm_migrate_pages` we keep apart; larger ones share
+/// the last slot.
+pub const MIGRATE_REASONS: u32 = 16;
+
+/// Per reason of `mm_migrate_pages`: events and pages, system-wide and
+/// those in a target thread's context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MigratePages {
+    pub events: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub target_events: u64,
+    pub target_succeeded: u64,
+}
+
+/// Counters of one time window (`WINDOWS` per-CPU array; userspace merges
+/// CPUs and drains complete windows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    /// Window number: start = id * window_ns (CLOCK_MONOTONIC).
+    pub id: u64,
+    pub runq_count: u64,
+    pub runq_total_ns: u64,
+    pub runq_max_ns: u64,
+    pub oncpu_ns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub migrations: u64,
+    pub hardirq_ns: u64,
+    pub softirq_ns: u64,
+    pub page_faults: u64,
+    pub numa_events: u64,
+}
+
+/// Slots of the window ring (a power of two).
+pub const WINDOW_SLOTS: u32 = 1024;
+
+/// Kinds of records on the `EVENTS` ring buffer.
+pub mod event {
+    /// A run-queue wait above the threshold; `value_ns` = the wait,
+    /// `aux` = the task that preempted it (0: it was woken).
+    pub const RUNQ_OUTLIER: u32 = 1;
+    /// A hard IRQ on a target thread above the threshold; `aux` = IRQ number.
+    pub const HARDIRQ_OUTLIER: u32 = 2;
+    /// A softirq on a target thread above the threshold; `aux` = vector.
+    pub const SOFTIRQ_OUTLIER: u32 = 3;
+    /// A target thread exited (its statistics can be harvested).
+    pub const THREAD_EXIT: u32 = 4;
+    /// A followed process forked a child process, now followed too;
+    /// `aux` = child pid.
+    pub const PROCESS_FORK: u32 = 5;
+}
+
+/// A record on the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub value_ns: u64,
+    pub kind: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+    pub aux: u32,
+    pub _pad: u32,
 }
 
 /// Indices of the per-CPU loss counters (`LOSSES` map).
@@ -92,8 +244,16 @@ pub mod loss {
     pub const TASK_READ: u32 = 3;
     /// A run-queue delta was negative or absurd and was discarded.
     pub const BAD_DELTA: u32 = 4;
+    /// The ring buffer was full: an outlier or exit record was dropped.
+    pub const RINGBUF_RESERVE: u32 = 5;
+    /// Insert into the preemptor map failed (map full).
+    pub const PREEMPTOR_INSERT: u32 = 6;
+    /// Insert into the IRQ map failed (map full).
+    pub const IRQ_INSERT: u32 = 7;
+    /// A followed child process could not be added (map full).
+    pub const TGID_INSERT: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 9;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "stats_map_insert_failed",
@@ -101,6 +261,10 @@ pub mod loss {
         "hist_map_insert_failed",
         "task_read_failed",
         "bad_delta_discarded",
+        "ringbuf_reserve_failed",
+        "preemptor_map_insert_failed",
+        "irq_map_insert_failed",
+        "tgid_map_insert_failed",
     ];
 }
 
@@ -120,6 +284,14 @@ pub const MAX_CPUS: u32 = 4096;
 /// (missed event), not a measurement: 60 s.
 pub const MAX_SANE_DELTA_NS: u64 = 60_000_000_000;
 
+/// Filter modes (`FILTER_MODE` global).
+pub mod filter {
+    /// One process: `TARGET_TGID`.
+    pub const SINGLE_TGID: u32 = 0;
+    /// A set of processes in the `TGIDS` map (children, --comm, --cgroup).
+    pub const TGID_SET: u32 = 1;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these types are repr(C), contain only integers and arrays of
@@ -128,7 +300,23 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RunqHist {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::RunqState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Preemptor {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::OnCpu {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DurStat {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IrqSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MigratePages {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Window {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuTopo {}
 }

@@ -1,59 +1,143 @@
-//! Maps shared by the programs, and the configuration globals.
+//! Maps shared by the programs, the configuration globals, and the small
+//! helpers every program uses (target filter, per-thread slots, windows).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use probe_common::{bucket_index, loss, CpuTopo, OnCpu, RunqHist, ThreadStats, MAX_CPUS};
+use probe_common::{
+    bucket_index, filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, OnCpu, Preemptor,
+    RunqHist, RunqState, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
+};
 
-/// Thread group id of the target process; 0 matches nothing.
+// ---- configuration globals, written by the loader before loading ----
+
+/// `filter::SINGLE_TGID` or `filter::TGID_SET`.
+#[unsafe(no_mangle)]
+static FILTER_MODE: u32 = 0;
+/// Thread group id of the target process (SINGLE_TGID); 0 matches nothing.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
-
+/// When non-zero, only this thread is followed (`--tid`).
+#[unsafe(no_mangle)]
+static TARGET_TID: u32 = 0;
+/// Non-zero: child processes of followed processes are followed too.
+#[unsafe(no_mangle)]
+static FOLLOW_CHILDREN: u32 = 0;
 /// Non-zero when the loader filled `CPU_TOPO` (migration classification).
 #[unsafe(no_mangle)]
 static TOPO_VALID: u32 = 0;
+/// Width of a time window in ns (0 disables windows).
+#[unsafe(no_mangle)]
+static WINDOW_NS: u64 = 10_000_000;
+/// Run-queue waits at or above this are streamed as outliers (0: none).
+#[unsafe(no_mangle)]
+static OUTLIER_RUNQ_NS: u64 = 0;
+/// IRQ/softirq runs on a target thread at or above this are streamed.
+#[unsafe(no_mangle)]
+static OUTLIER_IRQ_NS: u64 = 0;
 
-#[inline(always)]
-pub fn target_tgid() -> u32 {
-    // SAFETY: a read of a global the loader may have rewritten; volatile so
-    // the compiler does not constant-fold the initial value.
-    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+macro_rules! global {
+    ($name:ident, $ty:ty) => {{
+        // SAFETY: volatile read of a global the loader may have rewritten, so
+        // the compiler does not constant-fold the initial value.
+        unsafe { core::ptr::read_volatile(&$name) as $ty }
+    }};
 }
 
 #[inline(always)]
 pub fn topo_valid() -> bool {
-    // SAFETY: as in `target_tgid`.
-    unsafe { core::ptr::read_volatile(&TOPO_VALID) != 0 }
+    global!(TOPO_VALID, u32) != 0
 }
 
+#[inline(always)]
+pub fn follow_children() -> bool {
+    global!(FOLLOW_CHILDREN, u32) != 0
+}
+
+#[inline(always)]
+pub fn outlier_runq_ns() -> u64 {
+    global!(OUTLIER_RUNQ_NS, u64)
+}
+
+#[inline(always)]
+pub fn outlier_irq_ns() -> u64 {
+    global!(OUTLIER_IRQ_NS, u64)
+}
+
+// ---- maps ----
+
+/// Followed processes (TGID_SET mode): tgid -> 1.
+#[map]
+pub static TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
 /// Per-thread statistics, per CPU: no atomics needed, userspace sums CPUs.
-/// `max_entries` is resized by the loader from the target's thread count.
 #[map]
 pub static STATS: PerCpuHashMap<u32, ThreadStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Pending run-queue wait of each target thread. Written on the waker's CPU
+/// and read on the CPU that runs the thread; one writer at a time.
+#[map]
+pub static RUNQ: HashMap<u32, RunqState> = HashMap::with_max_entries(4096, 0);
 
 /// Per-thread run-queue wait histograms, shared by CPUs (atomic adds).
 #[map]
 pub static RUNQ_HIST: HashMap<u32, RunqHist> = HashMap::with_max_entries(4096, 0);
 
-/// A zeroed histogram to insert from.
+/// Zeroed values to insert from (too large for the 512-byte stack).
 #[map]
 pub static ZERO_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
-
-/// When each target thread became runnable (ns), 0 when it is not waiting.
-/// Written on the waker's CPU and read on the CPU that runs the thread, so it
-/// is a shared map; each entry has one writer at a time.
 #[map]
-pub static RUNQ_SINCE: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+pub static ZERO_STATS: PerCpuArray<ThreadStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which target thread each CPU is running now, for on-CPU time.
 #[map]
 pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 
-/// A zeroed `ThreadStats` to insert from (too large for the 512-byte stack).
+/// Per-CPU totals for the target.
 #[map]
-pub static ZERO_STATS: PerCpuArray<ThreadStats> = PerCpuArray::with_max_entries(1, 0);
+pub static CPU_STATS: PerCpuArray<CpuStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tasks that preempted target threads, keyed by their pid.
+#[map]
+pub static PREEMPTORS: HashMap<u32, Preemptor> = HashMap::with_max_entries(1024, 0);
+
+/// Hard IRQ time charged to target threads, per IRQ number, per CPU.
+#[map]
+pub static IRQS: PerCpuHashMap<u32, DurStat> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Softirq time charged to target threads, per vector, per CPU.
+#[map]
+pub static SOFTIRQS: PerCpuArray<DurStat> = PerCpuArray::with_max_entries(NR_SOFTIRQS, 0);
+
+/// Softirq raise -> entry delay, per vector, per CPU (all CPUs; userspace
+/// reports the CPUs the target ran on).
+#[map]
+pub static SOFTIRQ_DELAY: PerCpuArray<DurStat> = PerCpuArray::with_max_entries(NR_SOFTIRQS, 0);
+
+/// When each vector was first raised and not yet run, per CPU.
+#[map]
+pub static SOFTIRQ_RAISED: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_SOFTIRQS, 0);
+
+/// The hard IRQ / softirq in progress on each CPU.
+#[map]
+pub static HARDIRQ_SLOT: PerCpuArray<probe_common::IrqSlot> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SOFTIRQ_SLOT: PerCpuArray<probe_common::IrqSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// `mm_migrate_pages` per reason, per CPU.
+#[map]
+pub static MIGRATE_PAGES: PerCpuArray<MigratePages> =
+    PerCpuArray::with_max_entries(MIGRATE_REASONS, 0);
+
+/// Ring of time windows, per CPU.
+#[map]
+pub static WINDOWS: PerCpuArray<Window> = PerCpuArray::with_max_entries(WINDOW_SLOTS, 0);
+
+/// Outliers, thread exits and followed forks, streamed to userspace.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Loss and error counters, per CPU, indexed by `probe_common::loss`.
 #[map]
@@ -63,11 +147,37 @@ pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT,
 #[map]
 pub static CPU_TOPO: Array<CpuTopo> = Array::with_max_entries(MAX_CPUS, 0);
 
+// ---- helpers ----
+
+/// Is this thread group followed? (The cheap half of the filter.)
+#[inline(always)]
+pub fn is_target_tgid(tgid: u32) -> bool {
+    if tgid == 0 {
+        return false;
+    }
+    if global!(FILTER_MODE, u32) == filter::SINGLE_TGID {
+        tgid == global!(TARGET_TGID, u32)
+    } else {
+        // SAFETY: lookup only; the value is not used.
+        unsafe { TGIDS.get(tgid).is_some() }
+    }
+}
+
+/// Is this thread followed? pid 0 (the idle tasks) never is.
+#[inline(always)]
+pub fn is_target(pid: u32, tgid: u32) -> bool {
+    if pid == 0 || !is_target_tgid(tgid) {
+        return false;
+    }
+    let only = global!(TARGET_TID, u32);
+    only == 0 || only == pid
+}
+
 #[inline(always)]
 pub fn count_loss(index: u32) {
     if let Some(p) = LOSSES.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a per-CPU map lookup on this CPU,
-        // and programs do not nest on one CPU for these hooks.
+        // SAFETY: per-CPU value of this CPU; these programs do not nest on one
+        // CPU for the same map slot in a way that loses more than a count.
         unsafe { *p += 1 };
     }
 }
@@ -82,7 +192,6 @@ pub fn thread_stats(tid: u32, tgid: u32) -> Option<*mut ThreadStats> {
     // SAFETY: `zero` points into a map value that lives as long as the map.
     let zero = unsafe { &*zero };
     if STATS.insert(tid, zero, BPF_NOEXIST as u64).is_err() {
-        // Either the map is full, or another CPU inserted first; look again.
         if let Some(p) = STATS.get_ptr_mut(tid) {
             return Some(p);
         }
@@ -95,60 +204,61 @@ pub fn thread_stats(tid: u32, tgid: u32) -> Option<*mut ThreadStats> {
     Some(p)
 }
 
-/// Mark `tid` runnable at `now` unless it is already waiting.
+/// Mark `tid` runnable at `now` (a wakeup) unless it is already waiting.
 #[inline(always)]
 pub fn runq_enter(tid: u32, now: u64) {
-    if let Some(p) = RUNQ_SINCE.get_ptr_mut(tid) {
-        // SAFETY: pointer from a map lookup; u64 stores are atomic on BPF.
+    if let Some(p) = RUNQ.get_ptr_mut(tid) {
+        // SAFETY: pointer from a map lookup.
         unsafe {
-            if *p == 0 {
-                *p = now;
+            if (*p).since_ns == 0 {
+                (*p).since_ns = now;
+                (*p).preempted_by = 0;
             }
         }
         return;
     }
-    if RUNQ_SINCE.insert(tid, now, BPF_NOEXIST as u64).is_err() && RUNQ_SINCE.get_ptr(tid).is_none()
-    {
+    let st = RunqState {
+        since_ns: now,
+        preempted_by: 0,
+        _pad: 0,
+    };
+    if RUNQ.insert(tid, st, BPF_NOEXIST as u64).is_err() && RUNQ.get_ptr(tid).is_none() {
         count_loss(loss::RUNQ_INSERT);
     }
 }
 
-/// `tid` was switched out: it is runnable from `now` if it was requeued,
-/// else not waiting at all. Overwrites whatever was pending: a wakeup seen
-/// while the thread was still running (ttwu of a running task) must not
-/// count as waiting.
+/// `tid` was switched out: runnable from `now` if requeued (preempted by
+/// `by`), else not waiting. Overwrites whatever was pending: a wakeup seen
+/// while the thread was still running must not count as waiting.
 #[inline(always)]
-pub fn runq_switched_out(tid: u32, now: u64, requeued: bool) {
-    if let Some(p) = RUNQ_SINCE.get_ptr_mut(tid) {
-        // SAFETY: pointer from a map lookup; u64 stores are atomic on BPF.
-        unsafe { *p = if requeued { now } else { 0 } };
+pub fn runq_switched_out(tid: u32, now: u64, requeued: bool, by: u32) {
+    let st = RunqState {
+        since_ns: if requeued { now } else { 0 },
+        preempted_by: by,
+        _pad: 0,
+    };
+    if let Some(p) = RUNQ.get_ptr_mut(tid) {
+        // SAFETY: pointer from a map lookup.
+        unsafe { *p = st };
         return;
     }
-    if requeued
-        && RUNQ_SINCE.insert(tid, now, BPF_NOEXIST as u64).is_err()
-        && RUNQ_SINCE.get_ptr(tid).is_none()
+    if requeued && RUNQ.insert(tid, st, BPF_NOEXIST as u64).is_err() && RUNQ.get_ptr(tid).is_none()
     {
         count_loss(loss::RUNQ_INSERT);
     }
 }
 
-/// Take the time `tid` became runnable, clearing it; 0 when not waiting.
+/// Take the pending wait of `tid`, clearing it.
 #[inline(always)]
-pub fn runq_take(tid: u32) -> u64 {
-    match RUNQ_SINCE.get_ptr_mut(tid) {
-        // SAFETY: pointer from a map lookup.
-        Some(p) => unsafe {
-            let since = *p;
-            *p = 0;
-            since
-        },
-        None => 0,
+pub fn runq_take(tid: u32) -> Option<RunqState> {
+    let p = RUNQ.get_ptr_mut(tid)?;
+    // SAFETY: pointer from a map lookup.
+    unsafe {
+        let st = *p;
+        (*p).since_ns = 0;
+        (*p).preempted_by = 0;
+        (st.since_ns != 0).then_some(st)
     }
-}
-
-#[inline(always)]
-pub fn cpu_topo(cpu: u32) -> Option<CpuTopo> {
-    CPU_TOPO.get(cpu).copied()
 }
 
 /// Count one run-queue wait of `delta` ns in the thread's histogram.
@@ -172,25 +282,66 @@ pub fn hist_record(tid: u32, delta: u64) {
             }
         }
     };
-    // SAFETY: `h` points to a live map value; the bucket is updated with an
-    // atomic add because several CPUs may record into one thread's histogram.
+    // SAFETY: `h` points to a live map value; several CPUs may record into
+    // one thread's histogram, hence the atomic add.
     unsafe {
         if let Some(b) = (*h).buckets.get_mut(bucket_index(delta)) {
-            atomic_inc(b);
+            atomic_add(b, 1);
         }
     }
 }
 
-/// `*p += 1` as one BPF atomic add instruction (no fetch: supported on every
+/// This CPU's slot for the window containing `now`, reset when it held an
+/// older window.
+#[inline(always)]
+pub fn window(now: u64) -> Option<*mut Window> {
+    let width = global!(WINDOW_NS, u64);
+    let id = now.checked_div(width)?;
+    let p = WINDOWS.get_ptr_mut((id as u32) & (WINDOW_SLOTS - 1))?;
+    // SAFETY: per-CPU value of this CPU.
+    unsafe {
+        if (*p).id != id {
+            *p = Window {
+                id,
+                ..Window::default()
+            };
+        }
+    }
+    Some(p)
+}
+
+#[inline(always)]
+pub fn cpu_stats() -> Option<*mut CpuStats> {
+    CPU_STATS.get_ptr_mut(0)
+}
+
+#[inline(always)]
+pub fn cpu_topo(cpu: u32) -> Option<CpuTopo> {
+    CPU_TOPO.get(cpu).copied()
+}
+
+/// Stream one record; a full ring buffer is counted, never silent.
+#[inline(always)]
+pub fn emit(ev: Event) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            slot.write(ev);
+            slot.submit(0);
+        }
+        None => count_loss(loss::RINGBUF_RESERVE),
+    }
+}
+
+/// `*p += v` as one BPF atomic add instruction (no fetch: supported on every
 /// kernel with BPF, unlike the fetch variants of 5.12+).
 #[inline(always)]
-unsafe fn atomic_inc(p: *mut u64) {
+pub unsafe fn atomic_add(p: *mut u64, v: u64) {
     // SAFETY: the caller passes a pointer to a live, 8-byte aligned map value.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({p} + 0) += {v}",
             p = in(reg) p,
-            v = in(reg) 1u64,
+            v = in(reg) v,
             options(nostack),
         );
     }

@@ -53,3 +53,14 @@ pub fn cpu(task: u64) -> Option<u32> {
 pub fn state(task: u64) -> Option<u32> {
     read_u32(task, global(&TASK_STATE_OFF))
 }
+
+/// Offset of `task_struct.comm` (16 bytes).
+#[unsafe(no_mangle)]
+static TASK_COMM_OFF: u32 = 0;
+
+/// The command name of a task.
+#[inline(always)]
+pub fn comm(task: u64) -> Option<[u8; 16]> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives Err.
+    unsafe { bpf_probe_read_kernel((task + global(&TASK_COMM_OFF)) as *const [u8; 16]).ok() }
+}

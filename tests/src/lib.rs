@@ -49,7 +49,9 @@ pub fn tailprobe_bin() -> PathBuf {
 }
 
 pub fn online_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// A running test workload (tests/src/bin/workload.rs).
@@ -71,7 +73,12 @@ impl Workload {
             .expect("start workload");
         let stdin = child.stdin.take();
         let lines = line_channel(child.stdout.take().expect("workload stdout"));
-        let mut w = Workload { child, stdin, lines, tids: Vec::new() };
+        let mut w = Workload {
+            child,
+            stdin,
+            lines,
+            tids: Vec::new(),
+        };
         let ready = w.expect_line("ready", Duration::from_secs(10));
         w.tids = parse_tids(&ready);
         w
@@ -119,7 +126,10 @@ impl Drop for Workload {
 }
 
 fn parse_tids(line: &str) -> Vec<u32> {
-    line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect()
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect()
 }
 
 fn line_channel<R: std::io::Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
@@ -147,7 +157,14 @@ impl Recording {
     /// Start recording and wait until the probes are attached.
     pub fn start(pid: u32, extra: &[&str]) -> Recording {
         let mut child = Command::new(tailprobe_bin())
-            .args(["record", "--pid", &pid.to_string(), "--duration", "60s", "--json"])
+            .args([
+                "record",
+                "--pid",
+                &pid.to_string(),
+                "--duration",
+                "60s",
+                "--json",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -156,7 +173,12 @@ impl Recording {
             .expect("start tailprobe record");
         let stderr_lines = line_channel(child.stderr.take().expect("stderr"));
         let stdout = child.stdout.take();
-        let mut r = Recording { child, stderr_lines, stdout, stderr_seen: Vec::new() };
+        let mut r = Recording {
+            child,
+            stderr_lines,
+            stdout,
+            stderr_seen: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -168,7 +190,10 @@ impl Recording {
                         return r;
                     }
                 }
-                Err(_) => panic!("tailprobe did not attach within 30 s; stderr: {:?}", r.stderr_seen),
+                Err(_) => panic!(
+                    "tailprobe did not attach within 30 s; stderr: {:?}",
+                    r.stderr_seen
+                ),
             }
         }
     }
@@ -191,7 +216,10 @@ impl Recording {
             self.stderr_seen.push(l);
         }
         let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
-            panic!("tailprobe printed no JSON report ({e}); stdout {out:?}; stderr {:?}", self.stderr_seen)
+            panic!(
+                "tailprobe printed no JSON report ({e}); stdout {out:?}; stderr {:?}",
+                self.stderr_seen
+            )
         });
         (st.code().unwrap_or(-1), json)
     }
@@ -207,8 +235,11 @@ pub struct KernelCounters {
 }
 
 pub fn kernel_counters(pid: u32, tid: u32) -> KernelCounters {
-    let ss = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).expect("schedstat");
-    let mut it = ss.split_whitespace().map(|v| v.parse::<u64>().expect("schedstat number"));
+    let ss =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).expect("schedstat");
+    let mut it = ss
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().expect("schedstat number"));
     let (run_ns, wait_ns) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     let st = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).expect("status");
     let field = |k: &str| -> u64 {

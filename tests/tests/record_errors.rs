@@ -6,8 +6,14 @@ use std::process::Command;
 use tailprobe_tests::{skip_unless_root, tailprobe_bin};
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(tailprobe_bin()).args(args).output().expect("run tailprobe");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(tailprobe_bin())
+        .args(args)
+        .output()
+        .expect("run tailprobe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

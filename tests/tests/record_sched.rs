@@ -56,19 +56,37 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
             "the workload did not contend as designed: schedstat wait {} ns",
             k.wait_ns
         );
-        assert!(close(ours_wait, k.wait_ns, 0.05, 2_000_000), "run-queue total: ours {ours_wait}, kernel {}", k.wait_ns);
+        assert!(
+            close(ours_wait, k.wait_ns, 0.05, 2_000_000),
+            "run-queue total: ours {ours_wait}, kernel {}",
+            k.wait_ns
+        );
         let ours_invol = u(&t["involuntary_switches"]);
-        assert!(ours_invol >= 10, "too few involuntary switches: {ours_invol}");
-        assert!(close(ours_invol, k.involuntary, 0.02, 3), "involuntary: ours {ours_invol}, kernel {}", k.involuntary);
+        assert!(
+            ours_invol >= 10,
+            "too few involuntary switches: {ours_invol}"
+        );
+        assert!(
+            close(ours_invol, k.involuntary, 0.02, 3),
+            "involuntary: ours {ours_invol}, kernel {}",
+            k.involuntary
+        );
         assert!(close(u(&t["voluntary_switches"]), k.voluntary, 0.02, 3));
         assert!(u(&t["runq_wait"]["count"]) >= ours_invol - 3);
         let p95 = u(&t["runq_wait"]["p95_ns"]);
         let max = u(&t["runq_wait"]["max_ns"]);
         assert!(p95 > 0 && p95 <= max, "p95 {p95} max {max}");
         // On-CPU time against schedstat's run time, same tolerance.
-        assert!(close(u(&t["oncpu_ns"]), k.run_ns, 0.05, 2_000_000), "on-CPU: ours {}, kernel {}", t["oncpu_ns"], k.run_ns);
+        assert!(
+            close(u(&t["oncpu_ns"]), k.run_ns, 0.05, 2_000_000),
+            "on-CPU: ours {}, kernel {}",
+            t["oncpu_ns"],
+            k.run_ns
+        );
     }
-    let pct = report["process"]["runq_agreement_pct"].as_f64().expect("agreement");
+    let pct = report["process"]["runq_agreement_pct"]
+        .as_f64()
+        .expect("agreement");
     assert!((95.0..=105.0).contains(&pct), "process agreement {pct}%");
 }
 
@@ -89,10 +107,16 @@ fn root_bounced_thread_migrates_at_least_n_times() {
     let t = thread(&report, w.tids[0]);
     let migrations = u(&t["migrations"]["total"]);
     eprintln!("bounced {n} times: {migrations} migrations seen");
-    assert!(migrations >= n, "expected at least {n} migrations, saw {migrations}");
+    assert!(
+        migrations >= n,
+        "expected at least {n} migrations, saw {migrations}"
+    );
     // A bounce is one migration (plus the odd load-balancer move); far more
     // would mean double counting.
-    assert!(migrations <= n * 2, "implausibly many migrations: {migrations}");
+    assert!(
+        migrations <= n * 2,
+        "implausibly many migrations: {migrations}"
+    );
     // One node here: never cross-NUMA.
     assert_eq!(u(&t["migrations"]["cross_numa"]), 0);
 }
@@ -112,13 +136,23 @@ fn root_sleeper_switches_voluntarily() {
     let k = delta(before[0], after[0]);
     let t = thread(&report, w.tids[0]);
     let vol = u(&t["voluntary_switches"]);
-    eprintln!("slept {n} times: voluntary ours {vol}, kernel {}; wakeups {}", k.voluntary, t["wakeups"]);
+    eprintln!(
+        "slept {n} times: voluntary ours {vol}, kernel {}; wakeups {}",
+        k.voluntary, t["wakeups"]
+    );
     assert!(vol >= n, "voluntary {vol} < {n}");
-    assert!(close(vol, k.voluntary, 0.0, 2), "voluntary: ours {vol}, kernel {}", k.voluntary);
+    assert!(
+        close(vol, k.voluntary, 0.0, 2),
+        "voluntary: ours {vol}, kernel {}",
+        k.voluntary
+    );
     // One wakeup per sleep. Observed here: 299 to 302 for 300 sleeps (+1
     // for the start barrier) on 6.18, so 2% tolerance.
     let wakeups = u(&t["wakeups"]);
-    assert!(close(wakeups, vol, 0.02, 0), "wakeups {wakeups} vs voluntary switches {vol}");
+    assert!(
+        close(wakeups, vol, 0.02, 0),
+        "wakeups {wakeups} vs voluntary switches {vol}"
+    );
     // Every wakeup ends in a run-queue wait that we timed.
     assert!(u(&t["runq_wait"]["count"]) >= wakeups.min(vol));
     // Waits after a wakeup from idle are a few microseconds each. The kernel
@@ -170,5 +204,9 @@ fn root_target_exit_mid_run_reports_what_was_seen() {
     // the 5% on-CPU tolerance (slice boundaries are stamped at the
     // tracepoint, the kernel's at pick time; the exit path adds a little).
     let oncpu = u(&report["process"]["oncpu_ns"]);
-    assert!(oncpu >= 285_000_000, "on-CPU {oncpu} ns: {:#}", report["process"]);
+    assert!(
+        oncpu >= 285_000_000,
+        "on-CPU {oncpu} ns: {:#}",
+        report["process"]
+    );
 }

@@ -2,23 +2,22 @@
 //! the CPU it is on (read from the task) to `dest_cpu`; classified with the
 //! CPU -> LLC/node table the loader filled.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    maps::{cpu_topo, target_tgid, thread_stats, topo_valid},
+    maps::{cpu_topo, is_target, is_target_tgid, thread_stats, topo_valid, window},
     task,
 };
 
 #[btf_tracepoint(function = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     let p: u64 = ctx.arg(0);
-    let target = target_tgid();
     let Some(tgid) = task::tgid(p) else { return 0 };
-    if tgid != target {
+    if !is_target_tgid(tgid) {
         return 0;
     }
     let Some(pid) = task::pid(p) else { return 0 };
-    if pid == 0 {
+    if !is_target(pid, tgid) {
         return 0;
     }
     let dest: u64 = ctx.arg(1);
@@ -42,6 +41,11 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
                 (*s).migrations_cross_numa += 1;
             }
         }
+    }
+    // SAFETY: helper with no preconditions.
+    if let Some(w) = window(unsafe { bpf_ktime_get_ns() }) {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe { (*w).migrations += 1 };
     }
     0
 }

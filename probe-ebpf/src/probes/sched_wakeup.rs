@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    maps::{runq_enter, target_tgid, thread_stats},
+    maps::{is_target, is_target_tgid, runq_enter, thread_stats},
     task,
 };
 
@@ -23,13 +23,12 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_wakeup(ctx: &BtfTracePointContext) {
     let p: u64 = ctx.arg(0);
-    let target = target_tgid();
     let Some(tgid) = task::tgid(p) else { return };
-    if tgid != target {
+    if !is_target_tgid(tgid) {
         return;
     }
     let Some(pid) = task::pid(p) else { return };
-    if pid == 0 {
+    if !is_target(pid, tgid) {
         return;
     }
     // SAFETY: helper with no preconditions.

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main.rs` dispatches.
 
 pub mod counters;
+pub mod exec_gated;
 pub mod governor;
 pub mod irq;
 pub mod load;
@@ -42,6 +43,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Record(record::RecordArgs),
+    #[command(hide = true)]
+    ExecGated(exec_gated::ExecGatedArgs),
     Workload(workload::WorkloadArgs),
     Load(load::LoadArgs),
     Serve(serve::ServeArgs),

@@ -1,39 +1,72 @@
-//! `tailprobe record`: attach the scheduler probes to one process.
+//! `tailprobe record`: attach the probes to one target and report.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use crate::{
-    record::{self, RecordOptions},
+    record::{self, RecordOptions, TargetSpec},
     report::{text, EndReason},
     signals,
 };
 
-/// Record what the scheduler does to every thread of one process.
+/// Record what the kernel does to a target's threads: scheduler, IRQs, page
+/// faults, NUMA.
 ///
-/// Attaches to sched_switch, sched_wakeup, sched_wakeup_new and
-/// sched_migrate_task (BTF tracepoints), filtered in the kernel to the
+/// Attaches BTF tracepoints (sched_switch, sched_wakeup, sched_wakeup_new,
+/// sched_migrate_task, sched_process_fork/exit, hard and soft IRQs, user page
+/// faults, NUMA balancing, page migration), filtered in the kernel to the
 /// target's threads, including threads created after attach. Reports
-/// run-queue wait (count, total, p50/p95/p99/max), on-CPU time, voluntary and
-/// involuntary context switches and migrations, per process and per thread,
-/// beside the kernel's own accounting (schedstat) for the same window.
+/// run-queue wait (count, total, p50/p95/p99/max and a histogram), on-CPU
+/// time, voluntary and involuntary switches, who preempted the target,
+/// migrations (same LLC / cross-LLC / cross-NUMA), IRQ and softirq time
+/// stolen from the target, page faults and NUMA signals, per process, per
+/// thread, per CPU and per time window, beside the kernel's own accounting
+/// (schedstat) for the same window, with the probes' own cost and any loss.
 ///
-/// Needs root. Stops at --duration, on Ctrl-C, or when the target exits
-/// (exit code 3, with the report of what was seen).
+/// Target: --pid, --tid, --comm, --cgroup, or `-- CMD ARGS` to launch one
+/// (followed with its children until it exits). Without any, tailprobe
+/// records its built-in CPU workload. Needs root. Stops at --duration, on
+/// Ctrl-C, or when the target exits (exit code 3, with the report of what
+/// was seen).
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").args(["pid", "tid", "comm", "cgroup", "command"])))]
 pub struct RecordArgs {
-    /// Process to record (any thread id of it works). Without it, tailprobe
-    /// starts its built-in CPU workload and records that.
+    /// Process to record, all its threads (a thread id resolves to its process).
     #[arg(long, short)]
     pub pid: Option<u32>,
-    /// How long to record.
-    #[arg(long, short, default_value = "10s", value_parser = super::parse_duration)]
-    pub duration: Duration,
+    /// Record only this thread.
+    #[arg(long)]
+    pub tid: Option<u32>,
+    /// Every process with this command name (as in `ps -o comm`, 15
+    /// characters at most), including ones started during the run.
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Every process in this cgroup (v2), e.g. system.slice/vllm.service.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Also follow child processes of the target (always on for `-- CMD`).
+    #[arg(long)]
+    pub follow_children: bool,
+    /// How long to record [default: 10s; with `-- CMD`, until it exits].
+    #[arg(long, short, value_parser = super::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Width of the time-series windows (`0` turns them off).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration_or_zero)]
+    pub window: Duration,
+    /// Stream every run-queue wait at or above this as an outlier (`0`: off).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration_or_zero)]
+    pub outlier_runq: Duration,
+    /// Stream every IRQ/softirq run on a target thread at or above this (`0`: off).
+    #[arg(long, default_value = "100us", value_parser = parse_duration_or_zero)]
+    pub outlier_irq: Duration,
+    /// Outliers kept in the report; more are counted, not kept.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_outliers: usize,
+    /// Do not time the probes (BPF run-time statistics cost ~20 ns per event).
+    #[arg(long)]
+    pub no_self_stats: bool,
     /// Print the report as JSON on stdout (schema: docs/record-json.md).
     #[arg(long)]
     pub json: bool,
@@ -44,75 +77,78 @@ pub struct RecordArgs {
     /// at least 1024]. Threads beyond it are counted as losses.
     #[arg(long, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_threads: Option<u32>,
-    /// Threads of the built-in workload when no --pid is given
+    /// Threads of the built-in workload when no target is given
     /// [default: twice the online CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub builtin_threads: Option<u16>,
+    /// Command to launch and record (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// A duration, or `0` / `off` for "disabled".
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => super::parse_duration(other),
+    }
 }
 
 fn announce(pid: u32) {
     eprintln!("tailprobe: probes attached to pid {pid}");
 }
 
-/// The built-in workload, killed when dropped.
-struct BuiltinTarget(Child);
-
-impl Drop for BuiltinTarget {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_builtin(args: &RecordArgs) -> Result<BuiltinTarget> {
-    let exe = std::env::current_exe().context("finding tailprobe's own executable")?;
-    let threads = args
-        .builtin_threads
-        .map(usize::from)
-        .unwrap_or_else(super::workload::default_threads);
-    // Runs a little longer than the recording; killed at the end anyway.
-    let secs = args.duration.as_secs() + 5;
-    let child = Command::new(exe)
-        .args([
-            "workload",
-            "--threads",
-            &threads.to_string(),
-            "--duration",
-            &format!("{secs}s"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the built-in workload")?;
-    eprintln!(
-        "tailprobe: no --pid given: recording the built-in workload (pid {}, {threads} threads)",
-        child.id()
-    );
-    // Let its threads start before the first look at /proc.
-    std::thread::sleep(Duration::from_millis(200));
-    Ok(BuiltinTarget(child))
-}
-
 pub fn main(args: &RecordArgs) -> Result<i32> {
     signals::install().context("installing the Ctrl-C handler")?;
     crate::privileges::require_root("tailprobe record")?;
-    let (pid, _builtin) = match args.pid {
-        Some(p) => (p, None),
-        None => {
-            let t = start_builtin(args)?;
-            (t.0.id(), Some(t))
-        }
+    let (spec, builtin) = if let Some(p) = args.pid {
+        (TargetSpec::Pid(p), false)
+    } else if let Some(t) = args.tid {
+        (TargetSpec::Tid(t), false)
+    } else if let Some(c) = &args.comm {
+        (TargetSpec::Comm(c.clone()), false)
+    } else if let Some(c) = &args.cgroup {
+        (TargetSpec::Cgroup(c.clone()), false)
+    } else if !args.command.is_empty() {
+        (TargetSpec::Command(args.command.clone()), false)
+    } else {
+        let exe = std::env::current_exe().context("finding tailprobe's own executable")?;
+        let threads = args
+            .builtin_threads
+            .map(usize::from)
+            .unwrap_or_else(super::workload::default_threads);
+        let secs = args.duration.unwrap_or(Duration::from_secs(10)).as_secs() + 5;
+        eprintln!(
+            "tailprobe: no target given: recording the built-in workload ({threads} threads)"
+        );
+        let argv = vec![
+            exe.to_string_lossy().into_owned(),
+            "workload".into(),
+            "--threads".into(),
+            threads.to_string(),
+            "--duration".into(),
+            format!("{secs}s"),
+        ];
+        (TargetSpec::Command(argv), true)
     };
-    let opts = RecordOptions {
-        pid,
-        duration: args.duration,
-        builtin: args.pid.is_none(),
-        max_threads: args.max_threads,
-        poll: Duration::from_millis(100),
-        progress: !args.json,
-        on_attached: Some(announce),
+    let mut opts = RecordOptions::new(spec);
+    opts.builtin = builtin;
+    opts.follow_children = args.follow_children;
+    opts.duration = match (args.duration, builtin) {
+        (Some(d), _) => Some(d),
+        (None, true) => Some(Duration::from_secs(10)),
+        (None, false) if !args.command.is_empty() => None,
+        (None, false) => Some(Duration::from_secs(10)),
     };
+    opts.window = args.window;
+    opts.outlier_runq = args.outlier_runq;
+    opts.outlier_irq = args.outlier_irq;
+    opts.max_outliers = args.max_outliers;
+    opts.self_stats = !args.no_self_stats;
+    opts.max_threads = args.max_threads;
+    opts.progress = !args.json;
+    opts.on_attached = Some(announce);
+    opts.quiet_command = builtin || args.json;
     let report = record::run(&opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -123,8 +159,11 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
         );
     }
     Ok(match report.end_reason {
-        EndReason::TargetExited => {
-            eprintln!("tailprobe: pid {pid} exited during the run (exit code 3)");
+        EndReason::TargetExited if !builtin => {
+            eprintln!(
+                "tailprobe: pid {} exited during the run (exit code 3)",
+                report.target.pid
+            );
             super::exit::TARGET_EXITED
         }
         _ => super::exit::OK,

@@ -15,6 +15,8 @@ pub struct TaskOffsets {
     pub cpu: u32,
     /// `task_struct.__state` (5.14+) or `task_struct.state`.
     pub state: u32,
+    /// `task_struct.comm`.
+    pub comm: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,7 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
         tgid: field(&["tgid"], "task_struct.tgid")?,
         cpu: field(&["cpu", "thread_info.cpu"], "task_struct.cpu")?,
         state: field(&["__state", "state"], "task_struct.__state")?,
+        comm: field(&["comm"], "task_struct.comm")?,
     })
 }
 
@@ -119,20 +122,45 @@ mod tests {
     /// The 6.12/6.18 layout: `__state`, and `cpu` directly in task_struct.
     #[test]
     fn new_layout() {
-        let btf = btf_blob(&[("thread_info", 2, 0), ("__state", 1, 24), ("cpu", 1, 52), ("pid", 1, 2480), ("tgid", 1, 2484)]);
+        let btf = btf_blob(&[
+            ("thread_info", 2, 0),
+            ("__state", 1, 24),
+            ("cpu", 1, 52),
+            ("pid", 1, 2480),
+            ("tgid", 1, 2484),
+            ("comm", 1, 3000),
+        ]);
         assert_eq!(
             resolve(&btf).unwrap(),
-            TaskOffsets { pid: 2480, tgid: 2484, cpu: 52, state: 24 }
+            TaskOffsets {
+                pid: 2480,
+                tgid: 2484,
+                cpu: 52,
+                state: 24,
+                comm: 3000,
+            }
         );
     }
 
     /// The pre-5.14 / pre-5.16 layout: `state`, and `cpu` in thread_info.
     #[test]
     fn old_layout() {
-        let btf = btf_blob(&[("thread_info", 2, 16), ("state", 1, 40), ("pid", 1, 1200), ("tgid", 1, 1204)]);
+        let btf = btf_blob(&[
+            ("thread_info", 2, 16),
+            ("state", 1, 40),
+            ("pid", 1, 1200),
+            ("tgid", 1, 1204),
+            ("comm", 1, 1600),
+        ]);
         assert_eq!(
             resolve(&btf).unwrap(),
-            TaskOffsets { pid: 1200, tgid: 1204, cpu: 16, state: 40 }
+            TaskOffsets {
+                pid: 1200,
+                tgid: 1204,
+                cpu: 16,
+                state: 40,
+                comm: 1600,
+            }
         );
     }
 
@@ -145,7 +173,12 @@ mod tests {
 
     #[test]
     fn offset_beyond_the_mask_is_refused() {
-        let btf = btf_blob(&[("thread_info", 2, 0), ("__state", 1, 24), ("pid", 1, 40000), ("tgid", 1, 40004)]);
+        let btf = btf_blob(&[
+            ("thread_info", 2, 0),
+            ("__state", 1, 24),
+            ("pid", 1, 40000),
+            ("tgid", 1, 40004),
+        ]);
         assert!(matches!(resolve(&btf), Err(BtfOffsetError::TooLarge(..))));
     }
 

@@ -1,36 +1,94 @@
 //! Loading the embedded programs with this kernel's offsets and the target's
 //! configuration, attaching them, and reading their maps back.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, os::fd::OwnedFd, path::Path};
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::BtfTracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use probe_common::{loss, CpuTopo, RunqHist, ThreadStats, MAX_CPUS};
+use probe_common::{
+    filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, Preemptor, RunqHist,
+    ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
+};
 
-use super::{btf_offsets::TaskOffsets, EBPF_OBJECT};
+use super::{btf_offsets::TaskOffsets, tracefs, EBPF_OBJECT};
 
-/// The BTF tracepoints we attach, as (program name in the object, tracepoint).
-pub const PROGRAMS: [(&str, &str); 4] = [
+/// BTF tracepoints every recording needs: (program, tracepoint).
+pub const REQUIRED: [(&str, &str); 6] = [
     ("sched_switch", "sched_switch"),
     ("sched_wakeup", "sched_wakeup"),
     ("sched_wakeup_new", "sched_wakeup_new"),
     ("sched_migrate_task", "sched_migrate_task"),
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exit", "sched_process_exit"),
 ];
+
+/// BTF tracepoints attached when the kernel has them: (program, tracepoint,
+/// what is lost without it).
+pub const OPTIONAL: [(&str, &str, &str); 9] = [
+    ("irq_handler_entry", "irq_handler_entry", "hard IRQ time"),
+    ("irq_handler_exit", "irq_handler_exit", "hard IRQ time"),
+    ("softirq_entry", "softirq_entry", "softirq time"),
+    ("softirq_exit", "softirq_exit", "softirq time"),
+    (
+        "softirq_raise",
+        "softirq_raise",
+        "softirq raise-to-entry delay",
+    ),
+    ("page_fault_user", "page_fault_user", "user page faults"),
+    (
+        "sched_move_numa",
+        "sched_move_numa",
+        "NUMA balancing task moves",
+    ),
+    (
+        "sched_swap_numa",
+        "sched_swap_numa",
+        "NUMA balancing task swaps",
+    ),
+    (
+        "sched_stick_numa",
+        "sched_stick_numa",
+        "NUMA balancing failed moves",
+    ),
+];
+
+/// Which processes the programs follow.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// One process (the fast path: a compare, no map lookup).
+    Single { tgid: u32 },
+    /// A set of processes, growing with forks when `follow_children`.
+    Set {
+        tgids: Vec<u32>,
+        follow_children: bool,
+    },
+}
 
 /// What the programs are told before loading.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Thread group id to follow (every thread of it, present and future).
-    pub tgid: u32,
+    pub filter: Filter,
+    /// Follow only this thread.
+    pub tid: Option<u32>,
     pub offsets: TaskOffsets,
     /// Entries of the per-thread maps.
     pub max_threads: u32,
+    /// Entries of the followed-process set.
+    pub max_processes: u32,
     /// CPU -> LLC/node; `None` leaves migrations unclassified.
     pub topology: Option<Vec<(u32, CpuTopo)>>,
+    pub window_ns: u64,
+    /// 0 disables the outlier stream for that kind.
+    pub outlier_runq_ns: u64,
+    pub outlier_irq_ns: u64,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ringbuf_bytes: u32,
+    /// Turn on BPF run-time statistics for the programs' cost.
+    pub self_stats: bool,
 }
 
 /// Map size for a target with `threads` threads now: room for many more to be
@@ -43,6 +101,13 @@ pub fn map_entries_for(threads: usize) -> u32 {
 /// Loaded and attached programs. Dropping this detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    _stats_fd: Option<OwnedFd>,
+    /// Programs attached, in attach order.
+    pub attached: Vec<&'static str>,
+    /// Optional hooks this kernel lacks, with what is lost.
+    pub unavailable: Vec<String>,
+    tracefs_mounted_by_us: Option<std::path::PathBuf>,
 }
 
 /// One thread's counters with the per-CPU copies summed.
@@ -52,62 +117,171 @@ pub struct ThreadCounters {
     pub hist: Option<RunqHist>,
 }
 
+/// Run-time statistics of one program (BPF_ENABLE_STATS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Offsets of `mm_migrate_pages` fields and its reason names, from tracefs.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateFormat {
+    pub succeeded: u32,
+    pub failed: u32,
+    pub reason: u32,
+    pub reasons: BTreeMap<i64, String>,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
 impl Probes {
     pub fn load_and_attach(cfg: &LoadConfig) -> Result<Self> {
         raise_memlock_limit();
         let btf =
             Btf::from_sys_fs().context("reading the kernel's BTF from /sys/kernel/btf/vmlinux")?;
-        let topo_valid: u32 = u32::from(cfg.topology.is_some());
+        let (mode, tgid, follow) = match &cfg.filter {
+            Filter::Single { tgid } => (filter::SINGLE_TGID, *tgid, 0u32),
+            Filter::Set {
+                follow_children, ..
+            } => (filter::TGID_SET, 0, u32::from(*follow_children)),
+        };
+        let topo_valid = u32::from(cfg.topology.is_some());
+        let tid = cfg.tid.unwrap_or(0);
+        // mm_migrate_pages is a classic tracepoint: its layout comes from tracefs.
+        let tracefs = tracefs::ensure_mounted().ok();
+        let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
+        let mo = migrate.clone().unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .override_global("TARGET_TGID", &cfg.tgid, true)
+            .override_global("FILTER_MODE", &mode, true)
+            .override_global("TARGET_TGID", &tgid, true)
+            .override_global("TARGET_TID", &tid, true)
+            .override_global("FOLLOW_CHILDREN", &follow, true)
             .override_global("TOPO_VALID", &topo_valid, true)
+            .override_global("WINDOW_NS", &cfg.window_ns, true)
+            .override_global("OUTLIER_RUNQ_NS", &cfg.outlier_runq_ns, true)
+            .override_global("OUTLIER_IRQ_NS", &cfg.outlier_irq_ns, true)
             .override_global("TASK_PID_OFF", &cfg.offsets.pid, true)
             .override_global("TASK_TGID_OFF", &cfg.offsets.tgid, true)
             .override_global("TASK_CPU_OFF", &cfg.offsets.cpu, true)
             .override_global("TASK_STATE_OFF", &cfg.offsets.state, true)
+            .override_global("TASK_COMM_OFF", &cfg.offsets.comm, true)
+            .override_global("MIGRATE_OFF_SUCCEEDED", &mo.succeeded, true)
+            .override_global("MIGRATE_OFF_FAILED", &mo.failed, true)
+            .override_global("MIGRATE_OFF_REASON", &mo.reason, true)
             .map_max_entries("STATS", cfg.max_threads)
-            .map_max_entries("RUNQ_SINCE", cfg.max_threads)
+            .map_max_entries("RUNQ", cfg.max_threads)
             .map_max_entries("RUNQ_HIST", cfg.max_threads)
+            .map_max_entries("TGIDS", cfg.max_processes)
+            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .context("loading tailprobe's eBPF object into the kernel")?;
         if let Some(topo) = &cfg.topology {
-            let mut map: Array<&mut MapData, CpuTopo> = Array::try_from(
+            let mut m: Array<&mut MapData, CpuTopo> = Array::try_from(
                 ebpf.map_mut("CPU_TOPO")
-                    .ok_or_else(|| anyhow!("map CPU_TOPO missing from the object"))?,
+                    .ok_or_else(|| anyhow!("map CPU_TOPO missing"))?,
             )?;
             for (cpu, t) in topo {
                 if *cpu < MAX_CPUS {
-                    map.set(*cpu, t, 0)
+                    m.set(*cpu, t, 0)
                         .with_context(|| format!("filling CPU_TOPO for CPU {cpu}"))?;
                 }
             }
         }
-        for (prog, tp) in PROGRAMS {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            p.load(tp, &btf)
-                .with_context(|| format!("verifying the {prog} program (BTF tracepoint {tp})"))?;
-            p.attach()
-                .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
+        if let Filter::Set { tgids, .. } = &cfg.filter {
+            let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+                ebpf.map_mut("TGIDS")
+                    .ok_or_else(|| anyhow!("map TGIDS missing"))?,
+            )?;
+            for t in tgids {
+                m.insert(t, 1, 0)
+                    .with_context(|| format!("adding pid {t} to the followed set"))?;
+            }
         }
-        Ok(Probes { ebpf })
+        // Statistics first, so the very first runs are counted.
+        let stats_fd = if cfg.self_stats {
+            Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context(
+                "turning on BPF run-time statistics (BPF_ENABLE_STATS); use --no-self-stats to skip",
+            )?)
+        } else {
+            None
+        };
+        let mut attached = Vec::new();
+        for (prog, tp) in REQUIRED {
+            attach_btf(&mut ebpf, &btf, prog, tp)?;
+            attached.push(prog);
+        }
+        let mut unavailable = Vec::new();
+        for (prog, tp, what) in OPTIONAL {
+            match attach_btf(&mut ebpf, &btf, prog, tp) {
+                Ok(()) => attached.push(prog),
+                Err(e) => unavailable.push(format!(
+                    "{what}: tracepoint {tp} not available here ({e:#})"
+                )),
+            }
+        }
+        match (&migrate, tracefs.as_ref()) {
+            (Some(_), Some(_)) => {
+                let r: Result<()> = (|| {
+                    let p: &mut TracePoint = ebpf
+                        .program_mut("mm_migrate_pages")
+                        .ok_or_else(|| anyhow!("program mm_migrate_pages missing"))?
+                        .try_into()?;
+                    p.load()?;
+                    p.attach("migrate", "mm_migrate_pages")?;
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => attached.push("mm_migrate_pages"),
+                    Err(e) => unavailable.push(format!(
+                        "page migrations: migrate:mm_migrate_pages not attachable ({e:#})"
+                    )),
+                }
+            }
+            _ => unavailable.push(
+                "page migrations: migrate:mm_migrate_pages has no readable format file (tracefs)"
+                    .into(),
+            ),
+        }
+        let events = ebpf
+            .take_map("EVENTS")
+            .map(RingBuf::try_from)
+            .transpose()
+            .context("opening the EVENTS ring buffer")?;
+        let tracefs_mounted_by_us = tracefs.and_then(|(p, ours)| ours.then_some(p));
+        Ok(Probes {
+            ebpf,
+            events,
+            _stats_fd: stats_fd,
+            attached,
+            unavailable,
+            tracefs_mounted_by_us,
+        })
+    }
+
+    /// Add a process to the followed set (TGID_SET mode).
+    pub fn follow(&mut self, tgid: u32) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut("TGIDS")
+                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
+        )?;
+        m.insert(tgid, 1, 0)
+            .with_context(|| format!("adding pid {tgid} to the followed set"))?;
+        Ok(())
     }
 
     /// Every thread the programs have seen, with per-CPU values summed.
     pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
-        let stats: PerCpuHashMap<&MapData, u32, ThreadStats> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map("STATS")
-                .ok_or_else(|| anyhow!("map STATS missing"))?,
-        )?;
-        let hists: HashMap<&MapData, u32, RunqHist> = HashMap::try_from(
-            self.ebpf
-                .map("RUNQ_HIST")
-                .ok_or_else(|| anyhow!("map RUNQ_HIST missing"))?,
-        )?;
+        let stats: PerCpuHashMap<&MapData, u32, ThreadStats> =
+            PerCpuHashMap::try_from(map(&self.ebpf, "STATS")?)?;
+        let hists: HashMap<&MapData, u32, RunqHist> =
+            HashMap::try_from(map(&self.ebpf, "RUNQ_HIST")?)?;
         let mut out = BTreeMap::new();
         for item in stats.iter() {
             let (tid, per_cpu) = item.context("reading the STATS map")?;
@@ -135,25 +309,232 @@ impl Probes {
         Ok(out)
     }
 
+    /// Read one exited thread's counters and free its slots.
+    pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
+        let mut counters = None;
+        {
+            let mut stats: PerCpuHashMap<&mut MapData, u32, ThreadStats> = PerCpuHashMap::try_from(
+                self.ebpf
+                    .map_mut("STATS")
+                    .ok_or_else(|| anyhow!("map STATS missing"))?,
+            )?;
+            if let Ok(per_cpu) = stats.get(&tid, 0) {
+                let mut sum = ThreadStats::ZERO;
+                for s in per_cpu.iter() {
+                    add_stats(&mut sum, s);
+                }
+                counters = Some(ThreadCounters {
+                    stats: sum,
+                    hist: None,
+                });
+                let _ = stats.remove(&tid);
+            }
+        }
+        let mut hists: HashMap<&mut MapData, u32, RunqHist> = HashMap::try_from(
+            self.ebpf
+                .map_mut("RUNQ_HIST")
+                .ok_or_else(|| anyhow!("map RUNQ_HIST missing"))?,
+        )?;
+        if let Ok(h) = hists.get(&tid, 0) {
+            counters
+                .get_or_insert(ThreadCounters {
+                    stats: ThreadStats::ZERO,
+                    hist: None,
+                })
+                .hist = Some(h);
+            let _ = hists.remove(&tid);
+        }
+        Ok(counters)
+    }
+
     /// Loss counters: (name, per-CPU values).
     pub fn read_losses(&self) -> Result<Vec<(&'static str, Vec<u64>)>> {
-        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map("LOSSES")
-                .ok_or_else(|| anyhow!("map LOSSES missing"))?,
-        )?;
+        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(&self.ebpf, "LOSSES")?)?;
         let mut out = Vec::new();
         for (i, name) in loss::NAMES.iter().enumerate() {
-            let vals = map
+            let vals = m
                 .get(&(i as u32), 0)
                 .with_context(|| format!("reading loss counter {name}"))?;
             out.push((*name, vals.iter().copied().collect()));
         }
         Ok(out)
     }
+
+    /// Hard IRQ time charged to the target, per IRQ number (CPUs summed).
+    pub fn read_irqs(&self) -> Result<BTreeMap<u32, DurStat>> {
+        let m: PerCpuHashMap<&MapData, u32, DurStat> =
+            PerCpuHashMap::try_from(map(&self.ebpf, "IRQS")?)?;
+        let mut out = BTreeMap::new();
+        for item in m.iter() {
+            let (irq, per_cpu) = item.context("reading the IRQS map")?;
+            let mut sum = DurStat::default();
+            for d in per_cpu.iter() {
+                add_dur(&mut sum, d);
+            }
+            out.insert(irq, sum);
+        }
+        Ok(out)
+    }
+
+    /// A per-CPU array of `DurStat` indexed by softirq vector: [vec][cpu].
+    fn read_vec_percpu(&self, name: &str) -> Result<Vec<Vec<DurStat>>> {
+        let m: PerCpuArray<&MapData, DurStat> = PerCpuArray::try_from(map(&self.ebpf, name)?)?;
+        (0..NR_SOFTIRQS)
+            .map(|v| {
+                Ok(m.get(&v, 0)
+                    .with_context(|| format!("reading {name}[{v}]"))?
+                    .iter()
+                    .copied()
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Softirq time charged to the target: [vector][cpu].
+    pub fn read_softirqs(&self) -> Result<Vec<Vec<DurStat>>> {
+        self.read_vec_percpu("SOFTIRQS")
+    }
+
+    /// Softirq raise-to-entry delay on every CPU: [vector][cpu].
+    pub fn read_softirq_delay(&self) -> Result<Vec<Vec<DurStat>>> {
+        self.read_vec_percpu("SOFTIRQ_DELAY")
+    }
+
+    pub fn read_cpu_stats(&self) -> Result<Vec<CpuStats>> {
+        let m: PerCpuArray<&MapData, CpuStats> =
+            PerCpuArray::try_from(map(&self.ebpf, "CPU_STATS")?)?;
+        Ok(m.get(&0, 0)
+            .context("reading CPU_STATS")?
+            .iter()
+            .copied()
+            .collect())
+    }
+
+    pub fn read_preemptors(&self) -> Result<BTreeMap<u32, Preemptor>> {
+        let m: HashMap<&MapData, u32, Preemptor> =
+            HashMap::try_from(map(&self.ebpf, "PREEMPTORS")?)?;
+        let mut out = BTreeMap::new();
+        for item in m.iter() {
+            let (pid, p) = item.context("reading the PREEMPTORS map")?;
+            out.insert(pid, p);
+        }
+        Ok(out)
+    }
+
+    /// `mm_migrate_pages` per reason (CPUs summed).
+    pub fn read_migrate_pages(&self) -> Result<Vec<MigratePages>> {
+        let m: PerCpuArray<&MapData, MigratePages> =
+            PerCpuArray::try_from(map(&self.ebpf, "MIGRATE_PAGES")?)?;
+        let mut out = Vec::new();
+        for r in 0..MIGRATE_REASONS {
+            let mut sum = MigratePages::default();
+            for v in m.get(&r, 0).context("reading MIGRATE_PAGES")?.iter() {
+                sum.events += v.events;
+                sum.succeeded += v.succeeded;
+                sum.failed += v.failed;
+                sum.target_events += v.target_events;
+                sum.target_succeeded += v.target_succeeded;
+            }
+            out.push(sum);
+        }
+        Ok(out)
+    }
+
+    /// Every window slot of every CPU (userspace merges by window id).
+    pub fn read_windows(&self) -> Result<Vec<Window>> {
+        let m: PerCpuArray<&MapData, Window> = PerCpuArray::try_from(map(&self.ebpf, "WINDOWS")?)?;
+        let mut out = Vec::new();
+        for i in 0..WINDOW_SLOTS {
+            for w in m.get(&i, 0).context("reading WINDOWS")?.iter() {
+                if w.id != 0 {
+                    out.push(*w);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drain the ring buffer.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        if let Some(rb) = self.events.as_mut() {
+            while let Some(item) = rb.next() {
+                if item.len() >= std::mem::size_of::<Event>() {
+                    // SAFETY: the kernel wrote a whole `Event` (repr(C), all
+                    // integers) at the start of the record; read_unaligned
+                    // copes with any alignment.
+                    out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+                }
+            }
+        }
+        out
+    }
+
+    /// Run count and run time of every attached program so far.
+    pub fn program_stats(&self) -> Vec<ProgStats> {
+        let mut out = Vec::new();
+        for name in &self.attached {
+            if let Some(p) = self.ebpf.program(name) {
+                if let Ok(info) = p.info() {
+                    out.push(ProgStats {
+                        name,
+                        run_count: info.run_count(),
+                        run_time_ns: info.run_time().as_nanos() as u64,
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
-fn add_stats(sum: &mut ThreadStats, s: &ThreadStats) {
+impl Drop for Probes {
+    fn drop(&mut self) {
+        if let Some(p) = self.tracefs_mounted_by_us.take() {
+            tracefs::unmount(&p);
+        }
+    }
+}
+
+fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &str, tp: &str) -> Result<()> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+        .try_into()?;
+    p.load(tp, btf)
+        .with_context(|| format!("verifying the {prog} program (BTF tracepoint {tp})"))?;
+    p.attach()
+        .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
+    Ok(())
+}
+
+fn migrate_format(tracefs: &Path) -> Option<MigrateFormat> {
+    let s = std::fs::read_to_string(tracefs.join("events/migrate/mm_migrate_pages/format")).ok()?;
+    let f = tracefs::parse_format(&s);
+    Some(MigrateFormat {
+        succeeded: f.field("succeeded")?.offset,
+        failed: f.field("failed")?.offset,
+        reason: f.field("reason")?.offset,
+        reasons: f.symbols("reason"),
+    })
+}
+
+/// Names of `mm_migrate_pages` reasons on this kernel (from tracefs).
+pub fn migrate_reason_names() -> BTreeMap<i64, String> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|p| migrate_format(Path::new(p)))
+        .map(|f| f.reasons)
+        .unwrap_or_default()
+}
+
+fn add_dur(sum: &mut DurStat, d: &DurStat) {
+    sum.count += d.count;
+    sum.total_ns += d.total_ns;
+    sum.max_ns = sum.max_ns.max(d.max_ns);
+}
+
+pub fn add_stats(sum: &mut ThreadStats, s: &ThreadStats) {
     sum.runq_count += s.runq_count;
     sum.runq_total_ns += s.runq_total_ns;
     sum.runq_max_ns = sum.runq_max_ns.max(s.runq_max_ns);
@@ -164,6 +545,14 @@ fn add_stats(sum: &mut ThreadStats, s: &ThreadStats) {
     sum.migrations += s.migrations;
     sum.migrations_cross_llc += s.migrations_cross_llc;
     sum.migrations_cross_numa += s.migrations_cross_numa;
+    sum.hardirq_count += s.hardirq_count;
+    sum.hardirq_ns += s.hardirq_ns;
+    sum.softirq_count += s.softirq_count;
+    sum.softirq_ns += s.softirq_ns;
+    sum.page_faults += s.page_faults;
+    sum.numa_moves += s.numa_moves;
+    sum.numa_swaps += s.numa_swaps;
+    sum.numa_sticks += s.numa_sticks;
     if s.tgid != 0 {
         sum.tgid = s.tgid;
     }

@@ -2,6 +2,7 @@
 //! `task_struct` offsets from BTF, and loading/attaching the programs.
 pub mod btf_offsets;
 pub mod loader;
+pub mod tracefs;
 
 /// The eBPF object built by `build.rs` from `probe-ebpf`.
 pub static EBPF_OBJECT: &[u8] =

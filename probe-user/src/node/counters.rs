@@ -298,14 +298,29 @@ mod tests {
         };
         let (before, _) = read_scaled(&fd).unwrap();
         let pages = 256;
-        // A zeroed allocation this large comes fresh from mmap: every
-        // first write to a page faults.
-        let mut v = vec![0u8; pages * 4096];
+        // A private anonymous mapping of our own: every first write to one
+        // of its pages faults (a heap allocation could reuse pages that
+        // other tests in this process already touched). 1 MiB cannot be
+        // backed by a 2 MiB huge page.
+        // SAFETY: anonymous private mapping, checked for MAP_FAILED below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
         for p in 0..pages {
-            v[p * 4096] = 1;
+            // SAFETY: within the mapping just created.
+            unsafe { std::ptr::write_volatile((base as *mut u8).add(p * 4096), 1) };
         }
-        std::hint::black_box(&v);
         let (after, _) = read_scaled(&fd).unwrap();
+        // SAFETY: unmapping exactly what was mapped.
+        unsafe { libc::munmap(base, pages * 4096) };
         // Fresh pages fault once each (THP may fold them: allow that).
         assert!(after - before >= 1, "{before} -> {after}");
     }

@@ -3,37 +3,94 @@
 
 use std::collections::BTreeMap;
 
+use probe_common::{CpuStats, DurStat, MigratePages, Preemptor, NR_SOFTIRQS, SOFTIRQ_NAMES};
+
+use super::{numa::Sample, target::TargetSpec, watch::ThreadBook};
 use crate::{
-    kernel::{btf_offsets::TaskOffsets, loader::ThreadCounters},
+    kernel::{
+        btf_offsets::TaskOffsets,
+        loader::{ProgStats, ThreadCounters},
+    },
     report::{
-        kernel_delta, EndReason, KernelAccounting, Loss, Migrations, ProcessReport, RecordReport,
-        Target, ThreadReport,
+        kernel_delta, CpuReport, EndReason, IrqReport, IrqTime, KernelAccounting, Loss,
+        MigrateReason, Migrations, NumaReport, NumaTaskEvents, Outlier, OutlierThresholds,
+        Overhead, PreemptorReport, ProcessReport, ProgramCost, RecordReport, SoftirqDelay,
+        SoftirqReport, Target, ThreadReport, WindowReport,
     },
     stats::{empty_hist, merge, WaitSummary},
 };
 
-use super::watch::ThreadBook;
+pub struct TargetInfo {
+    pub spec: TargetSpec,
+    pub main_pid: u32,
+    pub comm: String,
+    pub cmdline: String,
+    pub tid: Option<u32>,
+    pub processes: Vec<u32>,
+    pub builtin: bool,
+    pub command_exit_code: Option<i32>,
+}
 
 pub struct Inputs {
-    pub target: Target,
+    pub target: TargetInfo,
     pub start_ns: u64,
     pub end_ns: u64,
     pub end_reason: EndReason,
     pub counters: BTreeMap<u32, ThreadCounters>,
     pub losses: Vec<(&'static str, Vec<u64>)>,
+    pub irqs: BTreeMap<u32, DurStat>,
+    pub irq_names: BTreeMap<u32, String>,
+    /// [vector][cpu]
+    pub softirqs: Vec<Vec<DurStat>>,
+    pub softirq_delay: Vec<Vec<DurStat>>,
+    pub cpu_stats: Vec<CpuStats>,
+    pub preemptors: BTreeMap<u32, Preemptor>,
+    pub migrate_pages: Vec<MigratePages>,
+    pub migrate_reason_names: BTreeMap<i64, String>,
+    pub numa_start: Sample,
+    pub numa_end: Sample,
+    pub windows: Vec<WindowReport>,
+    pub window_ns: u64,
+    pub outliers: Vec<Outlier>,
+    pub outliers_not_kept: u64,
+    pub outlier_thresholds: (u64, u64),
+    pub prog_stats: Option<Vec<ProgStats>>,
+    pub unavailable: Vec<String>,
     pub book: ThreadBook,
     pub offsets: TaskOffsets,
     pub topology_known: bool,
     pub notes: Vec<String>,
 }
 
+fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+/// Non-empty buckets of a histogram as (lower, upper, count).
+fn hist_rows(h: &[u64]) -> Vec<(u64, u64, u64)> {
+    h.iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| {
+            (
+                probe_common::bucket_lower_bound(i),
+                probe_common::bucket_upper_bound(i),
+                *c,
+            )
+        })
+        .collect()
+}
+
 pub fn build(inp: Inputs) -> RecordReport {
     let mut threads = Vec::new();
     let mut proc_hist = empty_hist();
     let (mut count, mut total, mut max) = (0u64, 0u64, 0u64);
-    let mut oncpu = 0;
-    let (mut vol, mut invol, mut wakeups) = (0, 0, 0);
+    let mut p_oncpu = 0;
+    let (mut vol, mut invol, mut wakeups, mut faults) = (0, 0, 0, 0);
     let mut mig = Migrations::default();
+    let (mut hard, mut soft) = (IrqTime::default(), IrqTime::default());
+    let mut numa_ev = NumaTaskEvents::default();
     let mut kernel_sum: Option<KernelAccounting> = None;
     let mut ours_for_kernel = 0u64;
     for (tid, c) in &inp.counters {
@@ -46,10 +103,11 @@ pub fn build(inp: Inputs) -> RecordReport {
         count += s.runq_count;
         total += s.runq_total_ns;
         max = max.max(s.runq_max_ns);
-        oncpu += s.oncpu_ns;
+        p_oncpu += s.oncpu_ns;
         vol += s.voluntary_switches;
         invol += s.involuntary_switches;
         wakeups += s.wakeups;
+        faults += s.page_faults;
         let m = Migrations {
             total: s.migrations,
             cross_llc: s.migrations_cross_llc,
@@ -58,6 +116,26 @@ pub fn build(inp: Inputs) -> RecordReport {
         mig.total += m.total;
         mig.cross_llc += m.cross_llc;
         mig.cross_numa += m.cross_numa;
+        let h = IrqTime {
+            count: s.hardirq_count,
+            total_ns: s.hardirq_ns,
+        };
+        let so = IrqTime {
+            count: s.softirq_count,
+            total_ns: s.softirq_ns,
+        };
+        hard.count += h.count;
+        hard.total_ns += h.total_ns;
+        soft.count += so.count;
+        soft.total_ns += so.total_ns;
+        let ne = NumaTaskEvents {
+            moves: s.numa_moves,
+            swaps: s.numa_swaps,
+            sticks: s.numa_sticks,
+        };
+        numa_ev.moves += ne.moves;
+        numa_ev.swaps += ne.swaps;
+        numa_ev.sticks += ne.sticks;
         let info = inp.book.get(*tid);
         let kernel = info.and_then(|i| Some(kernel_delta(i.before?, i.after?)));
         if let Some(k) = &kernel {
@@ -75,6 +153,11 @@ pub fn build(inp: Inputs) -> RecordReport {
         }
         threads.push(ThreadReport {
             tid: *tid,
+            tgid: if s.tgid != 0 {
+                s.tgid
+            } else {
+                info.map(|i| i.tgid).unwrap_or(0)
+            },
             comm: info.map(|i| i.comm.clone()).unwrap_or_default(),
             alive_at_end: info.is_some_and(|i| i.alive_at_end),
             created_during_run: info.is_none_or(|i| i.created_during_run),
@@ -84,6 +167,10 @@ pub fn build(inp: Inputs) -> RecordReport {
             involuntary_switches: s.involuntary_switches,
             wakeups: s.wakeups,
             migrations: m,
+            hardirq: h,
+            softirq: so,
+            page_faults: s.page_faults,
+            numa_balancing: ne,
             kernel,
         });
     }
@@ -97,6 +184,100 @@ pub fn build(inp: Inputs) -> RecordReport {
         .as_ref()
         .filter(|k| k.runq_wait_ns > 0)
         .map(|k| ours_for_kernel as f64 * 100.0 / k.runq_wait_ns as f64);
+
+    // Per CPU: the CPUs the target touched.
+    let cpus: Vec<CpuReport> = inp
+        .cpu_stats
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.target_oncpu_ns + c.target_runq_ns + c.target_hardirq_ns + c.target_softirq_ns > 0
+        })
+        .map(|(i, c)| CpuReport {
+            cpu: i as u32,
+            target_oncpu_ns: c.target_oncpu_ns,
+            target_runq_ns: c.target_runq_ns,
+            target_hardirq_ns: c.target_hardirq_ns,
+            target_softirq_ns: c.target_softirq_ns,
+        })
+        .collect();
+    let target_cpus: Vec<usize> = cpus.iter().map(|c| c.cpu as usize).collect();
+
+    let mut irqs: Vec<IrqReport> = inp
+        .irqs
+        .iter()
+        .map(|(irq, d)| IrqReport {
+            irq: *irq,
+            name: inp.irq_names.get(irq).cloned().unwrap_or_default(),
+            count: d.count,
+            total_ns: d.total_ns,
+            max_ns: d.max_ns,
+        })
+        .collect();
+    irqs.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.irq.cmp(&b.irq)));
+
+    let mut softirqs = Vec::new();
+    let mut softirq_delay = Vec::new();
+    for v in 0..NR_SOFTIRQS as usize {
+        let name = SOFTIRQ_NAMES[v];
+        let mut s = DurStat::default();
+        for d in inp.softirqs.get(v).into_iter().flatten() {
+            add_dur(&mut s, d);
+        }
+        if s.count > 0 {
+            softirqs.push(SoftirqReport {
+                vector: v as u32,
+                name,
+                count: s.count,
+                total_ns: s.total_ns,
+                max_ns: s.max_ns,
+            });
+        }
+        let mut d = DurStat::default();
+        if let Some(per_cpu) = inp.softirq_delay.get(v) {
+            for cpu in &target_cpus {
+                if let Some(x) = per_cpu.get(*cpu) {
+                    add_dur(&mut d, x);
+                }
+            }
+        }
+        if d.count > 0 {
+            softirq_delay.push(SoftirqDelay {
+                vector: v as u32,
+                name,
+                count: d.count,
+                mean_ns: d.total_ns / d.count,
+                max_ns: d.max_ns,
+            });
+        }
+    }
+    softirqs.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+
+    let mut preemptors: Vec<PreemptorReport> = inp
+        .preemptors
+        .iter()
+        .filter(|(_, p)| p.count > 0)
+        .map(|(pid, p)| PreemptorReport {
+            pid: *pid,
+            tgid: p.tgid,
+            comm: if *pid == 0 {
+                "(idle)".into()
+            } else {
+                comm_str(&p.comm)
+            },
+            count: p.count,
+            target_wait_ns: p.target_wait_ns,
+        })
+        .collect();
+    preemptors.sort_by(|a, b| {
+        b.target_wait_ns
+            .cmp(&a.target_wait_ns)
+            .then(a.pid.cmp(&b.pid))
+    });
+    preemptors.truncate(20);
+
+    let numa = numa_report(&inp, numa_ev);
+
     let losses: Vec<Loss> = inp
         .losses
         .into_iter()
@@ -107,33 +288,186 @@ pub fn build(inp: Inputs) -> RecordReport {
         })
         .collect();
     let lossy = losses.iter().any(|l| l.total > 0);
+    let duration_ns = inp.end_ns.saturating_sub(inp.start_ns);
+    let overhead = overhead(inp.prog_stats.as_deref(), duration_ns);
+    let t = inp.target;
     RecordReport {
         tool: "tailprobe",
         version: env!("CARGO_PKG_VERSION"),
         kernel_release: kernel_release(),
-        target: inp.target,
+        target: Target {
+            kind: if t.builtin { "builtin" } else { t.spec.kind() },
+            spec: t.spec.describe(),
+            pid: t.main_pid,
+            comm: t.comm,
+            cmdline: t.cmdline,
+            tid: t.tid,
+            processes: t.processes,
+            builtin: t.builtin,
+            command_exit_code: t.command_exit_code,
+        },
         start_monotonic_ns: inp.start_ns,
         end_monotonic_ns: inp.end_ns,
-        duration_ns: inp.end_ns.saturating_sub(inp.start_ns),
+        duration_ns,
         end_reason: inp.end_reason,
         process: ProcessReport {
             threads_seen: inp.counters.len().max(inp.book.len()),
             runq_wait: WaitSummary::new(count, total, max, &proc_hist),
-            oncpu_ns: oncpu,
+            runq_histogram: hist_rows(&proc_hist),
+            oncpu_ns: p_oncpu,
             voluntary_switches: vol,
             involuntary_switches: invol,
             wakeups,
             migrations: mig,
+            hardirq: hard,
+            softirq: soft,
+            page_faults: faults,
+            numa_balancing: numa_ev,
             kernel: kernel_sum,
             runq_agreement_pct,
         },
         threads,
+        preemptors,
+        irqs,
+        softirqs,
+        softirq_delay,
+        cpus,
+        numa,
+        window_ns: inp.window_ns,
+        windows: inp.windows,
+        outlier_thresholds_ns: OutlierThresholds {
+            runq_wait_ns: inp.outlier_thresholds.0,
+            irq_ns: inp.outlier_thresholds.1,
+        },
+        outliers: inp.outliers,
+        outliers_not_kept: inp.outliers_not_kept,
+        overhead,
         losses,
         lossy,
         task_offsets: inp.offsets,
         topology_known: inp.topology_known,
+        unavailable: inp.unavailable,
         notes: inp.notes,
     }
+}
+
+fn numa_report(inp: &Inputs, task_events: NumaTaskEvents) -> NumaReport {
+    let vm = inp.numa_start.delta(&inp.numa_end);
+    let mut notes = Vec::new();
+    let nodes = inp.numa_start.nodes;
+    if nodes <= 1 {
+        notes.push(
+            "one NUMA node: remote memory and cross-node migrations cannot happen on this machine"
+                .into(),
+        );
+    }
+    let balancing = inp.numa_start.balancing;
+    let (remote, share) = match balancing {
+        Some(b) if b != 0 => {
+            let all = vm.get("numa_hint_faults").copied();
+            let local = vm.get("numa_hint_faults_local").copied();
+            match (all, local) {
+                (Some(a), Some(l)) => {
+                    let r = a.saturating_sub(l);
+                    (Some(r), (a > 0).then(|| r as f64 / a as f64))
+                }
+                _ => {
+                    notes.push("/proc/vmstat has no NUMA hint-fault counters here".into());
+                    (None, None)
+                }
+            }
+        }
+        Some(_) => {
+            notes.push(
+                "NUMA balancing is off (kernel.numa_balancing=0): the kernel takes no hint faults, \
+                 so there is no remote-access signal"
+                    .into(),
+            );
+            (None, None)
+        }
+        None => {
+            notes.push(
+                "NUMA balancing is not built into this kernel: no remote-access signal".into(),
+            );
+            (None, None)
+        }
+    };
+    notes.push(
+        "hardware memory-access sampling is not used: remote access is estimated from hint faults \
+         and page placement"
+            .into(),
+    );
+    let migrate_pages = inp
+        .migrate_pages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.events > 0)
+        .map(|(i, m)| MigrateReason {
+            reason: i as u32,
+            name: inp
+                .migrate_reason_names
+                .get(&(i as i64))
+                .cloned()
+                .unwrap_or_else(|| format!("reason {i}")),
+            events: m.events,
+            pages_succeeded: m.succeeded,
+            pages_failed: m.failed,
+            target_events: m.target_events,
+            target_pages_succeeded: m.target_succeeded,
+        })
+        .collect();
+    NumaReport {
+        nodes,
+        balancing,
+        task_events,
+        migrate_pages,
+        vmstat_delta: vm,
+        remote_hint_faults: remote,
+        remote_hint_fault_share: share,
+        kib_per_node_start: inp.numa_start.kib_per_node.clone(),
+        kib_per_node_end: inp.numa_end.kib_per_node.clone(),
+        notes,
+    }
+}
+
+fn overhead(stats: Option<&[ProgStats]>, duration_ns: u64) -> Overhead {
+    let Some(stats) = stats else {
+        return Overhead {
+            measured: false,
+            programs: Vec::new(),
+            total_events: 0,
+            total_run_time_ns: 0,
+            cpu_share_pct: None,
+            events_per_second: None,
+        };
+    };
+    let programs: Vec<ProgramCost> = stats
+        .iter()
+        .map(|p| ProgramCost {
+            name: p.name,
+            events: p.run_count,
+            run_time_ns: p.run_time_ns,
+            ns_per_event: (p.run_count > 0).then(|| p.run_time_ns as f64 / p.run_count as f64),
+        })
+        .collect();
+    let total_events = programs.iter().map(|p| p.events).sum();
+    let total_run_time_ns = programs.iter().map(|p| p.run_time_ns).sum::<u64>();
+    let secs = duration_ns as f64 / 1e9;
+    Overhead {
+        measured: true,
+        programs,
+        total_events,
+        total_run_time_ns,
+        cpu_share_pct: (duration_ns > 0)
+            .then(|| total_run_time_ns as f64 * 100.0 / duration_ns as f64),
+        events_per_second: (secs > 0.0).then(|| total_events as f64 / secs),
+    }
+}
+
+fn add_dur(sum: &mut DurStat, d: &DurStat) {
+    sum.count += d.count;
+    sum.total_ns += d.total_ns;
+    sum.max_ns = sum.max_ns.max(d.max_ns);
 }
 
 fn kernel_release() -> String {

@@ -1,45 +1,87 @@
-//! A recording session: check the target, attach, wait for the duration,
-//! Ctrl-C or the target's exit, then collect and build the report.
+//! A recording session: resolve the target, attach, follow it until the
+//! duration, Ctrl-C or its exit, then collect everything and build the report.
 
 mod assemble;
+mod numa;
+pub mod target;
 mod watch;
+pub mod windows;
 
 use std::{
+    collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use probe_common::event;
 
 use crate::{
     kernel::{
         btf_offsets,
-        loader::{map_entries_for, LoadConfig, Probes},
+        loader::{add_stats, map_entries_for, Filter, LoadConfig, Probes, ThreadCounters},
     },
     privileges,
     procfs::ProcFs,
-    report::{EndReason, RecordReport, Target},
+    report::{EndReason, Outlier, RecordReport},
     signals, sysfs,
 };
 
+pub use target::TargetSpec;
 pub use watch::ThreadBook;
 
-/// What to record.
+/// What to record and how.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
-    pub pid: u32,
-    pub duration: Duration,
-    /// Target started by tailprobe itself.
+    pub target: TargetSpec,
+    /// The target is tailprobe's own built-in workload.
     pub builtin: bool,
+    /// Follow child processes of the target(s).
+    pub follow_children: bool,
+    /// None: until a launched command exits (10 s for other targets).
+    pub duration: Option<Duration>,
+    /// Width of the time-series windows (0: none).
+    pub window: Duration,
+    /// Stream run-queue waits at or above this (0: none).
+    pub outlier_runq: Duration,
+    /// Stream IRQ/softirq runs on target threads at or above this (0: none).
+    pub outlier_irq: Duration,
+    /// Outliers kept in the report (more are counted).
+    pub max_outliers: usize,
+    /// Time the probes with BPF run-time statistics.
+    pub self_stats: bool,
     /// Override of the per-thread map size.
     pub max_threads: Option<u32>,
-    /// How often to check the target and refresh its thread list.
+    /// How often to check the target and drain the kernel's stream.
     pub poll: Duration,
     /// Progress on stderr (only when it is a terminal).
     pub progress: bool,
     /// Called once the probes are attached (tests and scripts sync on it).
     pub on_attached: Option<fn(u32)>,
+    /// Send a launched command's stdout to /dev/null.
+    pub quiet_command: bool,
+}
+
+impl RecordOptions {
+    pub fn new(target: TargetSpec) -> Self {
+        RecordOptions {
+            target,
+            builtin: false,
+            follow_children: false,
+            duration: Some(Duration::from_secs(10)),
+            window: Duration::from_millis(10),
+            outlier_runq: Duration::from_millis(1),
+            outlier_irq: Duration::from_micros(100),
+            max_outliers: 10_000,
+            self_stats: true,
+            max_threads: None,
+            poll: Duration::from_millis(100),
+            progress: false,
+            on_attached: None,
+            quiet_command: false,
+        }
+    }
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
@@ -55,96 +97,419 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Resolved target: processes to follow now, and how to find more.
+struct Resolved {
+    tgids: Vec<u32>,
+    tid: Option<u32>,
+    comm: String,
+    notes: Vec<String>,
+    rescan: Rescan,
+}
+
+enum Rescan {
+    None,
+    Comm(String),
+    Cgroup(PathBuf),
+}
+
+fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Result<Resolved> {
+    let mut notes = Vec::new();
+    let one = |pid: u32, notes: &mut Vec<String>| -> Result<(u32, String)> {
+        let (tgid, comm) = proc.check_target(pid)?;
+        if tgid != pid {
+            notes.push(format!(
+                "pid {pid} is a thread of process {tgid}: recording the whole process"
+            ));
+        }
+        Ok((tgid, comm))
+    };
+    Ok(match spec {
+        TargetSpec::Pid(p) => {
+            let (tgid, comm) = one(*p, &mut notes)?;
+            Resolved {
+                tgids: vec![tgid],
+                tid: None,
+                comm,
+                notes,
+                rescan: Rescan::None,
+            }
+        }
+        TargetSpec::Tid(t) => {
+            let (tgid, _) = proc.check_target(*t)?;
+            let comm = proc.thread_comm(tgid, *t).unwrap_or_default();
+            Resolved {
+                tgids: vec![tgid],
+                tid: Some(*t),
+                comm,
+                notes,
+                rescan: Rescan::None,
+            }
+        }
+        TargetSpec::Command(_) => {
+            let pid = launched_pid.context("internal: command not launched")?;
+            let comm = proc.stat(pid).map(|s| s.comm).unwrap_or_default();
+            Resolved {
+                tgids: vec![pid],
+                tid: None,
+                comm,
+                notes,
+                rescan: Rescan::None,
+            }
+        }
+        TargetSpec::Comm(name) => {
+            let tgids = target::pids_by_comm(proc, name);
+            if tgids.is_empty() {
+                bail!("no process is named {name:?} (comm, at most 15 characters; see `ps -e -o comm`)");
+            }
+            Resolved {
+                tgids,
+                tid: None,
+                comm: name.clone(),
+                notes,
+                rescan: Rescan::Comm(name.clone()),
+            }
+        }
+        TargetSpec::Cgroup(path) => {
+            let dir = target::cgroup_dir(Path::new(CGROUP_ROOT), path)?;
+            let tgids = target::pids_in_cgroup(&dir);
+            if tgids.is_empty() {
+                notes.push(format!(
+                    "cgroup {} has no process yet: waiting for some",
+                    dir.display()
+                ));
+            }
+            Resolved {
+                tgids,
+                tid: None,
+                comm: dir.display().to_string(),
+                notes,
+                rescan: Rescan::Cgroup(dir),
+            }
+        }
+    })
+}
+
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     privileges::require_root("tailprobe record")?;
     privileges::require_btf()?;
     let proc = ProcFs::default();
-    let (tgid, comm) = proc.check_target(opts.pid)?;
-    let mut notes = Vec::new();
-    if tgid != opts.pid {
-        notes.push(format!(
-            "pid {} is a thread of process {tgid}: recording the whole process",
-            opts.pid
-        ));
-    }
+    let mut launched = match &opts.target {
+        TargetSpec::Command(argv) => Some(target::Launched::start(argv, opts.quiet_command)?),
+        _ => None,
+    };
+    let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
+    let mut notes = r.notes;
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
     drop(btf);
-    let threads_now = proc.threads(tgid).len();
+    let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
+    let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
+    let multi = follow_children || !matches!(r.rescan, Rescan::None) || r.tgids.len() != 1;
+    let filter = if multi {
+        Filter::Set {
+            tgids: r.tgids.clone(),
+            follow_children,
+        }
+    } else {
+        Filter::Single { tgid: r.tgids[0] }
+    };
+    let window_ns = opts.window.as_nanos() as u64;
     let cfg = LoadConfig {
-        tgid,
+        filter,
+        tid: r.tid,
         offsets,
         max_threads: opts
             .max_threads
             .unwrap_or_else(|| map_entries_for(threads_now)),
+        max_processes: 4096,
         topology: topology.clone(),
+        window_ns,
+        outlier_runq_ns: opts.outlier_runq.as_nanos() as u64,
+        outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
+        ringbuf_bytes: 1 << 20,
+        self_stats: opts.self_stats,
     };
-    let probes = Probes::load_and_attach(&cfg)?;
+    let numa_start = numa::Sample::take(&r.tgids);
+    let mut probes = Probes::load_and_attach(&cfg)?;
+    if let Some(l) = launched.as_mut() {
+        l.release()?;
+    }
     let start_ns = monotonic_ns();
     let started = Instant::now();
-    let mut book = ThreadBook::start(&proc, tgid);
+    let mut book = ThreadBook::start(&proc, &r.tgids, r.tid);
+    let main_pid = r.tgids.first().copied().unwrap_or(0);
     if let Some(cb) = opts.on_attached {
-        cb(tgid);
+        cb(main_pid);
     }
+    let duration = match (opts.duration, &launched) {
+        (Some(d), _) => d,
+        (None, Some(_)) => Duration::MAX,
+        (None, None) => Duration::from_secs(10),
+    };
+    let mut series = windows::WindowSeries::new(window_ns, start_ns);
+    let mut outliers: Vec<Outlier> = Vec::new();
+    let mut outliers_not_kept = 0u64;
+    let mut exits: Vec<(u32, Instant)> = Vec::new();
+    let mut harvested: BTreeMap<u32, ThreadCounters> = BTreeMap::new();
+    let mut last_window_drain = Instant::now();
+    let mut command_exit_code = None;
     let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let window_drain_every = Duration::from_nanos(
+        (window_ns.saturating_mul(probe_common::WINDOW_SLOTS as u64) / 4)
+            .clamp(50_000_000, 1_000_000_000),
+    );
     let end_reason = loop {
         let elapsed = started.elapsed();
-        if elapsed >= opts.duration {
+        if elapsed >= duration {
             break EndReason::Duration;
         }
         if signals::stop_requested() {
             break EndReason::Interrupted;
         }
-        if !proc.is_alive(tgid) {
+        if let Some(l) = launched.as_mut() {
+            if let Ok(Some(st)) = l.child.try_wait() {
+                command_exit_code = st.code();
+                if opts.builtin {
+                    break EndReason::TargetExited;
+                }
+                break EndReason::CommandExited;
+            }
+        } else if matches!(r.rescan, Rescan::None) && !follow_children && !proc.is_alive(main_pid) {
             break EndReason::TargetExited;
         }
+        // Kernel stream: outliers, thread exits, followed forks.
+        for ev in probes.drain_events() {
+            handle_event(
+                &ev,
+                &mut outliers,
+                &mut outliers_not_kept,
+                opts.max_outliers,
+                &mut exits,
+                &mut book,
+                &proc,
+            );
+        }
+        // New processes for --comm / --cgroup.
+        let found = match &r.rescan {
+            Rescan::None => Vec::new(),
+            Rescan::Comm(name) => target::pids_by_comm(&proc, name),
+            Rescan::Cgroup(dir) => target::pids_in_cgroup(dir),
+        };
+        for tgid in found {
+            if !book.processes().contains(&tgid) {
+                probes.follow(tgid)?;
+                book.add_process(&proc, tgid, true);
+            }
+        }
         book.refresh(&proc);
+        // Harvest exited threads once their last switch-out is in.
+        let ripe: Vec<u32> = exits
+            .iter()
+            .filter(|(_, at)| at.elapsed() > Duration::from_millis(300))
+            .map(|(t, _)| *t)
+            .collect();
+        exits.retain(|(_, at)| at.elapsed() <= Duration::from_millis(300));
+        for tid in ripe {
+            if let Some(c) = probes.harvest_thread(tid)? {
+                merge_counters(&mut harvested, tid, c);
+            }
+        }
+        if last_window_drain.elapsed() >= window_drain_every {
+            series.drain(&probes.read_windows()?, monotonic_ns());
+            last_window_drain = Instant::now();
+        }
         if show_progress {
+            let total = if duration == Duration::MAX {
+                "until the command exits".to_string()
+            } else {
+                format!("{:.1} s", duration.as_secs_f64())
+            };
             eprint!(
-                "\rrecording pid {tgid} ({comm}): {:.1}/{:.1} s, {} threads   ",
+                "\rrecording {} ({}): {:.1} s of {total}, {} threads, {} outliers   ",
+                opts.target.describe(),
+                r.comm,
                 elapsed.as_secs_f64(),
-                opts.duration.as_secs_f64(),
-                book.len()
+                book.len(),
+                outliers.len() as u64 + outliers_not_kept
             );
             let _ = std::io::stderr().flush();
         }
-        std::thread::sleep(opts.poll.min(opts.duration.saturating_sub(elapsed)));
+        std::thread::sleep(opts.poll.min(duration.saturating_sub(elapsed)));
     };
     if show_progress {
-        eprint!("\r{:70}\r", "");
+        eprint!("\r{:100}\r", "");
     }
-    if end_reason == EndReason::TargetExited {
+    if matches!(
+        end_reason,
+        EndReason::TargetExited | EndReason::CommandExited
+    ) {
         // The exiting threads' last switch-out comes just after /proc shows
-        // the process as a zombie: give it a moment to reach the maps.
+        // the process gone: give it a moment to reach the maps.
         std::thread::sleep(Duration::from_millis(50));
     }
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc);
     let end_ns = monotonic_ns();
-    let counters = probes.read_threads()?;
-    let losses = probes.read_losses()?;
-    drop(probes);
-    if end_reason == EndReason::TargetExited {
-        notes.push("the target exited during the run: this is what was seen until then".into());
+    for ev in probes.drain_events() {
+        handle_event(
+            &ev,
+            &mut outliers,
+            &mut outliers_not_kept,
+            opts.max_outliers,
+            &mut exits,
+            &mut book,
+            &proc,
+        );
     }
-    let target = Target {
-        pid: tgid,
-        comm,
-        cmdline: proc.cmdline(tgid).unwrap_or_default(),
-        builtin: opts.builtin,
-    };
-    Ok(assemble::build(assemble::Inputs {
-        target,
+    if window_ns > 0 {
+        let close = (end_ns / window_ns + 1) * window_ns;
+        series.drain(&probes.read_windows()?, close);
+    }
+    let mut counters = probes.read_threads()?;
+    for (tid, c) in harvested {
+        merge_counters(&mut counters, tid, c);
+    }
+    let prog_stats = probes.program_stats();
+    let inputs = assemble::Inputs {
+        target: assemble::TargetInfo {
+            spec: opts.target.clone(),
+            main_pid,
+            comm: r.comm,
+            tid: r.tid,
+            processes: book.processes(),
+            builtin: opts.builtin,
+            command_exit_code,
+            cmdline: proc.cmdline(main_pid).unwrap_or_default(),
+        },
         start_ns,
         end_ns,
         end_reason,
         counters,
-        losses,
+        losses: probes.read_losses()?,
+        irqs: probes.read_irqs()?,
+        irq_names: irq_names(),
+        softirqs: probes.read_softirqs()?,
+        softirq_delay: probes.read_softirq_delay()?,
+        cpu_stats: probes.read_cpu_stats()?,
+        preemptors: fresh_comms(probes.read_preemptors()?),
+        migrate_pages: probes.read_migrate_pages()?,
+        migrate_reason_names: crate::kernel::loader::migrate_reason_names(),
+        numa_start,
+        numa_end: numa::Sample::take(&book.processes()),
+        windows: series.windows,
+        window_ns,
+        outliers,
+        outliers_not_kept,
+        outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
+        prog_stats: opts.self_stats.then_some(prog_stats),
+        unavailable: probes.unavailable.clone(),
         book,
         offsets,
         topology_known: topology.is_some(),
-        notes,
-    }))
+        notes: std::mem::take(&mut notes),
+    };
+    drop(probes);
+    if end_reason == EndReason::TargetExited && !opts.builtin {
+        notes.push("the target exited during the run: this is what was seen until then".into());
+    }
+    let mut report = assemble::build(inputs);
+    report.notes.extend(notes);
+    Ok(report)
+}
+
+fn merge_counters(into: &mut BTreeMap<u32, ThreadCounters>, tid: u32, c: ThreadCounters) {
+    match into.get_mut(&tid) {
+        None => {
+            into.insert(tid, c);
+        }
+        Some(e) => {
+            add_stats(&mut e.stats, &c.stats);
+            match (&mut e.hist, c.hist) {
+                (Some(a), Some(b)) => {
+                    for (x, y) in a.buckets.iter_mut().zip(b.buckets.iter()) {
+                        *x += *y;
+                    }
+                }
+                (None, Some(b)) => e.hist = Some(b),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle_event(
+    ev: &probe_common::Event,
+    outliers: &mut Vec<Outlier>,
+    not_kept: &mut u64,
+    max: usize,
+    exits: &mut Vec<(u32, Instant)>,
+    book: &mut ThreadBook,
+    proc: &ProcFs,
+) {
+    let kind = match ev.kind {
+        event::RUNQ_OUTLIER => "runq_wait",
+        event::HARDIRQ_OUTLIER => "hardirq",
+        event::SOFTIRQ_OUTLIER => "softirq",
+        event::THREAD_EXIT => {
+            book.note_thread(ev.tid, ev.tgid);
+            exits.push((ev.tid, Instant::now()));
+            return;
+        }
+        event::PROCESS_FORK => {
+            book.add_process(proc, ev.aux, true);
+            return;
+        }
+        _ => return,
+    };
+    if outliers.len() >= max {
+        *not_kept += 1;
+        return;
+    }
+    outliers.push(Outlier {
+        ts_ns: ev.ts_ns,
+        kind,
+        tid: ev.tid,
+        tgid: ev.tgid,
+        cpu: ev.cpu,
+        value_ns: ev.value_ns,
+        preempted_by: (ev.kind == event::RUNQ_OUTLIER && ev.aux != 0).then_some(ev.aux),
+        irq: (ev.kind != event::RUNQ_OUTLIER).then_some(ev.aux),
+    });
+}
+
+/// IRQ number -> description from /proc/interrupts.
+fn irq_names() -> BTreeMap<u32, String> {
+    let Ok(ints) = crate::node::irq::read_interrupts(&crate::node::Roots::default()) else {
+        return BTreeMap::new();
+    };
+    ints.rows
+        .into_iter()
+        .filter_map(|r| Some((r.name.parse().ok()?, r.desc)))
+        .collect()
+}
+
+/// A preemptor's comm is captured when it first preempts; a thread renamed
+/// later (worker pools name their threads after start) shows its old name.
+/// Take the current one from /proc where the task still exists.
+fn fresh_comms(
+    mut p: BTreeMap<u32, probe_common::Preemptor>,
+) -> BTreeMap<u32, probe_common::Preemptor> {
+    for (pid, v) in p.iter_mut() {
+        if *pid == 0 {
+            continue;
+        }
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            let c = c.trim_end_matches('\n').as_bytes();
+            let mut buf = [0u8; 16];
+            let n = c.len().min(15);
+            buf[..n].copy_from_slice(&c[..n]);
+            v.comm = buf;
+        }
+    }
+    p
 }

@@ -1,7 +1,7 @@
 //! The target's threads as seen from `/proc` during a run: names (kept after
 //! a thread exits) and the kernel's own counters at both ends of the window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::procfs::{parse::SchedStat, ProcFs};
 
@@ -10,6 +10,7 @@ pub type KernelSnapshot = (SchedStat, u64, u64);
 
 #[derive(Debug, Clone, Default)]
 pub struct ThreadInfo {
+    pub tgid: u32,
     pub comm: String,
     pub created_during_run: bool,
     pub alive_at_end: bool,
@@ -19,8 +20,10 @@ pub struct ThreadInfo {
 
 #[derive(Debug, Default)]
 pub struct ThreadBook {
-    tgid: u32,
+    tgids: BTreeSet<u32>,
     threads: BTreeMap<u32, ThreadInfo>,
+    /// Only this thread (`--tid`).
+    only_tid: Option<u32>,
 }
 
 fn snapshot(proc: &ProcFs, tgid: u32, tid: u32) -> Option<KernelSnapshot> {
@@ -35,43 +38,83 @@ fn snapshot(proc: &ProcFs, tgid: u32, tid: u32) -> Option<KernelSnapshot> {
 
 impl ThreadBook {
     /// Take the first snapshot, right after attach.
-    pub fn start(proc: &ProcFs, tgid: u32) -> Self {
+    pub fn start(proc: &ProcFs, tgids: &[u32], only_tid: Option<u32>) -> Self {
         let mut book = ThreadBook {
-            tgid,
+            tgids: BTreeSet::new(),
             threads: BTreeMap::new(),
+            only_tid,
         };
-        for tid in proc.threads(tgid) {
-            let info = ThreadInfo {
-                comm: proc.thread_comm(tgid, tid).unwrap_or_default(),
-                before: snapshot(proc, tgid, tid),
-                ..Default::default()
-            };
-            book.threads.insert(tid, info);
+        for &tgid in tgids {
+            book.add_process(proc, tgid, false);
         }
         book
+    }
+
+    /// Follow another process; `new` when it appeared during the run (its
+    /// threads started from zero).
+    pub fn add_process(&mut self, proc: &ProcFs, tgid: u32, new: bool) {
+        if !self.tgids.insert(tgid) {
+            return;
+        }
+        for tid in proc.threads(tgid) {
+            if self.only_tid.is_some_and(|t| t != tid) {
+                continue;
+            }
+            let info = ThreadInfo {
+                tgid,
+                comm: proc.thread_comm(tgid, tid).unwrap_or_default(),
+                created_during_run: new,
+                before: if new {
+                    Some((SchedStat::default(), 0, 0))
+                } else {
+                    snapshot(proc, tgid, tid)
+                },
+                ..Default::default()
+            };
+            self.threads.insert(tid, info);
+        }
+    }
+
+    pub fn processes(&self) -> Vec<u32> {
+        self.tgids.iter().copied().collect()
     }
 
     /// Learn threads created since the last look. A thread born during the
     /// run started from zero, so its "before" snapshot is all zeros.
     pub fn refresh(&mut self, proc: &ProcFs) {
-        for tid in proc.threads(self.tgid) {
-            self.threads.entry(tid).or_insert_with(|| ThreadInfo {
-                comm: proc.thread_comm(self.tgid, tid).unwrap_or_default(),
-                created_during_run: true,
-                before: Some((SchedStat::default(), 0, 0)),
-                ..Default::default()
-            });
+        for &tgid in &self.tgids {
+            for tid in proc.threads(tgid) {
+                if self.only_tid.is_some_and(|t| t != tid) {
+                    continue;
+                }
+                self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+                    tgid,
+                    comm: proc.thread_comm(tgid, tid).unwrap_or_default(),
+                    created_during_run: true,
+                    before: Some((SchedStat::default(), 0, 0)),
+                    ..Default::default()
+                });
+            }
         }
+    }
+
+    /// Record a thread we learned about from the kernel (it may have lived
+    /// and died between two looks at /proc).
+    pub fn note_thread(&mut self, tid: u32, tgid: u32) {
+        self.threads.entry(tid).or_insert_with(|| ThreadInfo {
+            tgid,
+            created_during_run: true,
+            ..Default::default()
+        });
     }
 
     /// Take the closing snapshot, just before the maps are read.
     pub fn finish(&mut self, proc: &ProcFs) {
         self.refresh(proc);
-        let tgid = self.tgid;
         for (tid, info) in self.threads.iter_mut() {
-            info.after = snapshot(proc, tgid, *tid);
-            info.alive_at_end = info.after.is_some();
-            if let Some(c) = proc.thread_comm(tgid, *tid) {
+            info.after = snapshot(proc, info.tgid, *tid);
+            info.alive_at_end = info.after.is_some() && proc.is_alive(info.tgid);
+            if let Some(c) = proc.thread_comm(info.tgid, *tid) {
                 info.comm = c;
             }
         }

@@ -1,6 +1,8 @@
 //! What `tailprobe record` reports. Every field is documented in
 //! `docs/record-json.md`; times are nanoseconds unless the name says otherwise.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::{kernel::btf_offsets::TaskOffsets, procfs::parse::SchedStat, stats::WaitSummary};
@@ -15,15 +17,28 @@ pub enum EndReason {
     Interrupted,
     /// The target process exited during the run.
     TargetExited,
+    /// The command tailprobe launched (`-- CMD`) finished.
+    CommandExited,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
+    /// How the target was named: pid, tid, comm, cgroup, command, builtin.
+    pub kind: &'static str,
+    /// The value given (pid, name, path or command line).
+    pub spec: String,
+    /// Main process (the first one followed).
     pub pid: u32,
     pub comm: String,
     pub cmdline: String,
-    /// True when tailprobe started the target itself (built-in workload).
+    /// Only this thread was followed (`--tid`).
+    pub tid: Option<u32>,
+    /// Every process followed during the run.
+    pub processes: Vec<u32>,
+    /// True when tailprobe started the target itself.
     pub builtin: bool,
+    /// Exit status of a launched command, when it finished.
+    pub command_exit_code: Option<i32>,
 }
 
 /// The kernel's own accounting over the same window, for comparison.
@@ -39,9 +54,34 @@ pub struct KernelAccounting {
     pub involuntary_switches: u64,
 }
 
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Migrations {
+    pub total: u64,
+    pub cross_llc: u64,
+    pub cross_numa: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct IrqTime {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// NUMA balancing events involving the target's threads.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct NumaTaskEvents {
+    /// `sched_move_numa`: a thread moved to its preferred node.
+    pub moves: u64,
+    /// `sched_swap_numa`: swapped with a task on the other node.
+    pub swaps: u64,
+    /// `sched_stick_numa`: a move that failed (the task stayed).
+    pub sticks: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadReport {
     pub tid: u32,
+    pub tgid: u32,
     pub comm: String,
     /// The thread still existed when the recording stopped.
     pub alive_at_end: bool,
@@ -53,30 +93,175 @@ pub struct ThreadReport {
     pub involuntary_switches: u64,
     pub wakeups: u64,
     pub migrations: Migrations,
+    pub hardirq: IrqTime,
+    pub softirq: IrqTime,
+    pub page_faults: u64,
+    pub numa_balancing: NumaTaskEvents,
     /// Present when the thread was alive at both ends of the window.
     pub kernel: Option<KernelAccounting>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Migrations {
-    pub total: u64,
-    pub cross_llc: u64,
-    pub cross_numa: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessReport {
     pub threads_seen: usize,
     pub runq_wait: WaitSummary,
+    /// The merged histogram: (lower bound ns, upper bound ns, count) of the
+    /// non-empty buckets.
+    pub runq_histogram: Vec<(u64, u64, u64)>,
     pub oncpu_ns: u64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub wakeups: u64,
     pub migrations: Migrations,
+    pub hardirq: IrqTime,
+    pub softirq: IrqTime,
+    pub page_faults: u64,
+    pub numa_balancing: NumaTaskEvents,
     /// Sum over the threads that have `kernel` accounting.
     pub kernel: Option<KernelAccounting>,
     /// Our run-queue total over the kernel's, for the same threads, in %.
     pub runq_agreement_pct: Option<f64>,
+}
+
+/// Hard IRQ time stolen from target threads, per IRQ.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IrqReport {
+    pub irq: u32,
+    /// From /proc/interrupts (device / handler names), empty when unknown.
+    pub name: String,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Softirq time stolen from target threads, per vector.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SoftirqReport {
+    pub vector: u32,
+    pub name: &'static str,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Softirq raise -> entry delay on the CPUs the target ran on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SoftirqDelay {
+    pub vector: u32,
+    pub name: &'static str,
+    pub count: u64,
+    pub mean_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuReport {
+    pub cpu: u32,
+    pub target_oncpu_ns: u64,
+    pub target_runq_ns: u64,
+    pub target_hardirq_ns: u64,
+    pub target_softirq_ns: u64,
+}
+
+/// A task that preempted target threads, and the wait that followed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PreemptorReport {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Times it preempted a target thread.
+    pub count: u64,
+    /// Run-queue wait of the preempted target threads until they ran again.
+    pub target_wait_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MigrateReason {
+    pub reason: u32,
+    pub name: String,
+    pub events: u64,
+    pub pages_succeeded: u64,
+    pub pages_failed: u64,
+    /// Events in a target thread's context (e.g. its NUMA hinting faults).
+    pub target_events: u64,
+    pub target_pages_succeeded: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NumaReport {
+    pub nodes: usize,
+    /// `kernel.numa_balancing` at the start; None when absent.
+    pub balancing: Option<u64>,
+    pub task_events: NumaTaskEvents,
+    /// `migrate:mm_migrate_pages` per reason (system-wide and target).
+    pub migrate_pages: Vec<MigrateReason>,
+    /// `/proc/vmstat` NUMA counter deltas over the run (system-wide).
+    pub vmstat_delta: BTreeMap<String, u64>,
+    /// `numa_hint_faults - numa_hint_faults_local` over the run: the
+    /// kernel's sampled remote-access signal (needs NUMA balancing on).
+    pub remote_hint_faults: Option<u64>,
+    /// Its share of all hint faults.
+    pub remote_hint_fault_share: Option<f64>,
+    /// The target's resident memory per node (KiB) from numa_maps, at the
+    /// start and at the end.
+    pub kib_per_node_start: BTreeMap<u32, u64>,
+    pub kib_per_node_end: BTreeMap<u32, u64>,
+    /// Plain statements of what this machine cannot show.
+    pub notes: Vec<String>,
+}
+
+/// Counters of one fixed window (CLOCK_MONOTONIC `[start, start + window)`).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct WindowReport {
+    pub start_ns: u64,
+    pub runq_count: u64,
+    pub runq_total_ns: u64,
+    pub runq_max_ns: u64,
+    pub oncpu_ns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub migrations: u64,
+    pub hardirq_ns: u64,
+    pub softirq_ns: u64,
+    pub page_faults: u64,
+    pub numa_events: u64,
+}
+
+/// One event above its threshold.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Outlier {
+    pub ts_ns: u64,
+    /// runq_wait, hardirq or softirq.
+    pub kind: &'static str,
+    pub tid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+    pub value_ns: u64,
+    /// runq_wait: the task that preempted the thread (None: it was woken).
+    pub preempted_by: Option<u32>,
+    /// hardirq: IRQ number; softirq: vector.
+    pub irq: Option<u32>,
+}
+
+/// What the probes cost, from BPF run-time statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramCost {
+    pub name: &'static str,
+    pub events: u64,
+    pub run_time_ns: u64,
+    pub ns_per_event: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Overhead {
+    /// False with --no-self-stats: the kernel did not time the programs.
+    pub measured: bool,
+    pub programs: Vec<ProgramCost>,
+    pub total_events: u64,
+    pub total_run_time_ns: u64,
+    /// Probe run time as a share of one CPU over the window, in %.
+    pub cpu_share_pct: Option<f64>,
+    pub events_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,13 +285,35 @@ pub struct RecordReport {
     pub process: ProcessReport,
     /// Threads sorted by run-queue wait, longest first.
     pub threads: Vec<ThreadReport>,
+    pub preemptors: Vec<PreemptorReport>,
+    pub irqs: Vec<IrqReport>,
+    pub softirqs: Vec<SoftirqReport>,
+    pub softirq_delay: Vec<SoftirqDelay>,
+    /// CPUs the target ran on or was charged on.
+    pub cpus: Vec<CpuReport>,
+    pub numa: NumaReport,
+    pub window_ns: u64,
+    pub windows: Vec<WindowReport>,
+    pub outlier_thresholds_ns: OutlierThresholds,
+    pub outliers: Vec<Outlier>,
+    /// Outliers received beyond the cap kept in the report.
+    pub outliers_not_kept: u64,
+    pub overhead: Overhead,
     pub losses: Vec<Loss>,
     /// True when any loss counter is non-zero: numbers may be incomplete.
     pub lossy: bool,
     pub task_offsets: TaskOffsets,
     /// Whether migrations could be classified by LLC and NUMA node.
     pub topology_known: bool,
+    /// Hooks this kernel lacks, and what is therefore not measured.
+    pub unavailable: Vec<String>,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutlierThresholds {
+    pub runq_wait_ns: u64,
+    pub irq_ns: u64,
 }
 
 /// Kernel accounting delta between two snapshots of one thread.

@@ -31,7 +31,10 @@ fn pin_self(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            panic!("sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+            panic!(
+                "sched_setaffinity({cpu}): {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -53,7 +56,10 @@ fn spin(d: Duration) {
 /// machine may be busy).
 fn spin_cpu(d: Duration) {
     let cpu_now = || {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer; the clock exists on Linux.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -74,11 +80,13 @@ fn arg(args: &[String], i: usize) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().cloned().unwrap_or_default();
-    let start = Arc::new(Barrier::new(1 + match mode.as_str() {
-        "spin2" => 2,
-        "bounce" | "sleeper" => 1,
-        _ => 0,
-    }));
+    let start = Arc::new(Barrier::new(
+        1 + match mode.as_str() {
+            "spin2" => 2,
+            "bounce" | "sleeper" => 1,
+            _ => 0,
+        },
+    ));
     let done = Arc::new(Barrier::new(start_count(&mode) + 1));
     let tids = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
@@ -131,7 +139,12 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let out = std::io::stdout();
-    let list = |v: &[u32]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+    let list = |v: &[u32]| {
+        v.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     writeln!(out.lock(), "ready {}", list(&tids.lock().unwrap())).unwrap();
     out.lock().flush().unwrap();
     let stdin = std::io::stdin();

@@ -1,0 +1,53 @@
+//! NUMA sampling around a run: node count, balancing switch, /proc/vmstat
+//! counters and the target's pages per node (numa_maps).
+
+use std::collections::BTreeMap;
+
+use crate::node::{numa as nnuma, Roots};
+
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub nodes: usize,
+    pub balancing: Option<u64>,
+    pub counters: nnuma::Counters,
+    pub kib_per_node: BTreeMap<u32, u64>,
+}
+
+impl Sample {
+    pub fn take(tgids: &[u32]) -> Sample {
+        let roots = Roots::default();
+        let nodes = std::fs::read_dir("/sys/devices/system/node")
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.to_string_lossy();
+                        n.starts_with("node") && n[4..].parse::<u32>().is_ok()
+                    })
+                    .count()
+            })
+            .unwrap_or(1)
+            .max(1);
+        let balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let mut kib_per_node = BTreeMap::new();
+        for t in tgids {
+            if let Ok(p) = nnuma::read_process(&roots, *t) {
+                for (n, k) in p.kib_per_node {
+                    *kib_per_node.entry(n).or_default() += k;
+                }
+            }
+        }
+        Sample {
+            nodes,
+            balancing,
+            counters: nnuma::snapshot(&roots),
+            kib_per_node,
+        }
+    }
+
+    pub fn delta(&self, later: &Sample) -> BTreeMap<String, u64> {
+        nnuma::delta(&self.counters, &later.counters).vmstat
+    }
+}

@@ -1,0 +1,237 @@
+//! Naming the target: a pid, one thread, a command name, a cgroup, or a
+//! command tailprobe launches. Resolves names to processes, and launches
+//! commands held at the starting line until the probes are attached.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::fd::FromRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::procfs::ProcFs;
+
+/// How the user named the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Pid(u32),
+    Tid(u32),
+    /// Every process whose command name (`/proc/<pid>/comm`) is this.
+    Comm(String),
+    /// Every process in this cgroup (v2 path, absolute or under /sys/fs/cgroup).
+    Cgroup(PathBuf),
+    /// Launch this command and follow it (and its children).
+    Command(Vec<String>),
+}
+
+impl TargetSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetSpec::Pid(_) => "pid",
+            TargetSpec::Tid(_) => "tid",
+            TargetSpec::Comm(_) => "comm",
+            TargetSpec::Cgroup(_) => "cgroup",
+            TargetSpec::Command(_) => "command",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TargetSpec::Pid(p) | TargetSpec::Tid(p) => p.to_string(),
+            TargetSpec::Comm(c) => c.clone(),
+            TargetSpec::Cgroup(p) => p.display().to_string(),
+            TargetSpec::Command(argv) => argv.join(" "),
+        }
+    }
+}
+
+/// Processes whose comm is `name` (the kernel keeps 15 bytes of it).
+pub fn pids_by_comm(proc: &ProcFs, name: &str) -> Vec<u32> {
+    let want: String = name.chars().take(15).collect();
+    let Ok(rd) = fs::read_dir(proc.root()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(proc.root().join(format!("{pid}/comm")))
+                .map(|c| c.trim_end_matches('\n') == want)
+                .unwrap_or(false)
+        })
+        .filter(|pid| proc.check_target(*pid).is_ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The cgroup directory for a user-given path.
+pub fn cgroup_dir(cgroup_root: &Path, path: &Path) -> Result<PathBuf> {
+    let dir = if path.starts_with(cgroup_root) {
+        path.to_path_buf()
+    } else {
+        cgroup_root.join(path.strip_prefix("/").unwrap_or(path))
+    };
+    if !dir.join("cgroup.procs").exists() {
+        bail!(
+            "{} is not a cgroup (no cgroup.procs there); give a path like \
+             /sys/fs/cgroup/system.slice/my.service or system.slice/my.service",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Processes (thread group ids) in a cgroup.
+pub fn pids_in_cgroup(dir: &Path) -> Vec<u32> {
+    let mut out: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A launched command, held before `exec` until [`Launched::release`].
+pub struct Launched {
+    pub child: Child,
+    gate: Option<fs::File>,
+}
+
+impl Launched {
+    /// Start `argv`, held at the starting line, so no event is missed.
+    ///
+    /// The child is tailprobe itself running the hidden `exec-gated`
+    /// subcommand: it waits for one byte on an inherited pipe, then execs
+    /// the command in place (same pid). (A `pre_exec` hook cannot be used:
+    /// `spawn` waits for the exec to happen.)
+    pub fn start(argv: &[String], quiet: bool) -> Result<Launched> {
+        if argv.is_empty() {
+            bail!("empty command after --");
+        }
+        let exe = std::env::current_exe().context("finding tailprobe's own executable")?;
+        let mut fds = [0i32; 2];
+        // SAFETY: valid pointer to two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating the launch pipe");
+        }
+        let (rd, wr) = (fds[0], fds[1]);
+        // SAFETY: we own both fds and hand them to File, which closes them.
+        let (rd_file, gate) = unsafe { (fs::File::from_raw_fd(rd), fs::File::from_raw_fd(wr)) };
+        // The read end must survive exec into the gated child.
+        // SAFETY: fcntl on an fd we own.
+        if unsafe { libc::fcntl(rd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("preparing the launch pipe");
+        }
+        let mut cmd = Command::new(exe);
+        cmd.arg("exec-gated")
+            .arg("--fd")
+            .arg(rd.to_string())
+            .arg("--")
+            .args(argv);
+        if quiet {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {:?}", argv[0]))?;
+        drop(rd_file);
+        Ok(Launched {
+            child,
+            gate: Some(gate),
+        })
+    }
+
+    /// Let the command run (exec).
+    pub fn release(&mut self) -> Result<()> {
+        if let Some(mut g) = self.gate.take() {
+            g.write_all(&[1])
+                .context("releasing the launched command")?;
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        // Never released: closing the gate makes the child fail before exec.
+        drop(self.gate.take());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_lookup_on_a_fixture() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |rel: &str, s: &str| {
+            let f = d.path().join(rel);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, s).unwrap();
+        };
+        for (pid, comm) in [(10, "vllm"), (11, "python3"), (12, "vllm")] {
+            w(&format!("{pid}/comm"), &format!("{comm}\n"));
+            w(
+                &format!("{pid}/stat"),
+                &format!("{pid} ({comm}) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0 0"),
+            );
+            w(
+                &format!("{pid}/status"),
+                &format!("Name:\t{comm}\nTgid:\t{pid}\n"),
+            );
+        }
+        let p = ProcFs::new(d.path());
+        assert_eq!(pids_by_comm(&p, "vllm"), vec![10, 12]);
+        assert_eq!(pids_by_comm(&p, "nothing"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn cgroup_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let svc = d.path().join("system.slice/model.service");
+        fs::create_dir_all(&svc).unwrap();
+        fs::write(svc.join("cgroup.procs"), "300\n200\n300\n").unwrap();
+        let dir = cgroup_dir(d.path(), Path::new("/system.slice/model.service")).unwrap();
+        assert_eq!(dir, svc);
+        assert_eq!(cgroup_dir(d.path(), &svc).unwrap(), svc);
+        assert_eq!(pids_in_cgroup(&dir), vec![200, 300]);
+        let err = cgroup_dir(d.path(), Path::new("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a cgroup"), "{err}");
+    }
+}
+
+/// The gated child's side (`tailprobe exec-gated --fd N -- CMD`): wait for
+/// the go byte, then become the command. Returns only on failure.
+pub fn exec_gated(fd: i32, argv: &[String]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer from an inherited fd.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: closing the inherited fd, which this process owns.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        return anyhow::anyhow!("tailprobe stopped before the command was started");
+    }
+    let Some((prog, args)) = argv.split_first() else {
+        return anyhow::anyhow!("empty command");
+    };
+    let err = Command::new(prog).args(args).exec();
+    anyhow::Error::new(err).context(format!("running {prog:?}"))
+}
