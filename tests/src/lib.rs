@@ -154,17 +154,18 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Start recording and wait until the probes are attached.
+    /// Start recording `--pid pid` and wait until the probes are attached.
     pub fn start(pid: u32, extra: &[&str]) -> Recording {
+        let pid = pid.to_string();
+        Recording::start_with(&["--pid", &pid], extra)
+    }
+
+    /// Start recording with the given target arguments (e.g. `--tid N`,
+    /// `--comm NAME`), then `extra`; wait until the probes are attached.
+    pub fn start_with(target: &[&str], extra: &[&str]) -> Recording {
         let mut child = Command::new(tailprobe_bin())
-            .args([
-                "record",
-                "--pid",
-                &pid.to_string(),
-                "--duration",
-                "60s",
-                "--json",
-            ])
+            .args(["record", "--duration", "60s", "--json"])
+            .args(target)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -276,4 +277,40 @@ pub fn thread(report: &serde_json::Value, tid: u32) -> &serde_json::Value {
 
 pub fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+/// Minor + major page faults of a thread (fields 10 and 12 of its stat).
+pub fn kernel_faults(pid: u32, tid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).expect("stat");
+    let close = s.rfind(')').expect("comm end");
+    let f: Vec<u64> = s[close + 2..]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // After the comm, field 3 is index 0: minflt (10) is 7, majflt (12) is 9.
+    f[7] + f[9]
+}
+
+/// `se.nr_migrations` from /proc/<pid>/task/<tid>/sched, when the kernel
+/// shows it (CONFIG_SCHED_DEBUG).
+pub fn kernel_migrations(pid: u32, tid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    s.lines()
+        .find(|l| l.trim_start().starts_with("se.nr_migrations"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// NET_RX softirqs run on every CPU so far (/proc/softirqs).
+pub fn net_rx_softirqs() -> u64 {
+    let s = std::fs::read_to_string("/proc/softirqs").expect("/proc/softirqs");
+    s.lines()
+        .find(|l| l.trim_start().starts_with("NET_RX:"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
 }

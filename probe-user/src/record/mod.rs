@@ -234,6 +234,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         self_stats: opts.self_stats,
     };
     let numa_start = numa::Sample::take(&r.tgids);
+    // Windows start before the probes do, so the first events land in one.
+    let attach_begin_ns = monotonic_ns();
     let mut probes = Probes::load_and_attach(&cfg)?;
     if let Some(l) = launched.as_mut() {
         l.release()?;
@@ -250,7 +252,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         (None, Some(_)) => Duration::MAX,
         (None, None) => Duration::from_secs(10),
     };
-    let mut series = windows::WindowSeries::new(window_ns, start_ns);
+    let mut series = windows::WindowSeries::new(window_ns, attach_begin_ns);
     let mut outliers: Vec<Outlier> = Vec::new();
     let mut outliers_not_kept = 0u64;
     let mut exits: Vec<(u32, Instant)> = Vec::new();
@@ -319,7 +321,12 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             }
         }
         if last_window_drain.elapsed() >= window_drain_every {
-            series.drain(&probes.read_windows()?, monotonic_ns());
+            // One window of slack: an event stamped just before a boundary
+            // may reach its slot just after.
+            series.drain(
+                &probes.read_windows()?,
+                monotonic_ns().saturating_sub(window_ns),
+            );
             last_window_drain = Instant::now();
         }
         if show_progress {

@@ -11,6 +11,10 @@
 //!   bounce <n>                one thread moved to the other CPU <n> times
 //!   sleeper <n> <us>          one thread sleeping <n> times for <us>
 //!   spawn <threads> <n>       after `go`, create <threads> threads that sleep <n> times
+//!   pagefault <pages>         one thread touching <pages> fresh pages (own mmap)
+//!   udp <packets>             one thread sending <packets> UDP datagrams to itself on loopback
+//!   fork-child <n>            after `go`, start a child process that sleeps <n> times, wait for it
+//!   auto-sleep <n> <us>       no protocol: sleep <n> times for <us>, then exit 0
 //!   exit-after <ms>           after `go`, spin <ms> of CPU time, then exit the process
 
 use std::{
@@ -77,16 +81,52 @@ fn arg(args: &[String], i: usize) -> u64 {
         .unwrap_or_else(|| panic!("missing numeric argument {i}: {args:?}"))
 }
 
+fn touch_fresh_pages(pages: usize) {
+    // SAFETY: anonymous private mapping, checked for MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            pages * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap");
+    // No huge pages: every 4 KiB page faults once.
+    // SAFETY: advice on the mapping just created.
+    unsafe { libc::madvise(base, pages * 4096, libc::MADV_NOHUGEPAGE) };
+    for p in 0..pages {
+        // SAFETY: within the mapping.
+        unsafe { std::ptr::write_volatile((base as *mut u8).add(p * 4096), 1) };
+    }
+    // Left mapped: the pages stay resident for the test to look at.
+}
+
+fn udp_to_self(packets: u64) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = sock.local_addr().expect("addr");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let payload = [7u8; 512];
+    let mut buf = [0u8; 1024];
+    for _ in 0..packets {
+        sock.send_to(&payload, addr).expect("send");
+        let _ = sock.recv_from(&mut buf);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().cloned().unwrap_or_default();
-    let start = Arc::new(Barrier::new(
-        1 + match mode.as_str() {
-            "spin2" => 2,
-            "bounce" | "sleeper" => 1,
-            _ => 0,
-        },
-    ));
+    if mode == "auto-sleep" {
+        for _ in 0..arg(&args, 1) {
+            std::thread::sleep(Duration::from_micros(arg(&args, 2)));
+        }
+        return;
+    }
+    let start = Arc::new(Barrier::new(1 + start_count(&mode)));
     let done = Arc::new(Barrier::new(start_count(&mode) + 1));
     let tids = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
@@ -131,7 +171,15 @@ fn main() {
                 }
             })));
         }
-        "spawn" | "exit-after" => {}
+        "pagefault" => {
+            let pages = arg(&args, 1) as usize;
+            handles.push(spawn_worker(Box::new(move || touch_fresh_pages(pages))));
+        }
+        "udp" => {
+            let n = arg(&args, 1);
+            handles.push(spawn_worker(Box::new(move || udp_to_self(n))));
+        }
+        "spawn" | "exit-after" | "fork-child" => {}
         other => panic!("unknown mode {other:?}"),
     }
     // Wait until the workers registered their tids.
@@ -173,6 +221,15 @@ fn main() {
                 h.join().unwrap();
             }
         }
+        "fork-child" => {
+            let exe = std::env::current_exe().expect("own path");
+            let mut child = std::process::Command::new(exe)
+                .args(["auto-sleep", &arg(&args, 1).to_string(), "500"])
+                .spawn()
+                .expect("spawn child");
+            tids.lock().unwrap().push(child.id());
+            child.wait().expect("wait child");
+        }
         "exit-after" => {
             spin_cpu(Duration::from_millis(arg(&args, 1)));
             std::process::exit(0);
@@ -191,7 +248,7 @@ fn main() {
 fn start_count(mode: &str) -> usize {
     match mode {
         "spin2" => 2,
-        "bounce" | "sleeper" => 1,
+        "bounce" | "sleeper" | "pagefault" | "udp" => 1,
         _ => 0,
     }
 }
