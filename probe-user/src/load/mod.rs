@@ -29,6 +29,7 @@ pub mod stats;
 pub mod target;
 
 use std::{
+    borrow::Cow,
     cell::RefCell,
     path::PathBuf,
     rc::Rc,
@@ -247,7 +248,7 @@ impl Local {
             first_token_ns: None,
             end_ns: 0,
             status: 0,
-            outcome: String::new(),
+            outcome: Cow::Borrowed(""),
             output_tokens: None,
             bytes: 0,
             tid: self.tid,
@@ -263,7 +264,7 @@ impl Local {
         match outcome {
             Outcome::TimedOut => {
                 rec.end_ns = sent + timeout_ns;
-                rec.outcome = "timeout".into();
+                rec.outcome = Cow::Borrowed("timeout");
                 if !warm {
                     st.timeouts += 1;
                     st.e2e.record(timeout_ns);
@@ -278,7 +279,7 @@ impl Local {
             }
             Outcome::Failed(e) => {
                 rec.end_ns = monotonic_ns();
-                rec.outcome = e.kind().into();
+                rec.outcome = Cow::Borrowed(e.kind());
                 if !warm {
                     st.error(e.kind());
                     st.window(start, rec.end_ns);
@@ -301,14 +302,14 @@ impl Local {
                     None => t.usage_tokens,
                 };
                 rec.output_tokens = out_tokens;
-                let kind = if !(200..300).contains(&t.status) {
-                    Some(format!("http_{}", t.status))
+                let kind: Option<Cow<'static, str>> = if !(200..300).contains(&t.status) {
+                    Some(Cow::Owned(format!("http_{}", t.status)))
                 } else if stream.is_some_and(|s| s.error.is_some()) {
-                    Some("stream_error".to_string())
+                    Some(Cow::Borrowed("stream_error"))
                 } else {
                     None
                 };
-                rec.outcome = kind.clone().unwrap_or_else(|| "ok".into());
+                rec.outcome = kind.clone().unwrap_or(Cow::Borrowed("ok"));
                 if warm {
                     // Counted above; nothing else.
                 } else if let Some(kind) = kind {

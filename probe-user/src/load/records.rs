@@ -2,6 +2,7 @@
 //! timestamps in CLOCK_MONOTONIC ns so they line up with kernel events.
 
 use std::{
+    borrow::Cow,
     fs::File,
     io::{BufWriter, Write as _},
     path::Path,
@@ -29,7 +30,7 @@ pub struct RequestRecord {
     /// HTTP status, 0 when no response arrived.
     pub status: u16,
     /// `ok`, `timeout`, or the error kind.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     pub output_tokens: Option<u64>,
     pub bytes: u64,
     /// Thread id of the generator thread that sent it.
