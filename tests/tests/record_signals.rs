@@ -11,6 +11,26 @@ use tailprobe_tests::{
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
+/// A perf software counter on one thread (perf_event_open), the third
+/// opinion beside ours and /proc. None when perf events are refused here.
+fn perf_counter(name: &str, tid: u32) -> Option<std::os::fd::OwnedFd> {
+    use tailprobe::node::counters;
+    let ev = counters::EVENTS.iter().find(|e| e.name == name)?;
+    match counters::open(ev, tid) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("perf counter {name} not available here ({e}): compared with /proc only");
+            None
+        }
+    }
+}
+
+fn perf_read(fd: &Option<std::os::fd::OwnedFd>) -> Option<u64> {
+    fd.as_ref()
+        .and_then(|fd| tailprobe::node::counters::read_scaled(fd).ok())
+        .map(|(v, _)| v)
+}
+
 /// Touching N fresh pages: at least N user page faults, and the same count
 /// as the kernel's own minflt+majflt for the thread (within 2% + 5).
 #[test]
@@ -20,13 +40,25 @@ fn root_page_faults_match_the_kernel() {
     let mut w = Workload::start(WORKLOAD, &["pagefault", &pages.to_string()]);
     let rec = Recording::start(w.pid(), &[]);
     let tid = w.tids[0];
+    let perf = perf_counter("page-faults", tid);
+    let perf_before = perf_read(&perf);
     let before = kernel_faults(w.pid(), tid);
     w.go_and_wait(Duration::from_secs(30));
     let after = kernel_faults(w.pid(), tid);
+    let perf_after = perf_read(&perf);
     let (_, report) = rec.stop();
     let ours = u(&thread(&report, tid)["page_faults"]);
     let kernel = after - before;
-    eprintln!("touched {pages} pages: ours {ours} faults, kernel {kernel}");
+    let perf = perf_before.zip(perf_after).map(|(a, b)| b - a);
+    eprintln!(
+        "touched {pages} pages: ours {ours} faults, kernel minflt+majflt {kernel}, perf {perf:?}"
+    );
+    if let Some(p) = perf {
+        assert!(
+            ours.abs_diff(p) as f64 <= p as f64 * 0.02 + 5.0,
+            "ours {ours} perf {p}"
+        );
+    }
     assert!(ours >= pages, "{ours} < {pages}");
     assert!(
         ours.abs_diff(kernel) as f64 <= kernel as f64 * 0.02 + 5.0,

@@ -58,10 +58,7 @@ impl Format {
             let Some((num, name)) = pair.split_once(',') else {
                 continue;
             };
-            let name = name
-                .trim()
-                .trim_end_matches(|c| c == '}' || c == ',' || c == ' ')
-                .trim();
+            let name = name.trim().trim_end_matches(['}', ',', ' ']).trim();
             let name = name.trim_matches('"');
             let num = num.trim();
             let v = if let Some(h) = num.strip_prefix("0x") {

@@ -218,8 +218,12 @@ pub fn build(inp: Inputs) -> RecordReport {
 
     let mut softirqs = Vec::new();
     let mut softirq_delay = Vec::new();
-    for v in 0..NR_SOFTIRQS as usize {
-        let name = SOFTIRQ_NAMES[v];
+    for (v, name) in SOFTIRQ_NAMES
+        .iter()
+        .copied()
+        .enumerate()
+        .take(NR_SOFTIRQS as usize)
+    {
         let mut s = DurStat::default();
         for d in inp.softirqs.get(v).into_iter().flatten() {
             add_dur(&mut s, d);
@@ -251,7 +255,7 @@ pub fn build(inp: Inputs) -> RecordReport {
             });
         }
     }
-    softirqs.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+    softirqs.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
 
     let mut preemptors: Vec<PreemptorReport> = inp
         .preemptors

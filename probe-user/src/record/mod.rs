@@ -372,9 +372,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             &proc,
         );
     }
-    if window_ns > 0 {
-        let close = (end_ns / window_ns + 1) * window_ns;
-        series.drain(&probes.read_windows()?, close);
+    if let Some(w) = end_ns.checked_div(window_ns) {
+        series.drain(&probes.read_windows()?, (w + 1) * window_ns);
     }
     let mut counters = probes.read_threads()?;
     for (tid, c) in harvested {

@@ -172,6 +172,25 @@ impl Drop for Launched {
     }
 }
 
+/// The gated child's side (`tailprobe exec-gated --fd N -- CMD`): wait for
+/// the go byte, then become the command. Returns only on failure.
+pub fn exec_gated(fd: i32, argv: &[String]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer from an inherited fd.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: closing the inherited fd, which this process owns.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        return anyhow::anyhow!("tailprobe stopped before the command was started");
+    }
+    let Some((prog, args)) = argv.split_first() else {
+        return anyhow::anyhow!("empty command");
+    };
+    let err = Command::new(prog).args(args).exec();
+    anyhow::Error::new(err).context(format!("running {prog:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,23 +234,4 @@ mod tests {
             .to_string();
         assert!(err.contains("not a cgroup"), "{err}");
     }
-}
-
-/// The gated child's side (`tailprobe exec-gated --fd N -- CMD`): wait for
-/// the go byte, then become the command. Returns only on failure.
-pub fn exec_gated(fd: i32, argv: &[String]) -> anyhow::Error {
-    use std::os::unix::process::CommandExt as _;
-    let mut b = [0u8; 1];
-    // SAFETY: reading one byte into a valid buffer from an inherited fd.
-    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
-    // SAFETY: closing the inherited fd, which this process owns.
-    unsafe { libc::close(fd) };
-    if n != 1 {
-        return anyhow::anyhow!("tailprobe stopped before the command was started");
-    }
-    let Some((prog, args)) = argv.split_first() else {
-        return anyhow::anyhow!("empty command");
-    };
-    let err = Command::new(prog).args(args).exec();
-    anyhow::Error::new(err).context(format!("running {prog:?}"))
 }

@@ -245,7 +245,7 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
         ns(r.window_ns)
     );
     let mut worst: Vec<_> = r.outliers.iter().collect();
-    worst.sort_by(|a, b| b.value_ns.cmp(&a.value_ns));
+    worst.sort_by_key(|o| std::cmp::Reverse(o.value_ns));
     for x in worst.iter().take(3) {
         let _ = writeln!(
             o,
