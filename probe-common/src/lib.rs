@@ -216,6 +216,11 @@ pub mod event {
     /// A followed process forked a child process, now followed too;
     /// `aux` = child pid.
     pub const PROCESS_FORK: u32 = 5;
+    /// (TRACE_EVENTS only) a user page fault of a target thread.
+    pub const PAGE_FAULT: u32 = 6;
+    /// (TRACE_EVENTS only) a migration of a target thread;
+    /// `aux` = orig_cpu << 16 | dest_cpu, `value_ns` = 1 cross-LLC | 2 cross-NUMA.
+    pub const MIGRATION: u32 = 7;
 }
 
 /// A record on the `EVENTS` ring buffer.

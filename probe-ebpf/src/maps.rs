@@ -37,6 +37,10 @@ static OUTLIER_RUNQ_NS: u64 = 0;
 /// IRQ/softirq runs on a target thread at or above this are streamed.
 #[unsafe(no_mangle)]
 static OUTLIER_IRQ_NS: u64 = 0;
+/// Non-zero: also stream every page fault and migration of the target
+/// (for exact per-request attribution).
+#[unsafe(no_mangle)]
+static TRACE_EVENTS: u32 = 0;
 
 macro_rules! global {
     ($name:ident, $ty:ty) => {{
@@ -59,6 +63,11 @@ pub fn follow_children() -> bool {
 #[inline(always)]
 pub fn outlier_runq_ns() -> u64 {
     global!(OUTLIER_RUNQ_NS, u64)
+}
+
+#[inline(always)]
+pub fn trace_events() -> bool {
+    global!(TRACE_EVENTS, u32) != 0
 }
 
 #[inline(always)]

@@ -38,7 +38,7 @@ fn root_page_faults_match_the_kernel() {
     skip_unless_root!("root_page_faults_match_the_kernel");
     let pages = 4000u64;
     let mut w = Workload::start(WORKLOAD, &["pagefault", &pages.to_string()]);
-    let rec = Recording::start(w.pid(), &[]);
+    let rec = Recording::start(w.pid(), &["--trace-events", "--max-outliers", "100000"]);
     let tid = w.tids[0];
     let perf = perf_counter("page-faults", tid);
     let perf_before = perf_read(&perf);
@@ -65,6 +65,14 @@ fn root_page_faults_match_the_kernel() {
         "ours {ours} kernel {kernel}"
     );
     assert!(u(&report["process"]["page_faults"]) >= ours);
+    // With --trace-events every fault is also streamed, with its time.
+    let streamed = report["outliers"]
+        .as_array()
+        .expect("outliers")
+        .iter()
+        .filter(|o| o["kind"] == "page_fault" && u(&o["tid"]) == tid as u64)
+        .count() as u64;
+    assert_eq!(streamed, ours, "every fault streamed once");
 }
 
 /// Migrations against the kernel's se.nr_migrations for the thread.

@@ -2,10 +2,17 @@
 //! the CPU it is on (read from the task) to `dest_cpu`; classified with the
 //! CPU -> LLC/node table the loader filled.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use probe_common::{event, Event};
 
 use crate::{
-    maps::{cpu_topo, is_target, is_target_tgid, thread_stats, topo_valid, window},
+    maps::{
+        cpu_topo, emit, is_target, is_target_tgid, thread_stats, topo_valid, trace_events, window,
+    },
     task,
 };
 
@@ -43,9 +50,23 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
         }
     }
     // SAFETY: helper with no preconditions.
-    if let Some(w) = window(unsafe { bpf_ktime_get_ns() }) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(w) = window(now) {
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*w).migrations += 1 };
+    }
+    if trace_events() {
+        emit(Event {
+            ts_ns: now,
+            value_ns: u64::from(cross_llc) | (u64::from(cross_numa) << 1),
+            kind: event::MIGRATION,
+            tid: pid,
+            tgid,
+            // SAFETY: helper with no preconditions.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            aux: (orig.unwrap_or(0xffff) << 16) | (dest & 0xffff),
+            _pad: 0,
+        });
     }
     0
 }

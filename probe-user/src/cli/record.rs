@@ -61,6 +61,12 @@ pub struct RecordArgs {
     /// Stream every IRQ/softirq run on a target thread at or above this (`0`: off).
     #[arg(long, default_value = "100us", value_parser = parse_duration_or_zero)]
     pub outlier_irq: Duration,
+    /// Also stream every page fault and migration of the target as events
+    /// (`outliers[]` kinds `page_fault` and `migration`), for per-request
+    /// attribution. With `--outlier-runq 1ns --outlier-irq 1ns` every wait and
+    /// IRQ is streamed too.
+    #[arg(long)]
+    pub trace_events: bool,
     /// Outliers kept in the report; more are counted, not kept.
     #[arg(long, default_value_t = 10_000)]
     pub max_outliers: usize,
@@ -92,10 +98,6 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         "0" | "off" => Ok(Duration::ZERO),
         other => super::parse_duration(other),
     }
-}
-
-fn announce(pid: u32) {
-    eprintln!("tailprobe: probes attached to pid {pid}");
 }
 
 pub fn main(args: &RecordArgs) -> Result<i32> {
@@ -145,9 +147,12 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
     opts.outlier_irq = args.outlier_irq;
     opts.max_outliers = args.max_outliers;
     opts.self_stats = !args.no_self_stats;
+    opts.trace_events = args.trace_events;
     opts.max_threads = args.max_threads;
     opts.progress = !args.json;
-    opts.on_attached = Some(announce);
+    opts.on_attached = Some(record::Callback::new(|pid| {
+        eprintln!("tailprobe: probes attached to pid {pid}")
+    }));
     opts.quiet_command = builtin || args.json;
     let report = record::run(&opts)?;
     if args.json {

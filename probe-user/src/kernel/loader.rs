@@ -89,6 +89,8 @@ pub struct LoadConfig {
     pub ringbuf_bytes: u32,
     /// Turn on BPF run-time statistics for the programs' cost.
     pub self_stats: bool,
+    /// Stream every page fault and migration of the target too.
+    pub trace_events: bool,
 }
 
 /// Map size for a target with `threads` threads now: room for many more to be
@@ -166,6 +168,7 @@ impl Probes {
             .override_global("WINDOW_NS", &cfg.window_ns, true)
             .override_global("OUTLIER_RUNQ_NS", &cfg.outlier_runq_ns, true)
             .override_global("OUTLIER_IRQ_NS", &cfg.outlier_irq_ns, true)
+            .override_global("TRACE_EVENTS", &u32::from(cfg.trace_events), true)
             .override_global("TASK_PID_OFF", &cfg.offsets.pid, true)
             .override_global("TASK_TGID_OFF", &cfg.offsets.tgid, true)
             .override_global("TASK_CPU_OFF", &cfg.offsets.cpu, true)

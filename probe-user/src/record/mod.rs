@@ -11,6 +11,10 @@ use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -58,7 +62,13 @@ pub struct RecordOptions {
     /// Progress on stderr (only when it is a terminal).
     pub progress: bool,
     /// Called once the probes are attached (tests and scripts sync on it).
-    pub on_attached: Option<fn(u32)>,
+    pub on_attached: Option<Callback>,
+    /// Set by the caller to end the recording (EndReason::Stopped).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stream every page fault and migration of the target as events, for
+    /// exact per-request attribution (use with thresholds of 1 ns to stream
+    /// every run-queue wait and IRQ too).
+    pub trace_events: bool,
     /// Send a launched command's stdout to /dev/null.
     pub quiet_command: bool,
 }
@@ -79,8 +89,26 @@ impl RecordOptions {
             poll: Duration::from_millis(100),
             progress: false,
             on_attached: None,
+            stop: None,
+            trace_events: false,
             quiet_command: false,
         }
+    }
+}
+
+/// A callback with the main pid, shareable across threads.
+#[derive(Clone)]
+pub struct Callback(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
+impl Callback {
+    pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> Self {
+        Callback(Arc::new(f))
     }
 }
 
@@ -232,6 +260,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
         self_stats: opts.self_stats,
+        trace_events: opts.trace_events,
     };
     let numa_start = numa::Sample::take(&r.tgids);
     // Windows start before the probes do, so the first events land in one.
@@ -244,8 +273,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let started = Instant::now();
     let mut book = ThreadBook::start(&proc, &r.tgids, r.tid);
     let main_pid = r.tgids.first().copied().unwrap_or(0);
-    if let Some(cb) = opts.on_attached {
-        cb(main_pid);
+    if let Some(cb) = &opts.on_attached {
+        (cb.0)(main_pid);
     }
     let duration = match (opts.duration, &launched) {
         (Some(d), _) => d,
@@ -271,6 +300,9 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         }
         if signals::stop_requested() {
             break EndReason::Interrupted;
+        }
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            break EndReason::Stopped;
         }
         if let Some(l) = launched.as_mut() {
             if let Ok(Some(st)) = l.child.try_wait() {
@@ -461,6 +493,8 @@ fn handle_event(
         event::RUNQ_OUTLIER => "runq_wait",
         event::HARDIRQ_OUTLIER => "hardirq",
         event::SOFTIRQ_OUTLIER => "softirq",
+        event::PAGE_FAULT => "page_fault",
+        event::MIGRATION => "migration",
         event::THREAD_EXIT => {
             book.note_thread(ev.tid, ev.tgid);
             exits.push((ev.tid, Instant::now()));
@@ -484,7 +518,8 @@ fn handle_event(
         cpu: ev.cpu,
         value_ns: ev.value_ns,
         preempted_by: (ev.kind == event::RUNQ_OUTLIER && ev.aux != 0).then_some(ev.aux),
-        irq: (ev.kind != event::RUNQ_OUTLIER).then_some(ev.aux),
+        irq: matches!(ev.kind, event::HARDIRQ_OUTLIER | event::SOFTIRQ_OUTLIER).then_some(ev.aux),
+        from_cpu: (ev.kind == event::MIGRATION && ev.aux >> 16 != 0xffff).then_some(ev.aux >> 16),
     });
 }
 

@@ -19,6 +19,8 @@ pub enum EndReason {
     TargetExited,
     /// The command tailprobe launched (`-- CMD`) finished.
     CommandExited,
+    /// The program that ran the recording (e.g. an experiment) stopped it.
+    Stopped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,7 +229,9 @@ pub struct WindowReport {
     pub numa_events: u64,
 }
 
-/// One event above its threshold.
+/// One event above its threshold (or, with event tracing, every page
+/// fault and migration: kinds `page_fault`, `migration`; for `migration`,
+/// `value_ns` is 1 cross-LLC | 2 cross-NUMA).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Outlier {
     pub ts_ns: u64,
@@ -241,6 +245,8 @@ pub struct Outlier {
     pub preempted_by: Option<u32>,
     /// hardirq: IRQ number; softirq: vector.
     pub irq: Option<u32>,
+    /// migration: the CPU it left (`cpu` is where the event was seen).
+    pub from_cpu: Option<u32>,
 }
 
 /// What the probes cost, from BPF run-time statistics.

@@ -65,6 +65,7 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
         EndReason::Interrupted => " (interrupted)",
         EndReason::TargetExited => " (target exited during the run)",
         EndReason::CommandExited => " (command finished)",
+        EndReason::Stopped => " (stopped)",
     };
     let what = match r.target.kind {
         "builtin" => format!("pid {} [built-in workload]", r.target.pid),
