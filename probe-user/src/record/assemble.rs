@@ -13,9 +13,9 @@ use crate::{
     },
     report::{
         kernel_delta, CpuReport, EndReason, IrqReport, IrqTime, KernelAccounting, Loss,
-        MigrateReason, Migrations, NumaReport, NumaTaskEvents, Outlier, OutlierThresholds,
-        Overhead, PreemptorReport, ProcessReport, ProgramCost, RecordReport, SoftirqDelay,
-        SoftirqReport, Target, ThreadReport, WindowReport,
+        MigrateReason, Migrations, NumaReport, NumaSample, NumaTaskEvents, Outlier,
+        OutlierThresholds, Overhead, PreemptorReport, ProcessReport, ProgramCost, RecordReport,
+        SoftirqDelay, SoftirqReport, Target, ThreadReport, WindowReport,
     },
     stats::{empty_hist, merge, WaitSummary},
 };
@@ -49,6 +49,8 @@ pub struct Inputs {
     pub migrate_reason_names: BTreeMap<i64, String>,
     pub numa_start: Sample,
     pub numa_end: Sample,
+    /// (CLOCK_MONOTONIC ns, KiB per node) sampled during the run.
+    pub numa_samples: Vec<(u64, BTreeMap<u32, u64>)>,
     pub windows: Vec<WindowReport>,
     pub window_ns: u64,
     pub outliers: Vec<Outlier>,
@@ -430,6 +432,14 @@ fn numa_report(inp: &Inputs, task_events: NumaTaskEvents) -> NumaReport {
         remote_hint_fault_share: share,
         kib_per_node_start: inp.numa_start.kib_per_node.clone(),
         kib_per_node_end: inp.numa_end.kib_per_node.clone(),
+        kib_per_node_samples: inp
+            .numa_samples
+            .iter()
+            .map(|(ts_ns, kib)| NumaSample {
+                ts_ns: *ts_ns,
+                kib_per_node: kib.clone(),
+            })
+            .collect(),
         notes,
     }
 }

@@ -127,6 +127,9 @@ pub fn monotonic_ns() -> u64 {
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// How often the target's pages per node are sampled during a run.
+const NUMA_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// Resolved target: processes to follow now, and how to find more.
 struct Resolved {
     tgids: Vec<u32>,
@@ -287,6 +290,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let mut exits: Vec<(u32, Instant)> = Vec::new();
     let mut harvested: BTreeMap<u32, ThreadCounters> = BTreeMap::new();
     let mut last_window_drain = Instant::now();
+    let mut last_numa_sample = Instant::now();
+    let mut numa_samples: Vec<(u64, BTreeMap<u32, u64>)> = Vec::new();
     let mut command_exit_code = None;
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let window_drain_every = Duration::from_nanos(
@@ -351,6 +356,10 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             if let Some(c) = probes.harvest_thread(tid)? {
                 merge_counters(&mut harvested, tid, c);
             }
+        }
+        if last_numa_sample.elapsed() >= NUMA_SAMPLE_EVERY {
+            numa_samples.push((monotonic_ns(), numa::kib_per_node(&book.processes())));
+            last_numa_sample = Instant::now();
         }
         if last_window_drain.elapsed() >= window_drain_every {
             // One window of slack: an event stamped just before a boundary
@@ -438,6 +447,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         migrate_reason_names: crate::kernel::loader::migrate_reason_names(),
         numa_start,
         numa_end: numa::Sample::take(&book.processes()),
+        numa_samples,
         windows: series.windows,
         window_ns,
         outliers,

@@ -31,14 +31,7 @@ impl Sample {
         let balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        let mut kib_per_node = BTreeMap::new();
-        for t in tgids {
-            if let Ok(p) = nnuma::read_process(&roots, *t) {
-                for (n, k) in p.kib_per_node {
-                    *kib_per_node.entry(n).or_default() += k;
-                }
-            }
-        }
+        let kib_per_node = kib_per_node(tgids);
         Sample {
             nodes,
             balancing,
@@ -50,4 +43,18 @@ impl Sample {
     pub fn delta(&self, later: &Sample) -> BTreeMap<String, u64> {
         nnuma::delta(&self.counters, &later.counters).vmstat
     }
+}
+
+/// The processes' resident memory per node (KiB), from numa_maps.
+pub fn kib_per_node(tgids: &[u32]) -> BTreeMap<u32, u64> {
+    let roots = Roots::default();
+    let mut out = BTreeMap::new();
+    for t in tgids {
+        if let Ok(p) = nnuma::read_process(&roots, *t) {
+            for (n, k) in p.kib_per_node {
+                *out.entry(n).or_default() += k;
+            }
+        }
+    }
+    out
 }

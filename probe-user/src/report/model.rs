@@ -208,8 +208,17 @@ pub struct NumaReport {
     /// start and at the end.
     pub kib_per_node_start: BTreeMap<u32, u64>,
     pub kib_per_node_end: BTreeMap<u32, u64>,
+    /// Samples taken during the run (every 5 s).
+    pub kib_per_node_samples: Vec<NumaSample>,
     /// Plain statements of what this machine cannot show.
     pub notes: Vec<String>,
+}
+
+/// The target's memory per node at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NumaSample {
+    pub ts_ns: u64,
+    pub kib_per_node: BTreeMap<u32, u64>,
 }
 
 /// Counters of one fixed window (CLOCK_MONOTONIC `[start, start + window)`).
