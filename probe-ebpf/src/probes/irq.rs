@@ -75,6 +75,50 @@ fn add(d: *mut DurStat, ns: u64) {
     }
 }
 
+/// Charge `ns` of hard (`hard`) or soft IRQ time to a target thread: its
+/// statistics, the time window, the CPU, and the outlier stream.
+#[inline(always)]
+fn charge(hard: bool, tid: u32, tgid: u32, ns: u64, t: u64, aux: u32) {
+    if let Some(s) = thread_stats(tid, tgid) {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe {
+            if hard {
+                (*s).hardirq_count += 1;
+                (*s).hardirq_ns += ns;
+            } else {
+                (*s).softirq_count += 1;
+                (*s).softirq_ns += ns;
+            }
+        }
+    }
+    if let Some(w) = window(t) {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe {
+            if hard {
+                (*w).hardirq_ns += ns;
+            } else {
+                (*w).softirq_ns += ns;
+            }
+        }
+    }
+    if let Some(c) = cpu_stats() {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe {
+            if hard {
+                (*c).target_hardirq_ns += ns;
+            } else {
+                (*c).target_softirq_ns += ns;
+            }
+        }
+    }
+    let kind = if hard {
+        event::HARDIRQ_OUTLIER
+    } else {
+        event::SOFTIRQ_OUTLIER
+    };
+    outlier(kind, tid, tgid, ns, t, aux);
+}
+
 #[inline(always)]
 fn outlier(kind: u32, tid: u32, tgid: u32, ns: u64, t: u64, aux: u32) {
     let threshold = outlier_irq_ns();
@@ -120,22 +164,7 @@ pub fn irq_handler_exit(ctx: BtfTracePointContext) -> i32 {
     if let Some(d) = d {
         add(d, ns);
     }
-    if let Some(s) = thread_stats(tid, tgid) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe {
-            (*s).hardirq_count += 1;
-            (*s).hardirq_ns += ns;
-        }
-    }
-    if let Some(w) = window(t) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*w).hardirq_ns += ns };
-    }
-    if let Some(c) = cpu_stats() {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*c).target_hardirq_ns += ns };
-    }
-    outlier(event::HARDIRQ_OUTLIER, tid, tgid, ns, t, irq);
+    charge(true, tid, tgid, ns, t, irq);
     0
 }
 
@@ -186,21 +215,6 @@ pub fn softirq_exit(ctx: BtfTracePointContext) -> i32 {
     if let Some(d) = SOFTIRQS.get_ptr_mut(vec) {
         add(d, ns);
     }
-    if let Some(s) = thread_stats(tid, tgid) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe {
-            (*s).softirq_count += 1;
-            (*s).softirq_ns += ns;
-        }
-    }
-    if let Some(w) = window(t) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*w).softirq_ns += ns };
-    }
-    if let Some(c) = cpu_stats() {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*c).target_softirq_ns += ns };
-    }
-    outlier(event::SOFTIRQ_OUTLIER, tid, tgid, ns, t, vec);
+    charge(false, tid, tgid, ns, t, vec);
     0
 }

@@ -285,9 +285,10 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         (None, None) => Duration::from_secs(10),
     };
     let mut series = windows::WindowSeries::new(window_ns, attach_begin_ns);
-    let mut outliers: Vec<Outlier> = Vec::new();
-    let mut outliers_not_kept = 0u64;
-    let mut exits: Vec<(u32, Instant)> = Vec::new();
+    let mut stream = Stream {
+        max: opts.max_outliers,
+        ..Stream::default()
+    };
     let mut harvested: BTreeMap<u32, ThreadCounters> = BTreeMap::new();
     let mut last_window_drain = Instant::now();
     let mut last_numa_sample = Instant::now();
@@ -322,15 +323,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         }
         // Kernel stream: outliers, thread exits, followed forks.
         for ev in probes.drain_events() {
-            handle_event(
-                &ev,
-                &mut outliers,
-                &mut outliers_not_kept,
-                opts.max_outliers,
-                &mut exits,
-                &mut book,
-                &proc,
-            );
+            stream.take(&ev, &mut book, &proc);
         }
         // New processes for --comm / --cgroup.
         let found = match &r.rescan {
@@ -346,12 +339,15 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         }
         book.refresh(&proc);
         // Harvest exited threads once their last switch-out is in.
-        let ripe: Vec<u32> = exits
+        let ripe: Vec<u32> = stream
+            .exits
             .iter()
             .filter(|(_, at)| at.elapsed() > Duration::from_millis(300))
             .map(|(t, _)| *t)
             .collect();
-        exits.retain(|(_, at)| at.elapsed() <= Duration::from_millis(300));
+        stream
+            .exits
+            .retain(|(_, at)| at.elapsed() <= Duration::from_millis(300));
         for tid in ripe {
             if let Some(c) = probes.harvest_thread(tid)? {
                 merge_counters(&mut harvested, tid, c);
@@ -382,7 +378,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
                 r.comm,
                 elapsed.as_secs_f64(),
                 book.len(),
-                outliers.len() as u64 + outliers_not_kept
+                stream.outliers.len() as u64 + stream.not_kept
             );
             let _ = std::io::stderr().flush();
         }
@@ -403,15 +399,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     book.finish(&proc);
     let end_ns = monotonic_ns();
     for ev in probes.drain_events() {
-        handle_event(
-            &ev,
-            &mut outliers,
-            &mut outliers_not_kept,
-            opts.max_outliers,
-            &mut exits,
-            &mut book,
-            &proc,
-        );
+        stream.take(&ev, &mut book, &proc);
     }
     if let Some(w) = end_ns.checked_div(window_ns) {
         series.drain(&probes.read_windows()?, (w + 1) * window_ns);
@@ -450,8 +438,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         numa_samples,
         windows: series.windows,
         window_ns,
-        outliers,
-        outliers_not_kept,
+        outliers: stream.outliers,
+        outliers_not_kept: stream.not_kept,
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
         prog_stats: opts.self_stats.then_some(prog_stats),
         unavailable: probes.unavailable.clone(),
@@ -489,48 +477,53 @@ fn merge_counters(into: &mut BTreeMap<u32, ThreadCounters>, tid: u32, c: ThreadC
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_event(
-    ev: &probe_common::Event,
-    outliers: &mut Vec<Outlier>,
-    not_kept: &mut u64,
+/// What the kernel streamed: outliers (kept up to `max`), and threads that
+/// exited, to harvest once their last switch-out is in.
+#[derive(Default)]
+struct Stream {
+    outliers: Vec<Outlier>,
+    not_kept: u64,
     max: usize,
-    exits: &mut Vec<(u32, Instant)>,
-    book: &mut ThreadBook,
-    proc: &ProcFs,
-) {
-    let kind = match ev.kind {
-        event::RUNQ_OUTLIER => "runq_wait",
-        event::HARDIRQ_OUTLIER => "hardirq",
-        event::SOFTIRQ_OUTLIER => "softirq",
-        event::PAGE_FAULT => "page_fault",
-        event::MIGRATION => "migration",
-        event::THREAD_EXIT => {
-            book.note_thread(ev.tid, ev.tgid);
-            exits.push((ev.tid, Instant::now()));
+    exits: Vec<(u32, Instant)>,
+}
+
+impl Stream {
+    fn take(&mut self, ev: &probe_common::Event, book: &mut ThreadBook, proc: &ProcFs) {
+        let kind = match ev.kind {
+            event::RUNQ_OUTLIER => "runq_wait",
+            event::HARDIRQ_OUTLIER => "hardirq",
+            event::SOFTIRQ_OUTLIER => "softirq",
+            event::PAGE_FAULT => "page_fault",
+            event::MIGRATION => "migration",
+            event::THREAD_EXIT => {
+                book.note_thread(ev.tid, ev.tgid);
+                self.exits.push((ev.tid, Instant::now()));
+                return;
+            }
+            event::PROCESS_FORK => {
+                book.add_process(proc, ev.aux, true);
+                return;
+            }
+            _ => return,
+        };
+        if self.outliers.len() >= self.max {
+            self.not_kept += 1;
             return;
         }
-        event::PROCESS_FORK => {
-            book.add_process(proc, ev.aux, true);
-            return;
-        }
-        _ => return,
-    };
-    if outliers.len() >= max {
-        *not_kept += 1;
-        return;
+        self.outliers.push(Outlier {
+            ts_ns: ev.ts_ns,
+            kind,
+            tid: ev.tid,
+            tgid: ev.tgid,
+            cpu: ev.cpu,
+            value_ns: ev.value_ns,
+            preempted_by: (ev.kind == event::RUNQ_OUTLIER && ev.aux != 0).then_some(ev.aux),
+            irq: matches!(ev.kind, event::HARDIRQ_OUTLIER | event::SOFTIRQ_OUTLIER)
+                .then_some(ev.aux),
+            from_cpu: (ev.kind == event::MIGRATION && ev.aux >> 16 != 0xffff)
+                .then_some(ev.aux >> 16),
+        });
     }
-    outliers.push(Outlier {
-        ts_ns: ev.ts_ns,
-        kind,
-        tid: ev.tid,
-        tgid: ev.tgid,
-        cpu: ev.cpu,
-        value_ns: ev.value_ns,
-        preempted_by: (ev.kind == event::RUNQ_OUTLIER && ev.aux != 0).then_some(ev.aux),
-        irq: matches!(ev.kind, event::HARDIRQ_OUTLIER | event::SOFTIRQ_OUTLIER).then_some(ev.aux),
-        from_cpu: (ev.kind == event::MIGRATION && ev.aux >> 16 != 0xffff).then_some(ev.aux >> 16),
-    });
 }
 
 /// IRQ number -> description from /proc/interrupts.
