@@ -117,8 +117,10 @@ fn root_bounced_thread_migrates_at_least_n_times() {
         migrations <= n * 2,
         "implausibly many migrations: {migrations}"
     );
-    // One node here: never cross-NUMA.
-    assert_eq!(u(&t["migrations"]["cross_numa"]), 0);
+    // On one node, never cross-NUMA (two-node machines: tests/tests/vm_numa.rs).
+    if report["numa"]["nodes"] == 1 {
+        assert_eq!(u(&t["migrations"]["cross_numa"]), 0);
+    }
 }
 
 /// A thread that sleeps N times switches out voluntarily N times and is woken

@@ -1,0 +1,304 @@
+//! One boot: a shell script that runs the host-built test binaries inside
+//! the guest, the `vng` command that boots it, and reading back what
+//! happened. The guest sees the host's filesystem read-only (writes go to an
+//! overlay); one directory, `<out>/guest`, is shared read-write for results.
+//!
+//! A boot failure (the script never started: panic, hang before init, QEMU
+//! error) is told apart from a test failure (the script started; a test
+//! binary failed, or the guest stopped or ran out of time mid-run).
+
+use std::{
+    fmt::Write as _,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::kernels::Kernel;
+
+/// A test binary and how long it may run in a TCG guest.
+#[derive(Debug, Clone)]
+pub struct TestBin {
+    pub name: String,
+    pub path: PathBuf,
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BinResult {
+    pub name: String,
+    /// Exit status in the guest (124: the guest's `timeout` stopped it).
+    pub rc: i32,
+    pub secs: u64,
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub failed_names: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest never reached the script.
+    BootFailed(String),
+    /// The script started, but did not finish (a hang, a crash, the host's
+    /// time limit): the binaries that did finish are in `tests`.
+    Stopped(String),
+    Finished,
+}
+
+#[derive(Debug)]
+pub struct Boot {
+    pub outcome: Outcome,
+    /// From starting `vng` to the script's first line.
+    pub boot_secs: f64,
+    /// From the script's first line to its last (or to the stop).
+    pub run_secs: f64,
+    pub tests: Vec<BinResult>,
+    pub console: PathBuf,
+}
+
+/// The script the guest runs: each binary one test at a time, with its own
+/// time limit, output to `<guest>/<name>.log`, a result line per binary.
+fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> String {
+    let g = guest_dir.display();
+    let mut s = String::new();
+    let _ = writeln!(s, "#!/bin/sh\n# written by cargo xtask vm-test");
+    let _ = writeln!(s, "out='{g}'");
+    let _ = writeln!(s, "echo \"booted $(uname -r)\" > \"$out/booted\"");
+    let _ = writeln!(s, "export TAILPROBE_BIN='{}'", tailprobe.display());
+    let _ = writeln!(s, "export RUST_BACKTRACE=1");
+    // tailprobe mounts tracefs itself; the test binaries read /proc and sysfs.
+    let _ = writeln!(s, "cd /tmp");
+    for b in bins {
+        let _ = writeln!(
+            s,
+            "s=$(date +%s); timeout -k 10 {t} '{p}' --test-threads=1 --nocapture < /dev/null > \"$out/{n}.log\" 2>&1; \
+             rc=$?; echo \"{n} $rc $(( $(date +%s) - s ))\" >> \"$out/results\"",
+            t = b.timeout_s,
+            p = b.path.display(),
+            n = b.name
+        );
+    }
+    let _ = writeln!(s, "echo finished > \"$out/finished\"");
+    s
+}
+
+/// Counts from libtest's output with `--nocapture`.
+fn parse_log(name: &str, rc: i32, secs: u64, log: &str) -> BinResult {
+    let mut r = BinResult {
+        name: name.to_string(),
+        rc,
+        secs,
+        ..Default::default()
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 4 passed; 0 failed; 0 ignored; ..."
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: u32 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => r.passed += n,
+                    "failed" => r.failed += n,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(t) = line.strip_prefix("test ") {
+            if let Some(n) = t.strip_suffix(" ... FAILED") {
+                r.failed_names.push(n.to_string());
+            }
+        }
+        r.skipped += line.matches("SKIP ").count() as u32;
+    }
+    if rc != 0 && r.failed == 0 {
+        // Killed by its time limit or crashed before libtest's summary.
+        r.failed = 1;
+        r.failed_names.push(match rc {
+            124 | 137 => "(time limit in the guest)".to_string(),
+            _ => format!("(exit status {rc} without a test summary)"),
+        });
+    }
+    r
+}
+
+fn read_results(guest_dir: &Path) -> Vec<BinResult> {
+    let list = std::fs::read_to_string(guest_dir.join("results")).unwrap_or_default();
+    list.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, rc, secs) = (w.next()?, w.next()?.parse().ok()?, w.next()?.parse().ok()?);
+            let log =
+                std::fs::read_to_string(guest_dir.join(format!("{name}.log"))).unwrap_or_default();
+            Some(parse_log(name, rc, secs, &log))
+        })
+        .collect()
+}
+
+/// The interesting end of a console log: a panic line if there is one, else
+/// the last lines.
+fn console_reason(console: &Path) -> String {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    if let Some(l) = text
+        .lines()
+        .find(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops"))
+    {
+        return l.trim().to_string();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// Boot `kernel` with 2 vCPUs on 2 NUMA nodes and run `bins` inside.
+pub fn boot(
+    kernel: &Kernel,
+    out_dir: &Path,
+    tailprobe: &Path,
+    bins: &[TestBin],
+    boot_limit: Duration,
+) -> Result<Boot> {
+    let guest_dir = out_dir.join("guest");
+    let _ = std::fs::remove_dir_all(&guest_dir);
+    std::fs::create_dir_all(&guest_dir)
+        .with_context(|| format!("creating {}", guest_dir.display()))?;
+    let script_path = guest_dir.join("run.sh");
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins))?;
+    let console = out_dir.join("console.log");
+    let log = std::fs::File::create(&console)?;
+    let total_limit = boot_limit + Duration::from_secs(bins.iter().map(|b| b.timeout_s + 15).sum());
+
+    let mut cmd = Command::new("vng");
+    cmd.args(["--verbose", "--disable-kvm", "--run"])
+        .arg(&kernel.vmlinuz)
+        .args(["--cpus", "2", "--memory", "2G"])
+        .args(["--numa", "1G,cpus=0", "--numa", "1G,cpus=1"])
+        .arg("--rwdir")
+        .arg(&guest_dir)
+        .arg("--exec")
+        .arg(format!("sh {}", script_path.display()))
+        .current_dir(crate::cmd::workspace_root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Own process group, so a time-out takes QEMU down with vng.
+    // SAFETY: setpgid is async-signal-safe; no allocation after fork.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().context("starting vng")?;
+    let mut booted_at: Option<Instant> = None;
+    let mut limit_hit = None;
+    loop {
+        if booted_at.is_none() && guest_dir.join("booted").exists() {
+            booted_at = Some(Instant::now());
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        let over = match booted_at {
+            None => start.elapsed() > boot_limit,
+            Some(_) => start.elapsed() > total_limit,
+        };
+        if over {
+            limit_hit = Some(start.elapsed());
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let end = Instant::now();
+    if booted_at.is_none() && guest_dir.join("booted").exists() {
+        booted_at = Some(end);
+    }
+    let tests = read_results(&guest_dir);
+    let (outcome, boot_secs, run_secs) = match booted_at {
+        None => {
+            let why = match limit_hit {
+                Some(t) => format!("no shell after {:.0} s", t.as_secs_f64()),
+                None => console_reason(&console),
+            };
+            (
+                Outcome::BootFailed(why),
+                end.duration_since(start).as_secs_f64(),
+                0.0,
+            )
+        }
+        Some(b) => {
+            let outcome = if guest_dir.join("finished").exists() {
+                Outcome::Finished
+            } else {
+                let ran: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+                let next = bins
+                    .iter()
+                    .find(|b| !ran.contains(&b.name.as_str()))
+                    .map(|b| b.name.as_str())
+                    .unwrap_or("?");
+                Outcome::Stopped(match limit_hit {
+                    Some(t) => format!(
+                        "host time limit ({:.0} s) reached while {next} ran",
+                        t.as_secs_f64()
+                    ),
+                    None => format!(
+                        "the guest stopped while {next} ran: {}",
+                        console_reason(&console)
+                    ),
+                })
+            };
+            (
+                outcome,
+                b.duration_since(start).as_secs_f64(),
+                end.duration_since(b).as_secs_f64(),
+            )
+        }
+    };
+    Ok(Boot {
+        outcome,
+        boot_secs,
+        run_secs,
+        tests,
+        console,
+    })
+}
+
+/// The same script on the host kernel, for the comparison row.
+pub fn host(out_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> Result<(f64, Vec<BinResult>)> {
+    let guest_dir = out_dir.join("guest");
+    let _ = std::fs::remove_dir_all(&guest_dir);
+    std::fs::create_dir_all(&guest_dir)?;
+    let script_path = guest_dir.join("run.sh");
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins))?;
+    let start = Instant::now();
+    Command::new("sh")
+        .arg(&script_path)
+        .stdin(Stdio::null())
+        .status()
+        .context("running the host script")?;
+    Ok((start.elapsed().as_secs_f64(), read_results(&guest_dir)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_output() {
+        let log = "running 3 tests\ntest a ... ok\ntest b ... SKIP b: needs root\nok\ntest c ... FAILED\n\nfailures:\n\ntest result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        let r = parse_log("x", 101, 3, log);
+        assert_eq!((r.passed, r.failed, r.skipped), (2, 1, 1));
+        assert_eq!(r.failed_names, vec!["c".to_string()]);
+        let r = parse_log("y", 124, 300, "running 2 tests\ntest a ... ok\n");
+        assert_eq!((r.passed, r.failed), (0, 1));
+    }
+}

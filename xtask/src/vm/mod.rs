@@ -1,0 +1,240 @@
+//! `cargo xtask vm-test`: the same host-built `tailprobe` and root
+//! integration tests on Debian's 6.1 and 6.12 kernels, each booted under
+//! QEMU (software emulation, no KVM) with 2 vCPUs on 2 NUMA nodes through
+//! virtme-ng. See docs/vm-test.md.
+
+mod guest;
+mod kernels;
+mod tools;
+
+use std::{path::PathBuf, time::Duration, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cmd::{self, workspace_root};
+use guest::{BinResult, Outcome, TestBin};
+
+/// Which tests run in each guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Subset {
+    /// record_sched, record_signals, record_errors and vm_numa.
+    Full,
+    /// vm_numa only (what `cargo xtask test` runs in CI).
+    Numa,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Kernel series to boot ("6.1", "6.12"); empty: all.
+    pub kernels: Vec<String>,
+    pub subset: Subset,
+    /// Also run the same binaries on the host kernel for the summary.
+    pub host: bool,
+}
+
+/// Time limits in a TCG guest, per test binary (generous: a stuck test is
+/// reported as such, it does not hold the lane forever).
+fn bins_for(subset: Subset) -> &'static [(&'static str, u64)] {
+    match subset {
+        Subset::Full => &[
+            ("vm_numa", 300),
+            ("record_sched", 300),
+            ("record_signals", 600),
+            ("record_errors", 120),
+        ],
+        Subset::Numa => &[("vm_numa", 300)],
+    }
+}
+
+/// How long a guest may take to reach its script (about 10-30 s is usual).
+const BOOT_LIMIT: Duration = Duration::from_secs(150);
+
+/// Build `tailprobe` and the test binaries; return the tests' executables.
+fn build(wanted: &[(&str, u64)]) -> Result<Vec<TestBin>> {
+    cmd::cargo(&["build", "-p", "probe-user"])?;
+    eprintln!("xtask: cargo test -p tailprobe-tests --no-run --message-format=json");
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "-p",
+            "tailprobe-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if m["reason"] != "compiler-artifact" || m["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str())
+        else {
+            continue;
+        };
+        if let Some((_, t)) = wanted.iter().find(|(n, _)| *n == name) {
+            found.push(TestBin {
+                name: name.to_string(),
+                path: PathBuf::from(exe),
+                timeout_s: *t,
+            });
+        }
+    }
+    for (n, _) in wanted {
+        if !found.iter().any(|b| b.name == *n) {
+            bail!("test binary {n} was not built");
+        }
+    }
+    // In the order asked for.
+    found.sort_by_key(|b| wanted.iter().position(|(n, _)| *n == b.name));
+    Ok(found)
+}
+
+struct Row {
+    label: String,
+    boots: u32,
+    status: String,
+    boot_secs: f64,
+    run_secs: f64,
+    tests: Vec<BinResult>,
+    ok: bool,
+}
+
+fn print_summary(rows: &[Row]) {
+    println!("\nvm-test summary (2 vCPUs on 2 NUMA nodes under QEMU TCG; host: this machine)");
+    println!(
+        "{:<34} {:>5} {:>7} {:>7} {:>6} {:>6} {:>7}  result",
+        "kernel", "boots", "boot s", "run s", "passed", "failed", "skipped"
+    );
+    for r in rows {
+        let sum = |f: fn(&BinResult) -> u32| r.tests.iter().map(f).sum::<u32>();
+        println!(
+            "{:<34} {:>5} {:>7.1} {:>7.1} {:>6} {:>6} {:>7}  {}",
+            r.label,
+            r.boots,
+            r.boot_secs,
+            r.run_secs,
+            sum(|t| t.passed),
+            sum(|t| t.failed),
+            sum(|t| t.skipped),
+            r.status
+        );
+        for t in &r.tests {
+            let failed = if t.failed_names.is_empty() {
+                String::new()
+            } else {
+                format!("; FAILED: {}", t.failed_names.join(", "))
+            };
+            println!(
+                "    {:<30} {:>4} s  {} passed, {} failed, {} skipped (exit {}){failed}",
+                t.name, t.secs, t.passed, t.failed, t.skipped, t.rc
+            );
+        }
+    }
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    let vng = tools::ensure()?;
+    eprintln!("vm-test: {vng}");
+    let bins = build(bins_for(opts.subset))?;
+    let tailprobe = workspace_root().join("target/debug/tailprobe");
+    let series: Vec<&kernels::Series> = kernels::SERIES
+        .iter()
+        .filter(|s| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == s.name))
+        .collect();
+    if series.is_empty() {
+        bail!("no such kernel series {:?}; known: 6.1, 6.12", opts.kernels);
+    }
+    let out_root = workspace_root().join("target/vm-test");
+    let mut rows = Vec::new();
+    for s in series {
+        let k = kernels::ensure(s)?;
+        let out = out_root.join(&k.release);
+        std::fs::create_dir_all(&out)?;
+        let mut boots = 0;
+        let b = loop {
+            boots += 1;
+            eprintln!(
+                "vm-test: booting {} ({}), try {boots}; console: {}",
+                k.release,
+                k.package,
+                out.join("console.log").display()
+            );
+            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT)?;
+            match &b.outcome {
+                Outcome::BootFailed(why) if boots < 2 => {
+                    eprintln!("vm-test: {} did not boot ({why}); retrying once", k.release);
+                }
+                _ => break b,
+            }
+        };
+        let failed: u32 = b.tests.iter().map(|t| t.failed).sum();
+        let (status, ok) = match &b.outcome {
+            Outcome::BootFailed(why) => (format!("BOOT FAILED twice: {why}"), false),
+            Outcome::Stopped(why) => (format!("TESTS STOPPED: {why}"), false),
+            Outcome::Finished if failed > 0 => ("TESTS FAILED".to_string(), false),
+            Outcome::Finished => ("ok".to_string(), true),
+        };
+        eprintln!(
+            "vm-test: {}: {status} (boot {:.1} s, tests {:.1} s; logs in {})",
+            k.release,
+            b.boot_secs,
+            b.run_secs,
+            out.join("guest").display()
+        );
+        rows.push(Row {
+            label: format!("{} (Debian {})", k.release, k.series),
+            boots,
+            status,
+            boot_secs: b.boot_secs,
+            run_secs: b.run_secs,
+            tests: b.tests,
+            ok,
+        });
+        let _ = b.console;
+    }
+    if opts.host {
+        let release = cmd::output("uname", &["-r"]).unwrap_or_default();
+        eprintln!("vm-test: the same binaries on the host kernel {release}");
+        let (secs, tests) = guest::host(&out_root.join("host"), &tailprobe, &bins)?;
+        let failed: u32 = tests.iter().map(|t| t.failed).sum();
+        rows.push(Row {
+            label: format!("{release} (host, 1 node)"),
+            boots: 0,
+            status: if failed == 0 { "ok" } else { "TESTS FAILED" }.to_string(),
+            boot_secs: 0.0,
+            run_secs: secs,
+            ok: failed == 0,
+            tests,
+        });
+    }
+    print_summary(&rows);
+    println!("total {:.0} s", started.elapsed().as_secs_f64());
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.label.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("vm-test failed on: {}", bad.join(", "));
+    }
+    Ok(())
+}
+
+/// What `cargo xtask test` runs: the NUMA tests in one two-node guest.
+pub fn ci_subset() -> Result<()> {
+    run(&Options {
+        kernels: vec!["6.1".to_string()],
+        subset: Subset::Numa,
+        host: false,
+    })
+}
