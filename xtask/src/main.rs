@@ -8,6 +8,7 @@
 mod bench;
 mod cmd;
 mod setup;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -54,6 +55,19 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
+    /// QEMU guest (no KVM) with 2 vCPUs on 2 NUMA nodes; docs/vm-test.md.
+    VmTest {
+        /// Kernel series to boot (repeat for several) [default: 6.1 and 6.12].
+        #[arg(long = "kernel", value_parser = ["6.1", "6.12"])]
+        kernels: Vec<String>,
+        /// Which tests run in each guest.
+        #[arg(long, value_enum, default_value = "full")]
+        subset: vm::Subset,
+        /// Skip the comparison run of the same tests on the host kernel.
+        #[arg(long)]
+        no_host: bool,
+    },
 }
 
 fn main() {
@@ -63,6 +77,15 @@ fn main() {
         Task::Build => build(),
         Task::Run { args } => run(args),
         Task::Test { no_lint } => test(no_lint),
+        Task::VmTest {
+            kernels,
+            subset,
+            no_host,
+        } => vm::run(&vm::Options {
+            kernels,
+            subset,
+            host: !no_host,
+        }),
         Task::Bench { quick } => bench::run(quick),
     };
     if let Err(e) = result {
@@ -110,5 +133,8 @@ fn test(no_lint: bool) -> Result<()> {
     cmd::cargo_env(
         &["test", "-p", "tailprobe-tests", "--", "--test-threads=1"],
         &[("TAILPROBE_BIN", bin.to_string_lossy().as_ref())],
-    )
+    )?;
+    // Other kernels and a real two-node topology: the NUMA tests in a QEMU
+    // guest (the full lane is `cargo xtask vm-test`; docs/vm-test.md).
+    vm::ci_subset()
 }
