@@ -54,6 +54,9 @@ enum Task {
         /// Shorter runs (for a quick look; the document says so).
         #[arg(long)]
         quick: bool,
+        /// Run one section only.
+        #[arg(long, value_parser = ["probes", "load"])]
+        only: Option<String>,
     },
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
     /// QEMU guest (no KVM) with 2 vCPUs on 2 NUMA nodes; docs/vm-test.md.
@@ -86,7 +89,7 @@ fn main() {
             subset,
             host: !no_host,
         }),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

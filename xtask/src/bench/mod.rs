@@ -4,6 +4,7 @@
 //! run separately keep the others.
 
 mod load;
+mod probes;
 
 use anyhow::{Context as _, Result};
 
@@ -11,13 +12,40 @@ use crate::cmd;
 
 const DOC: &str = "docs/benchmarks.md";
 
-pub fn run(quick: bool) -> Result<()> {
-    let section = load::run(quick)?;
+/// A section's producer: `quick` in, its Markdown out.
+type Section = fn(bool) -> Result<String>;
+
+/// The sections, in the order they run.
+const SECTIONS: &[(&str, Section)] = &[("probes", probes::run), ("load", load::run)];
+
+/// Run every section, or only the one named, writing each into the document
+/// as soon as it is done.
+pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
+    let mut failed = Vec::new();
+    for (name, section) in SECTIONS {
+        if only.is_some_and(|o| o != *name) {
+            continue;
+        }
+        match section(quick) {
+            Ok(text) => write_section(name, &text)?,
+            Err(e) => {
+                eprintln!("xtask bench: the {name} section failed: {e:#}");
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("section(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn write_section(name: &str, section: &str) -> Result<()> {
     let path = cmd::workspace_root().join(DOC);
     let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-    let doc = replace_section(&doc, "load", &section);
+    let doc = replace_section(&doc, name, section);
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("xtask bench: wrote the load section of {DOC}");
+    eprintln!("xtask bench: wrote the {name} section of {DOC}");
     print!("{section}");
     Ok(())
 }
