@@ -10,10 +10,14 @@
 //! - `workload`: the built-in CPU workload used when no target is given.
 //! - `load`: the load generator (`tailprobe load`).
 //! - `serve`: the built-in OpenAI-compatible inference server.
+//! - `experiment`: the configuration matrix, its runner and the analysis.
+//! - `report_docs`: the Markdown documents, plots and systemd drop-in
+//!   rendered from an experiment's results.
 //! - `cli`: argument parsing and one file per subcommand.
 
 pub mod cli;
 pub mod cpulist;
+pub mod experiment;
 pub mod kernel;
 pub mod load;
 pub mod node;
@@ -21,6 +25,7 @@ pub mod privileges;
 pub mod procfs;
 pub mod record;
 pub mod report;
+pub mod report_docs;
 pub mod serve;
 pub mod signals;
 pub mod stats;

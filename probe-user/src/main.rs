@@ -19,6 +19,7 @@ fn main() {
         Command::Counters(a) => tailprobe::cli::counters::main(a),
         Command::Numa(a) => tailprobe::cli::numa::main(a),
         Command::Restore(a) => tailprobe::cli::restore::main(a),
+        Command::Experiment(a) => tailprobe::cli::experiment::main(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

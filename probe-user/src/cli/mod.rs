@@ -2,6 +2,7 @@
 
 pub mod counters;
 pub mod exec_gated;
+pub mod experiment;
 pub mod governor;
 pub mod irq;
 pub mod load;
@@ -56,6 +57,7 @@ pub enum Command {
     Counters(counters::CountersArgs),
     Numa(numa::NumaArgs),
     Restore(restore::RestoreArgs),
+    Experiment(experiment::ExperimentArgs),
 }
 
 /// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax).

@@ -1,0 +1,9 @@
+//! Pure analysis of experiment data, each part unit-tested with known
+//! answers: statistics over repeats, rank correlation, tail attribution,
+//! capacity and fleet size.
+
+pub mod attribution;
+pub mod capacity;
+pub mod correlate;
+pub mod rank;
+pub mod stats;
