@@ -1,7 +1,7 @@
 //! Reading `task_struct` fields at offsets resolved from the running kernel's
 //! BTF by the loader (no struct layout compiled in).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::bpf_probe_read_kernel_buf;
 
 /// Offset of `task_struct.pid` (`tgid` is read at its own offset).
 #[unsafe(no_mangle)]
@@ -25,10 +25,17 @@ fn global(v: &'static u32) -> u64 {
     (unsafe { core::ptr::read_volatile(v) } as u64) & OFF_MASK
 }
 
+/// Reads into a zeroed buffer, never into uninitialised stack: when the read
+/// fails, LLVM may still load the destination slot (speculating the success
+/// path), and verifiers before Linux 6.3 reject any read of uninitialised
+/// stack ("invalid read from stack"; seen on Debian's 6.1 in
+/// sched_migrate_task with --trace-events).
 #[inline(always)]
 fn read_u32(task: u64, off: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives Err.
-    unsafe { bpf_probe_read_kernel((task + off) as *const u32).ok() }
+    unsafe { bpf_probe_read_kernel_buf((task + off) as *const u8, &mut b).ok()? };
+    Some(u32::from_ne_bytes(b))
 }
 
 /// tgid of a task only (the cheap filter).
@@ -61,6 +68,10 @@ static TASK_COMM_OFF: u32 = 0;
 /// The command name of a task.
 #[inline(always)]
 pub fn comm(task: u64) -> Option<[u8; 16]> {
+    let mut b = [0u8; 16];
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives Err.
-    unsafe { bpf_probe_read_kernel((task + global(&TASK_COMM_OFF)) as *const [u8; 16]).ok() }
+    unsafe {
+        bpf_probe_read_kernel_buf((task + global(&TASK_COMM_OFF)) as *const u8, &mut b).ok()?
+    };
+    Some(b)
 }
