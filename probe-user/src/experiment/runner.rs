@@ -131,8 +131,10 @@ fn node_info(facts: &NodeFacts, inv: &inventory::Inventory, roots: &Roots) -> No
             ),
             None => inv
                 .cpufreq_note
-                .clone()
-                .unwrap_or_else(|| "no cpufreq".into()),
+                .as_deref()
+                .unwrap_or("no cpufreq")
+                .trim_start_matches("not available on this node: ")
+                .to_string(),
         },
         accelerators: inv.accelerators.len(),
         device_local: facts.local_node().1,

@@ -45,7 +45,8 @@ pub struct Span {
 
 fn marker(line: &str) -> Option<Result<(bool, String), ()>> {
     let t = line.trim();
-    if !t.contains("tailprobe:begin") && !t.contains("tailprobe:end") {
+    // Only HTML comments are markers; prose that names them is not.
+    if !t.starts_with("<!--") || (!t.contains("tailprobe:begin") && !t.contains("tailprobe:end")) {
         return None;
     }
     let parse = |rest: &str| -> Result<String, ()> {
@@ -265,6 +266,7 @@ mod tests {
             e("<!-- tailprobe:begin a -->\n<!-- tailprobe:end a -->\n<!-- tailprobe:begin a -->\n<!-- tailprobe:end a -->\n"),
             MarkerError::Duplicate { line: 3, .. }
         ));
+        assert!(merge(Some("See `tailprobe:begin` markers.\n"), "", &[]).is_ok());
         let m = e("<!-- tailprobe:begin a\n");
         assert!(m.to_string().contains("malformed"), "{m}");
     }
