@@ -34,10 +34,11 @@ enum Task {
     },
     /// Build the release `tailprobe` binary.
     Build,
-    /// The main job: set up, build, and record the built-in target (or pass
-    /// your own arguments to `tailprobe` after `--`).
+    /// The main job: set up, build, and run the default experiment plan
+    /// against the built-in server (or pass your own arguments to
+    /// `tailprobe` after `--`).
     Run {
-        /// Arguments for `tailprobe` [default: record --duration 10s].
+        /// Arguments for `tailprobe` [default: experiment --plan plans/default.toml].
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -105,8 +106,23 @@ fn build() -> Result<()> {
 fn run(args: Vec<String>) -> Result<()> {
     build()?;
     let bin = cmd::workspace_root().join("target/release/tailprobe");
+    // Default: the experiment with the default plan against the built-in
+    // server; both documents, results.json and plots at their default
+    // places under the repository root.
+    let root = cmd::workspace_root();
+    let at = |p: &str| root.join(p).to_string_lossy().into_owned();
     let args = if args.is_empty() {
-        vec!["record".to_string(), "--duration".into(), "10s".into()]
+        vec![
+            "experiment".to_string(),
+            "--plan".into(),
+            at("plans/default.toml"),
+            "--out".into(),
+            at("benchmarks/experiment"),
+            "--baseline-doc".into(),
+            at("benchmarks/day05_numa_baseline.md"),
+            "--summary-doc".into(),
+            at("docs/os_node_os_tuning_summary_day05.md"),
+        ]
     } else {
         args
     };
