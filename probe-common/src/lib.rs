@@ -8,7 +8,7 @@ pub mod hist;
 
 pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS};
 
-/// Per-thread counters, kept per CPU in the kernel and summed in userspace.
+/// Per-thread counters (part of [`ThreadSlot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadStats {
@@ -75,31 +75,37 @@ impl ThreadStats {
     };
 }
 
-/// Run-queue wait histogram of one thread (see [`hist`]). Shared by all CPUs
-/// and updated with atomic adds: one copy per CPU would cost
-/// `HIST_BUCKETS * 8` bytes per CPU per thread.
+/// Everything the kernel keeps about one target thread, in one value of one
+/// shared hash map, so an event costs one map lookup. Each field has a
+/// single writer at a time (the kernel serialises the hooks that touch a
+/// given task: its own context, or the run-queue and pi locks), so plain
+/// stores are enough.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct RunqHist {
-    pub buckets: [u64; HIST_BUCKETS],
-}
-
-impl RunqHist {
-    pub const ZERO: RunqHist = RunqHist {
-        buckets: [0; HIST_BUCKETS],
-    };
-}
-
-/// A target thread's pending run-queue wait.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunqState {
+pub struct ThreadSlot {
     /// When it became runnable (ns), 0 when not waiting.
     pub since_ns: u64,
     /// Task that preempted it (the `next` of the switch that requeued it),
     /// 0 when it became runnable by a wakeup.
     pub preempted_by: u32,
-    pub _pad: u32,
+    /// That task's thread group id.
+    pub preempted_by_tgid: u32,
+    /// That task's command name, read at the preemption.
+    pub preempted_by_comm: [u8; 16],
+    pub stats: ThreadStats,
+    /// Run-queue wait histogram, see [`hist`].
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+impl ThreadSlot {
+    pub const ZERO: ThreadSlot = ThreadSlot {
+        since_ns: 0,
+        preempted_by: 0,
+        preempted_by_tgid: 0,
+        preempted_by_comm: [0; 16],
+        stats: ThreadStats::ZERO,
+        hist: [0; HIST_BUCKETS],
+    };
 }
 
 /// Who preempted target threads, and the run-queue wait that followed.
@@ -239,31 +245,25 @@ pub struct Event {
 
 /// Indices of the per-CPU loss counters (`LOSSES` map).
 pub mod loss {
-    /// Insert into the per-thread statistics map failed (map full).
-    pub const STATS_INSERT: u32 = 0;
-    /// Insert into the run-queue state map failed (map full).
-    pub const RUNQ_INSERT: u32 = 1;
-    /// Insert into the histogram map failed (map full).
-    pub const HIST_INSERT: u32 = 2;
+    /// Insert into the per-thread map failed (map full).
+    pub const THREAD_INSERT: u32 = 0;
     /// A task_struct field could not be read.
-    pub const TASK_READ: u32 = 3;
+    pub const TASK_READ: u32 = 1;
     /// A run-queue delta was negative or absurd and was discarded.
-    pub const BAD_DELTA: u32 = 4;
+    pub const BAD_DELTA: u32 = 2;
     /// The ring buffer was full: an outlier or exit record was dropped.
-    pub const RINGBUF_RESERVE: u32 = 5;
+    pub const RINGBUF_RESERVE: u32 = 3;
     /// Insert into the preemptor map failed (map full).
-    pub const PREEMPTOR_INSERT: u32 = 6;
+    pub const PREEMPTOR_INSERT: u32 = 4;
     /// Insert into the IRQ map failed (map full).
-    pub const IRQ_INSERT: u32 = 7;
+    pub const IRQ_INSERT: u32 = 5;
     /// A followed child process could not be added (map full).
-    pub const TGID_INSERT: u32 = 8;
+    pub const TGID_INSERT: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 7;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
-        "stats_map_insert_failed",
-        "runq_map_insert_failed",
-        "hist_map_insert_failed",
+        "thread_map_insert_failed",
         "task_read_failed",
         "bad_delta_discarded",
         "ringbuf_reserve_failed",
@@ -303,9 +303,7 @@ mod pod {
     // integers, and have explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for super::ThreadStats {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::RunqHist {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::RunqState {}
+    unsafe impl aya::Pod for super::ThreadSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Preemptor {}
     // SAFETY: as above.

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     bucket_index, filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, OnCpu, Preemptor,
-    RunqHist, RunqState, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
+    ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
 };
 
 // ---- configuration globals, written by the loader before loading ----
@@ -81,24 +81,14 @@ pub fn outlier_irq_ns() -> u64 {
 #[map]
 pub static TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
-/// Per-thread statistics, per CPU: no atomics needed, userspace sums CPUs.
+/// Everything about each target thread (pending wait, counters, histogram):
+/// one lookup per event. Sized by the loader from the target's threads.
 #[map]
-pub static STATS: PerCpuHashMap<u32, ThreadStats> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static SLOTS: HashMap<u32, ThreadSlot> = HashMap::with_max_entries(4096, 0);
 
-/// Pending run-queue wait of each target thread. Written on the waker's CPU
-/// and read on the CPU that runs the thread; one writer at a time.
+/// A zeroed slot to insert from (too large for the 512-byte stack).
 #[map]
-pub static RUNQ: HashMap<u32, RunqState> = HashMap::with_max_entries(4096, 0);
-
-/// Per-thread run-queue wait histograms, shared by CPUs (atomic adds).
-#[map]
-pub static RUNQ_HIST: HashMap<u32, RunqHist> = HashMap::with_max_entries(4096, 0);
-
-/// Zeroed values to insert from (too large for the 512-byte stack).
-#[map]
-pub static ZERO_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-pub static ZERO_STATS: PerCpuArray<ThreadStats> = PerCpuArray::with_max_entries(1, 0);
+pub static ZERO_SLOT: PerCpuArray<ThreadSlot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which target thread each CPU is running now, for on-CPU time.
 #[map]
@@ -172,6 +162,42 @@ pub fn is_target_tgid(tgid: u32) -> bool {
     }
 }
 
+/// Per CPU: the thread group switched in last and whether it is followed.
+/// The `next` of one switch is the `prev` of the following switch on the
+/// same CPU, so in TGID_SET mode the prev side needs no map lookup.
+#[map]
+pub static FILTER_CACHE: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// `is_target_tgid` for the two sides of a switch, with the per-CPU cache.
+#[inline(always)]
+pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) {
+    if global!(FILTER_MODE, u32) == filter::SINGLE_TGID {
+        let t = global!(TARGET_TGID, u32);
+        return (
+            prev_tgid != 0 && prev_tgid == t,
+            next_tgid != 0 && next_tgid == t,
+        );
+    }
+    let Some(c) = FILTER_CACHE.get_ptr_mut(0) else {
+        return (is_target_tgid(prev_tgid), is_target_tgid(next_tgid));
+    };
+    // SAFETY: per-CPU map value of this CPU.
+    unsafe {
+        let prev = if (*c)[0] == prev_tgid && prev_tgid != 0 {
+            (*c)[1] != 0
+        } else {
+            is_target_tgid(prev_tgid)
+        };
+        let next = if next_tgid == prev_tgid {
+            prev
+        } else {
+            is_target_tgid(next_tgid)
+        };
+        *c = [next_tgid, u32::from(next)];
+        (prev, next)
+    }
+}
+
 /// Is this thread followed? pid 0 (the idle tasks) never is.
 #[inline(always)]
 pub fn is_target(pid: u32, tgid: u32) -> bool {
@@ -191,111 +217,57 @@ pub fn count_loss(index: u32) {
     }
 }
 
-/// This CPU's copy of a thread's statistics, created on first use.
+/// A target thread's slot, created on first use.
 #[inline(always)]
-pub fn thread_stats(tid: u32, tgid: u32) -> Option<*mut ThreadStats> {
-    if let Some(p) = STATS.get_ptr_mut(tid) {
+pub fn thread_slot(tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
+    if let Some(p) = SLOTS.get_ptr_mut(tid) {
         return Some(p);
     }
-    let zero = ZERO_STATS.get_ptr(0)?;
+    let zero = ZERO_SLOT.get_ptr(0)?;
     // SAFETY: `zero` points into a map value that lives as long as the map.
     let zero = unsafe { &*zero };
-    if STATS.insert(tid, zero, BPF_NOEXIST as u64).is_err() {
-        if let Some(p) = STATS.get_ptr_mut(tid) {
-            return Some(p);
+    // Another CPU may insert first: then the lookup below finds its slot.
+    let _ = SLOTS.insert(tid, zero, BPF_NOEXIST as u64);
+    match SLOTS.get_ptr_mut(tid) {
+        Some(p) => {
+            // SAFETY: pointer from a map lookup.
+            unsafe { (*p).stats.tgid = tgid };
+            Some(p)
         }
-        count_loss(loss::STATS_INSERT);
-        return None;
-    }
-    let p = STATS.get_ptr_mut(tid)?;
-    // SAFETY: per-CPU value of this CPU, just created.
-    unsafe { (*p).tgid = tgid };
-    Some(p)
-}
-
-/// Mark `tid` runnable at `now` (a wakeup) unless it is already waiting.
-#[inline(always)]
-pub fn runq_enter(tid: u32, now: u64) {
-    if let Some(p) = RUNQ.get_ptr_mut(tid) {
-        // SAFETY: pointer from a map lookup.
-        unsafe {
-            if (*p).since_ns == 0 {
-                (*p).since_ns = now;
-                (*p).preempted_by = 0;
-            }
+        None => {
+            count_loss(loss::THREAD_INSERT);
+            None
         }
-        return;
-    }
-    let st = RunqState {
-        since_ns: now,
-        preempted_by: 0,
-        _pad: 0,
-    };
-    if RUNQ.insert(tid, st, BPF_NOEXIST as u64).is_err() && RUNQ.get_ptr(tid).is_none() {
-        count_loss(loss::RUNQ_INSERT);
     }
 }
 
-/// `tid` was switched out: runnable from `now` if requeued (preempted by
-/// `by`), else not waiting. Overwrites whatever was pending: a wakeup seen
-/// while the thread was still running must not count as waiting.
+/// A target thread's counters (in its slot).
 #[inline(always)]
-pub fn runq_switched_out(tid: u32, now: u64, requeued: bool, by: u32) {
-    let st = RunqState {
-        since_ns: if requeued { now } else { 0 },
-        preempted_by: by,
-        _pad: 0,
-    };
-    if let Some(p) = RUNQ.get_ptr_mut(tid) {
-        // SAFETY: pointer from a map lookup.
-        unsafe { *p = st };
-        return;
-    }
-    if requeued && RUNQ.insert(tid, st, BPF_NOEXIST as u64).is_err() && RUNQ.get_ptr(tid).is_none()
-    {
-        count_loss(loss::RUNQ_INSERT);
-    }
+pub fn thread_stats(tid: u32, tgid: u32) -> Option<*mut ThreadStats> {
+    let p = thread_slot(tid, tgid)?;
+    // SAFETY: pointer from a map lookup; taking a field's address.
+    Some(unsafe { &raw mut (*p).stats })
 }
 
-/// Take the pending wait of `tid`, clearing it.
+/// Mark the thread runnable at `now` (a wakeup) unless it is already waiting.
 #[inline(always)]
-pub fn runq_take(tid: u32) -> Option<RunqState> {
-    let p = RUNQ.get_ptr_mut(tid)?;
+pub fn runq_enter(slot: *mut ThreadSlot, now: u64) {
     // SAFETY: pointer from a map lookup.
     unsafe {
-        let st = *p;
-        (*p).since_ns = 0;
-        (*p).preempted_by = 0;
-        (st.since_ns != 0).then_some(st)
+        if (*slot).since_ns == 0 {
+            (*slot).since_ns = now;
+            (*slot).preempted_by = 0;
+        }
     }
 }
 
 /// Count one run-queue wait of `delta` ns in the thread's histogram.
 #[inline(always)]
-pub fn hist_record(tid: u32, delta: u64) {
-    let h = match RUNQ_HIST.get_ptr_mut(tid) {
-        Some(h) => h,
-        None => {
-            let Some(zero) = ZERO_HIST.get_ptr(0) else {
-                return;
-            };
-            // SAFETY: `zero` points into a map value that lives as long as the map.
-            let zero = unsafe { &*zero };
-            let _ = RUNQ_HIST.insert(tid, zero, BPF_NOEXIST as u64);
-            match RUNQ_HIST.get_ptr_mut(tid) {
-                Some(h) => h,
-                None => {
-                    count_loss(loss::HIST_INSERT);
-                    return;
-                }
-            }
-        }
-    };
-    // SAFETY: `h` points to a live map value; several CPUs may record into
-    // one thread's histogram, hence the atomic add.
+pub fn hist_record(slot: *mut ThreadSlot, delta: u64) {
+    // SAFETY: pointer from a map lookup; the index is bounds-checked by get_mut.
     unsafe {
-        if let Some(b) = (*h).buckets.get_mut(bucket_index(delta)) {
-            atomic_add(b, 1);
+        if let Some(b) = (*slot).hist.get_mut(bucket_index(delta)) {
+            *b += 1;
         }
     }
 }

@@ -194,9 +194,13 @@ fn root_preemptors_windows_outliers_and_cost() {
     for o in outs {
         assert_eq!(o["kind"], "runq_wait");
         assert!(u(&o["value_ns"]) >= 1_000_000, "{o}");
-        assert!([a, b].contains(&(u(&o["tid"]) as u32)), "{o}");
+        assert_eq!(u(&o["tgid"]), w.pid() as u64, "{o}");
         assert!(u(&o["ts_ns"]) >= start && u(&o["ts_ns"]) <= end, "{o}");
     }
+    assert!(
+        outs.iter().any(|o| [a, b].contains(&(u(&o["tid"]) as u32))),
+        "the spinners wait milliseconds"
+    );
     let max = u(&r["process"]["runq_wait"]["max_ns"]);
     assert!(
         outs.iter().any(|o| u(&o["value_ns"]) == max),

@@ -1,7 +1,7 @@
 //! Thread and process life cycle: `sched_process_fork(task_struct *parent,
 //! task_struct *child)` follows child processes when asked;
 //! `sched_process_exit(task_struct *p)` cleans up an exiting target thread's
-//! pending state and tells userspace to harvest its statistics.
+//! pending wait and tells userspace to harvest its statistics and free its slot.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -12,7 +12,7 @@ use aya_ebpf::{
 use probe_common::{event, loss, Event};
 
 use crate::{
-    maps::{count_loss, emit, follow_children, is_target, is_target_tgid, RUNQ, TGIDS},
+    maps::{count_loss, emit, follow_children, is_target, is_target_tgid, SLOTS, TGIDS},
     task,
 };
 
@@ -65,7 +65,12 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     if !is_target(pid, tgid) {
         return 0;
     }
-    let _ = RUNQ.remove(pid);
+    // No pending wait survives the thread; its counters stay for userspace
+    // to harvest (it frees the slot).
+    if let Some(t) = SLOTS.get_ptr_mut(pid) {
+        // SAFETY: pointer from a map lookup; the thread is exiting.
+        unsafe { (*t).since_ns = 0 };
+    }
     emit(Event {
         // SAFETY: helper with no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },

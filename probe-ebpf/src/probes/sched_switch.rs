@@ -3,18 +3,24 @@
 //! preempted task is queued again at once, and `next` is who preempted it),
 //! switch-in of `next` (the end of its run-queue wait, the start of its
 //! on-CPU time).
+//!
+//! Cost matters here more than anywhere: this fires on every context switch
+//! of the machine. A switch that involves no target thread costs one
+//! `task_struct` read and two compares; one that does costs one hash lookup
+//! per target side, the rest being per-CPU array slots.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use probe_common::{event, loss, Event, OnCpu, Preemptor, MAX_SANE_DELTA_NS};
+use probe_common::{event, loss, CpuStats, Event, OnCpu, Preemptor, Window, MAX_SANE_DELTA_NS};
 
 use crate::{
     maps::{
-        atomic_add, count_loss, cpu_stats, emit, hist_record, is_target, is_target_tgid,
-        outlier_runq_ns, runq_switched_out, runq_take, thread_stats, window, ON_CPU, PREEMPTORS,
+        atomic_add, count_loss, cpu_stats, emit, hist_record, is_target, outlier_runq_ns,
+        switch_sides_are_targets, thread_slot, window, ON_CPU, PREEMPTORS,
     },
     task,
 };
@@ -33,24 +39,28 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         }
     };
     // Cheapest possible exit for the common case: neither side is ours.
-    let prev_ours = is_target_tgid(prev_tgid);
-    let next_ours = is_target_tgid(next_tgid);
+    let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid);
     if !prev_ours && !next_ours {
         return 0;
     }
     // SAFETY: helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let win = window(now);
+    let cpu = cpu_stats();
     let next_pid = task::pid(next).unwrap_or(0);
     if prev_ours && is_target(prev_pid, prev_tgid) {
-        switch_out(&ctx, prev_pid, prev_tgid, next, next_pid, next_tgid, now);
+        switch_out(
+            &ctx, prev_pid, prev_tgid, next, next_pid, next_tgid, now, win, cpu,
+        );
     }
     if next_ours && is_target(next_pid, next_tgid) {
-        switch_in(next_pid, next_tgid, now);
+        switch_in(next_pid, next_tgid, now, win, cpu);
     }
     0
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn switch_out(
     ctx: &BtfTracePointContext,
     pid: u32,
@@ -59,6 +69,8 @@ fn switch_out(
     next_pid: u32,
     next_tgid: u32,
     now: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
 ) {
     let preempt: u64 = ctx.arg(0);
     let prev_state: u64 = ctx.arg(3);
@@ -68,24 +80,6 @@ fn switch_out(
     // running after prev_state was sampled: it is queued too.
     let involuntary = (preempt & 0xff) != 0 || (prev_state as u32) == 0;
     let requeued = involuntary || task::state(prev) == Some(0);
-    let by = if requeued { next_pid } else { 0 };
-    runq_switched_out(pid, now, requeued, by);
-    if requeued && PREEMPTORS.get_ptr(by).is_none() {
-        let p = Preemptor {
-            count: 0,
-            target_wait_ns: 0,
-            comm: task::comm(next).unwrap_or([0; 16]),
-            tgid: next_tgid,
-            _pad: 0,
-        };
-        if PREEMPTORS
-            .insert(by, p, aya_ebpf::bindings::BPF_NOEXIST as u64)
-            .is_err()
-            && PREEMPTORS.get_ptr(by).is_none()
-        {
-            count_loss(loss::PREEMPTOR_INSERT);
-        }
-    }
     let mut ran = 0u64;
     if let Some(slot) = ON_CPU.get_ptr_mut(0) {
         // SAFETY: per-CPU map value of this CPU.
@@ -96,18 +90,30 @@ fn switch_out(
             (*slot).tid = 0;
         }
     }
-    if let Some(s) = thread_stats(pid, tgid) {
-        // SAFETY: per-CPU map value of this CPU.
+    if let Some(t) = thread_slot(pid, tgid) {
+        // SAFETY: pointer from a map lookup; see ThreadSlot for why plain
+        // stores are enough.
         unsafe {
-            if involuntary {
-                (*s).involuntary_switches += 1;
+            // Overwrite whatever was pending: a wakeup seen while the thread
+            // was still running must not count as waiting.
+            if requeued {
+                (*t).since_ns = now;
+                (*t).preempted_by = next_pid;
+                (*t).preempted_by_tgid = next_tgid;
+                (*t).preempted_by_comm = task::comm(next).unwrap_or([0; 16]);
             } else {
-                (*s).voluntary_switches += 1;
+                (*t).since_ns = 0;
+                (*t).preempted_by = 0;
             }
-            (*s).oncpu_ns += ran;
+            if involuntary {
+                (*t).stats.involuntary_switches += 1;
+            } else {
+                (*t).stats.voluntary_switches += 1;
+            }
+            (*t).stats.oncpu_ns += ran;
         }
     }
-    if let Some(w) = window(now) {
+    if let Some(w) = win {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
             if involuntary {
@@ -118,14 +124,14 @@ fn switch_out(
             (*w).oncpu_ns += ran;
         }
     }
-    if let Some(c) = cpu_stats() {
+    if let Some(c) = cpu {
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*c).target_oncpu_ns += ran };
     }
 }
 
 #[inline(always)]
-fn switch_in(pid: u32, tgid: u32, now: u64) {
+fn switch_in(pid: u32, tgid: u32, now: u64, win: Option<*mut Window>, cpu: Option<*mut CpuStats>) {
     if let Some(slot) = ON_CPU.get_ptr_mut(0) {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
@@ -136,24 +142,34 @@ fn switch_in(pid: u32, tgid: u32, now: u64) {
             }
         };
     }
-    let Some(st) = runq_take(pid) else { return };
-    if now < st.since_ns || now - st.since_ns > MAX_SANE_DELTA_NS {
+    let Some(t) = thread_slot(pid, tgid) else {
+        return;
+    };
+    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
+    let (since, by, by_tgid) = unsafe {
+        let v = ((*t).since_ns, (*t).preempted_by, (*t).preempted_by_tgid);
+        (*t).since_ns = 0;
+        (*t).preempted_by = 0;
+        v
+    };
+    if since == 0 {
+        return;
+    }
+    if now < since || now - since > MAX_SANE_DELTA_NS {
         count_loss(loss::BAD_DELTA);
         return;
     }
-    let delta = now - st.since_ns;
-    if let Some(s) = thread_stats(pid, tgid) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe {
-            (*s).runq_count += 1;
-            (*s).runq_total_ns += delta;
-            if delta > (*s).runq_max_ns {
-                (*s).runq_max_ns = delta;
-            }
+    let delta = now - since;
+    // SAFETY: as above.
+    unsafe {
+        (*t).stats.runq_count += 1;
+        (*t).stats.runq_total_ns += delta;
+        if delta > (*t).stats.runq_max_ns {
+            (*t).stats.runq_max_ns = delta;
         }
     }
-    hist_record(pid, delta);
-    if let Some(w) = window(now) {
+    hist_record(t, delta);
+    if let Some(w) = win {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
             (*w).runq_count += 1;
@@ -163,18 +179,12 @@ fn switch_in(pid: u32, tgid: u32, now: u64) {
             }
         }
     }
-    if let Some(c) = cpu_stats() {
+    if let Some(c) = cpu {
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*c).target_runq_ns += delta };
     }
-    if st.preempted_by != 0 {
-        if let Some(p) = PREEMPTORS.get_ptr_mut(st.preempted_by) {
-            // SAFETY: shared map value; updated with atomic adds.
-            unsafe {
-                atomic_add(&raw mut (*p).count, 1);
-                atomic_add(&raw mut (*p).target_wait_ns, delta);
-            }
-        }
+    if by != 0 {
+        preemptor_add(t, by, by_tgid, delta);
     }
     let threshold = outlier_runq_ns();
     if threshold != 0 && delta >= threshold {
@@ -186,8 +196,40 @@ fn switch_in(pid: u32, tgid: u32, now: u64) {
             tgid,
             // SAFETY: helper with no preconditions.
             cpu: unsafe { bpf_get_smp_processor_id() },
-            aux: st.preempted_by,
+            aux: by,
             _pad: 0,
         });
+    }
+}
+
+/// Charge a wait to the task that caused it. Shared by all CPUs: atomic adds.
+#[inline(always)]
+fn preemptor_add(t: *mut probe_common::ThreadSlot, by: u32, by_tgid: u32, delta: u64) {
+    if let Some(p) = PREEMPTORS.get_ptr_mut(by) {
+        // SAFETY: shared map value; updated with atomic adds.
+        unsafe {
+            atomic_add(&raw mut (*p).count, 1);
+            atomic_add(&raw mut (*p).target_wait_ns, delta);
+        }
+        return;
+    }
+    let p = Preemptor {
+        count: 1,
+        target_wait_ns: delta,
+        // SAFETY: pointer from a map lookup.
+        comm: unsafe { (*t).preempted_by_comm },
+        tgid: by_tgid,
+        _pad: 0,
+    };
+    if PREEMPTORS.insert(by, p, BPF_NOEXIST as u64).is_err() {
+        // Another CPU created it meanwhile: add to it; else the map is full.
+        match PREEMPTORS.get_ptr_mut(by) {
+            // SAFETY: as above.
+            Some(q) => unsafe {
+                atomic_add(&raw mut (*q).count, 1);
+                atomic_add(&raw mut (*q).target_wait_ns, delta);
+            },
+            None => count_loss(loss::PREEMPTOR_INSERT),
+        }
     }
 }

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    maps::{is_target, is_target_tgid, runq_enter, thread_stats},
+    maps::{is_target, is_target_tgid, runq_enter, thread_slot},
     task,
 };
 
@@ -31,10 +31,12 @@ fn on_wakeup(ctx: &BtfTracePointContext) {
     if !is_target(pid, tgid) {
         return;
     }
+    let Some(t) = thread_slot(pid, tgid) else {
+        return;
+    };
     // SAFETY: helper with no preconditions.
-    runq_enter(pid, unsafe { bpf_ktime_get_ns() });
-    if let Some(s) = thread_stats(pid, tgid) {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*s).wakeups += 1 };
-    }
+    runq_enter(t, unsafe { bpf_ktime_get_ns() });
+    // SAFETY: pointer from a map lookup (wakeups of one task are serialised
+    // by its pi_lock).
+    unsafe { (*t).stats.wakeups += 1 };
 }

@@ -10,7 +10,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use probe_common::{
-    filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, Preemptor, RunqHist,
+    filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, Preemptor, ThreadSlot,
     ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
 };
 
@@ -112,11 +112,20 @@ pub struct Probes {
     tracefs_mounted_by_us: Option<std::path::PathBuf>,
 }
 
-/// One thread's counters with the per-CPU copies summed.
+/// One thread's counters and run-queue wait histogram.
 #[derive(Debug, Clone)]
 pub struct ThreadCounters {
     pub stats: ThreadStats,
-    pub hist: Option<RunqHist>,
+    pub hist: Vec<u64>,
+}
+
+impl From<&ThreadSlot> for ThreadCounters {
+    fn from(s: &ThreadSlot) -> Self {
+        ThreadCounters {
+            stats: s.stats,
+            hist: s.hist.to_vec(),
+        }
+    }
 }
 
 /// Run-time statistics of one program (BPF_ENABLE_STATS).
@@ -177,9 +186,7 @@ impl Probes {
             .override_global("MIGRATE_OFF_SUCCEEDED", &mo.succeeded, true)
             .override_global("MIGRATE_OFF_FAILED", &mo.failed, true)
             .override_global("MIGRATE_OFF_REASON", &mo.reason, true)
-            .map_max_entries("STATS", cfg.max_threads)
-            .map_max_entries("RUNQ", cfg.max_threads)
-            .map_max_entries("RUNQ_HIST", cfg.max_threads)
+            .map_max_entries("SLOTS", cfg.max_threads)
             .map_max_entries("TGIDS", cfg.max_processes)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(EBPF_OBJECT)
@@ -279,75 +286,30 @@ impl Probes {
         Ok(())
     }
 
-    /// Every thread the programs have seen, with per-CPU values summed.
+    /// Every thread the programs have seen.
     pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
-        let stats: PerCpuHashMap<&MapData, u32, ThreadStats> =
-            PerCpuHashMap::try_from(map(&self.ebpf, "STATS")?)?;
-        let hists: HashMap<&MapData, u32, RunqHist> =
-            HashMap::try_from(map(&self.ebpf, "RUNQ_HIST")?)?;
+        let slots: HashMap<&MapData, u32, ThreadSlot> =
+            HashMap::try_from(map(&self.ebpf, "SLOTS")?)?;
         let mut out = BTreeMap::new();
-        for item in stats.iter() {
-            let (tid, per_cpu) = item.context("reading the STATS map")?;
-            let mut sum = ThreadStats::ZERO;
-            for s in per_cpu.iter() {
-                add_stats(&mut sum, s);
-            }
-            out.insert(
-                tid,
-                ThreadCounters {
-                    stats: sum,
-                    hist: None,
-                },
-            );
-        }
-        for item in hists.iter() {
-            let (tid, h) = item.context("reading the RUNQ_HIST map")?;
-            out.entry(tid)
-                .or_insert(ThreadCounters {
-                    stats: ThreadStats::ZERO,
-                    hist: None,
-                })
-                .hist = Some(h);
+        for item in slots.iter() {
+            let (tid, slot) = item.context("reading the SLOTS map")?;
+            out.insert(tid, ThreadCounters::from(&slot));
         }
         Ok(out)
     }
 
-    /// Read one exited thread's counters and free its slots.
+    /// Read one exited thread's counters and free its slot.
     pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
-        let mut counters = None;
-        {
-            let mut stats: PerCpuHashMap<&mut MapData, u32, ThreadStats> = PerCpuHashMap::try_from(
-                self.ebpf
-                    .map_mut("STATS")
-                    .ok_or_else(|| anyhow!("map STATS missing"))?,
-            )?;
-            if let Ok(per_cpu) = stats.get(&tid, 0) {
-                let mut sum = ThreadStats::ZERO;
-                for s in per_cpu.iter() {
-                    add_stats(&mut sum, s);
-                }
-                counters = Some(ThreadCounters {
-                    stats: sum,
-                    hist: None,
-                });
-                let _ = stats.remove(&tid);
-            }
-        }
-        let mut hists: HashMap<&mut MapData, u32, RunqHist> = HashMap::try_from(
+        let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(
             self.ebpf
-                .map_mut("RUNQ_HIST")
-                .ok_or_else(|| anyhow!("map RUNQ_HIST missing"))?,
+                .map_mut("SLOTS")
+                .ok_or_else(|| anyhow!("map SLOTS missing"))?,
         )?;
-        if let Ok(h) = hists.get(&tid, 0) {
-            counters
-                .get_or_insert(ThreadCounters {
-                    stats: ThreadStats::ZERO,
-                    hist: None,
-                })
-                .hist = Some(h);
-            let _ = hists.remove(&tid);
-        }
-        Ok(counters)
+        let Ok(slot) = slots.get(&tid, 0) else {
+            return Ok(None);
+        };
+        let _ = slots.remove(&tid);
+        Ok(Some(ThreadCounters::from(&slot)))
     }
 
     /// Loss counters: (name, per-CPU values).

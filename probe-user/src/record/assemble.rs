@@ -97,11 +97,8 @@ pub fn build(inp: Inputs) -> RecordReport {
     let mut ours_for_kernel = 0u64;
     for (tid, c) in &inp.counters {
         let s = &c.stats;
-        let hist: Vec<u64> = match &c.hist {
-            Some(h) => h.buckets.to_vec(),
-            None => empty_hist(),
-        };
-        merge(&mut proc_hist, &hist);
+        let hist = &c.hist;
+        merge(&mut proc_hist, hist);
         count += s.runq_count;
         total += s.runq_total_ns;
         max = max.max(s.runq_max_ns);
@@ -163,7 +160,7 @@ pub fn build(inp: Inputs) -> RecordReport {
             comm: info.map(|i| i.comm.clone()).unwrap_or_default(),
             alive_at_end: info.is_some_and(|i| i.alive_at_end),
             created_during_run: info.is_none_or(|i| i.created_during_run),
-            runq_wait: WaitSummary::new(s.runq_count, s.runq_total_ns, s.runq_max_ns, &hist),
+            runq_wait: WaitSummary::new(s.runq_count, s.runq_total_ns, s.runq_max_ns, hist),
             oncpu_ns: s.oncpu_ns,
             voluntary_switches: s.voluntary_switches,
             involuntary_switches: s.involuntary_switches,

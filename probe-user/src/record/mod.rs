@@ -464,15 +464,7 @@ fn merge_counters(into: &mut BTreeMap<u32, ThreadCounters>, tid: u32, c: ThreadC
         }
         Some(e) => {
             add_stats(&mut e.stats, &c.stats);
-            match (&mut e.hist, c.hist) {
-                (Some(a), Some(b)) => {
-                    for (x, y) in a.buckets.iter_mut().zip(b.buckets.iter()) {
-                        *x += *y;
-                    }
-                }
-                (None, Some(b)) => e.hist = Some(b),
-                _ => {}
-            }
+            crate::stats::merge(&mut e.hist, &c.hist);
         }
     }
 }
