@@ -64,7 +64,7 @@ fn thousands(v: u64) -> String {
     let d = v.to_string();
     let mut out = String::new();
     for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i) % 3 == 0 {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -110,7 +110,7 @@ pub fn interrupts(deltas: &[IrqDelta], cpus: &[u32], server_cpus: &[u32]) -> Str
     }
     let _ = writeln!(s, "{head} {:>10}  source", "total");
     let mut rows: Vec<&IrqDelta> = deltas.iter().filter(|d| d.total > 0).collect();
-    rows.sort_by(|a, b| b.total.cmp(&a.total));
+    rows.sort_by_key(|d| std::cmp::Reverse(d.total));
     for d in rows {
         let mut l = format!("{:>8}", format!("{}:", d.name));
         for c in cpus {
