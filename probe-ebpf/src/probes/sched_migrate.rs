@@ -16,6 +16,9 @@ use crate::{
     task,
 };
 
+/// The origin CPU when it cannot be read (the event's `aux` says 0xffff).
+const NO_CPU: u32 = 0xffff;
+
 #[btf_tracepoint(function = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     let p: u64 = ctx.arg(0);
@@ -29,9 +32,13 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     }
     let dest: u64 = ctx.arg(1);
     let dest = dest as u32;
-    let orig = task::cpu(p);
+    // A plain value on both paths, not an Option: with Option, LLVM spills
+    // the CPU only where the read succeeded and reloads it unconditionally
+    // for the event below, and verifiers before Linux 6.3 reject that read
+    // of uninitialised stack (seen on Debian's 6.1 with --trace-events).
+    let orig = task::cpu(p).unwrap_or(NO_CPU);
     let (cross_llc, cross_numa) = match (topo_valid(), orig) {
-        (true, Some(orig)) if orig != dest => match (cpu_topo(orig), cpu_topo(dest)) {
+        (true, orig) if orig != NO_CPU && orig != dest => match (cpu_topo(orig), cpu_topo(dest)) {
             (Some(a), Some(b)) => (a.llc_id != b.llc_id, a.node_id != b.node_id),
             _ => (false, false),
         },
@@ -64,7 +71,7 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
             tgid,
             // SAFETY: helper with no preconditions.
             cpu: unsafe { bpf_get_smp_processor_id() },
-            aux: (orig.unwrap_or(0xffff) << 16) | (dest & 0xffff),
+            aux: ((orig & 0xffff) << 16) | (dest & 0xffff),
             _pad: 0,
         });
     }

@@ -25,6 +25,8 @@ pub struct TestBin {
     pub name: String,
     pub path: PathBuf,
     pub timeout_s: u64,
+    /// Run only the tests whose names contain this.
+    pub filter: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,10 +77,11 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> String {
     for b in bins {
         let _ = writeln!(
             s,
-            "s=$(date +%s); timeout -k 10 {t} '{p}' --test-threads=1 --nocapture < /dev/null > \"$out/{n}.log\" 2>&1; \
+            "s=$(date +%s); timeout -k 10 {t} '{p}' {f} --test-threads=1 --nocapture < /dev/null > \"$out/{n}.log\" 2>&1; \
              rc=$?; echo \"{n} $rc $(( $(date +%s) - s ))\" >> \"$out/results\"",
             t = b.timeout_s,
             p = b.path.display(),
+            f = b.filter.unwrap_or(""),
             n = b.name
         );
     }
