@@ -251,10 +251,20 @@ pub fn consultant(r: &Results, dropin_link: Option<&str>) -> String {
                 .replace(" / noise same node", " / no noise")
                 .replace(" / noise other node", " / no noise");
             let quiet = c.rows.iter().find(|x| x.label == quiet_label)?;
+            let lowest = noisy
+                .points
+                .iter()
+                .map(|p| p.offered_rps)
+                .fold(f64::INFINITY, f64::min);
             Some(format!(
-                " Capacity at the SLO drops from {:.0} to {:.0} requests/s per server{}.",
+                " Capacity at the SLO drops from {:.0} requests/s per server to {}{}.",
                 quiet.capacity_rps?,
-                noisy.capacity_rps.unwrap_or(0.0),
+                match noisy.capacity_rps {
+                    Some(c) => format!("{c:.0}"),
+                    None => format!(
+                        "below the lowest rate tried ({lowest:.0} requests/s: the SLO failed at every rate)"
+                    ),
+                },
                 match (quiet.replicas_n1, noisy.replicas_n1) {
                     (Some(q), Some(x)) =>
                         format!(", so the fleet needs {x} servers instead of {q} (N+1)"),
@@ -565,13 +575,25 @@ pub fn feynman(r: &Results) -> String {
                     if let Some(noisy) = c
                         .rows
                         .iter()
-                        .filter(|x| x.label != row.label && x.capacity_rps.is_some())
+                        .filter(|x| x.label.contains(" / noise "))
                         .min_by(|a, b| {
                             a.capacity_rps
                                 .unwrap_or(0.0)
                                 .total_cmp(&b.capacity_rps.unwrap_or(0.0))
                         })
                     {
+                        if noisy.capacity_rps.is_none() {
+                            let lowest = noisy
+                                .points
+                                .iter()
+                                .map(|p| p.offered_rps)
+                                .fold(f64::INFINITY, f64::min);
+                            let _ = writeln!(
+                                s,
+                                "Now put a busy neighbour on the same machine ({}). The clerks are the same; they just get interrupted. The promise broke at every rate tried, even {lowest:.0} per second: this sweep found no rate at which such a server keeps it.\n",
+                                noisy.label
+                            );
+                        }
                         if let (Some(nc), Some(nn1)) = (noisy.capacity_rps, noisy.replicas_n1) {
                             let _ = writeln!(
                                 s,
