@@ -136,6 +136,8 @@ fn test(no_lint: bool) -> Result<()> {
         cmd::cargo(&[
             "clippy",
             "--workspace",
+            "--exclude",
+            "probe-ebpf",
             "--all-targets",
             "--",
             "-D",
