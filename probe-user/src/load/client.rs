@@ -1,11 +1,16 @@
 //! One HTTP/1.1 keep-alive connection (hyper) and the timing of one request
 //! on it: sent, first byte, every streamed event, end, all CLOCK_MONOTONIC.
 
-use std::net::SocketAddr;
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::{pin, Pin},
+    task::{Context, Poll, Waker},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -15,7 +20,28 @@ use super::{
 };
 use crate::record::monotonic_ns;
 
-pub type Conn = SendRequest<Full<Bytes>>;
+/// One keep-alive connection: the request handle and the connection's
+/// driver, polled by whichever task sends a request on it (no separate
+/// driver task, no cross-task wake-ups; dropping it closes the socket).
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    closed: bool,
+}
+
+impl Conn {
+    /// Whether a request can be sent on it: lets the driver notice a close
+    /// by the server since the last request (one poll, no waiting).
+    pub fn usable(&mut self) -> bool {
+        if !self.closed {
+            let mut cx = Context::from_waker(Waker::noop());
+            if self.driver.as_mut().poll(&mut cx).is_ready() {
+                self.closed = true;
+            }
+        }
+        !self.closed && !self.sender.is_closed()
+    }
+}
 
 /// Why a request failed; `kind()` is the key it is counted under.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +56,8 @@ pub enum ReqError {
     Send(hyper::Error),
     #[error("reading the body: {0}")]
     Body(hyper::Error),
+    #[error("the connection ended before the answer")]
+    Closed,
 }
 
 impl ReqError {
@@ -38,23 +66,24 @@ impl ReqError {
             ReqError::Connect(_) => "connect",
             ReqError::Handshake(_) => "handshake",
             ReqError::Build(_) => "build",
-            ReqError::Send(_) => "send",
+            ReqError::Send(_) | ReqError::Closed => "send",
             ReqError::Body(_) => "body",
         }
     }
 }
 
-/// Open a connection; its driver runs as a local task.
+/// Open a connection.
 pub async fn connect(addr: SocketAddr) -> Result<Conn, ReqError> {
     let stream = TcpStream::connect(addr).await.map_err(ReqError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(ReqError::Handshake)?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: Box::pin(driver),
+        closed: false,
+    })
 }
 
 /// Everything measured about one response.
@@ -79,6 +108,36 @@ pub struct Timing {
 /// asks for the body of a non-streamed answer to be kept and read for usage.
 pub async fn exchange(
     conn: &mut Conn,
+    target: &Target,
+    id: u64,
+    parse_json: bool,
+) -> Result<Timing, ReqError> {
+    let Conn {
+        sender,
+        driver,
+        closed,
+    } = conn;
+    let mut ex = pin!(exchange_on(sender, target, id, parse_json));
+    // The request and the connection in one task: poll the request, let the
+    // driver write or read what it can, then the request again.
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = ex.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if !*closed && driver.as_mut().poll(cx).is_ready() {
+            *closed = true;
+        }
+        match ex.as_mut().poll(cx) {
+            // Nothing left to drive it: the connection has ended under it.
+            Poll::Pending if *closed => Poll::Ready(Err(ReqError::Closed)),
+            p => p,
+        }
+    })
+    .await
+}
+
+async fn exchange_on(
+    conn: &mut SendRequest<Full<Bytes>>,
     target: &Target,
     id: u64,
     parse_json: bool,

@@ -212,7 +212,7 @@ impl Local {
         let opts = &self.shared.opts;
         let sent = monotonic_ns();
         let work = async {
-            if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            if conn.as_mut().is_none_or(|c| !c.usable()) {
                 *conn = Some(client::connect(opts.target.addr).await?);
             }
             match conn.as_mut() {
@@ -402,8 +402,8 @@ impl Local {
     async fn open_request(self: Rc<Self>, _permit: OwnedSemaphorePermit, id: u64, intended: u64) {
         let mut conn = self.pool.borrow_mut().pop();
         self.one(&mut conn, id, Some(intended)).await;
-        if let Some(c) = conn {
-            if !c.is_closed() {
+        if let Some(mut c) = conn {
+            if c.usable() {
                 self.pool.borrow_mut().push(c);
             }
         }
@@ -488,8 +488,7 @@ fn generator_thread(
         (Mode::Open { .. }, None) => return Err("no dispatcher queue".into()),
     }
     // Every request has ended (the loops above wait for them); dropping the
-    // set cancels the idle connections' driver tasks, which closes them
-    // (waiting for them to notice their handles are gone can hang).
+    // idle connections closes them (each owns its driver; no task is left).
     local.pool.borrow_mut().clear();
     drop(set);
     let stats = local.stats.borrow().clone();
