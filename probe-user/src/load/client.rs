@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{
+    h1::{self, FastConn, FastRequest, H1Error},
     sse::{SseEvent, SseParser, TokenTimes},
     target::Target,
 };
@@ -23,13 +24,30 @@ use crate::record::monotonic_ns;
 /// One keep-alive connection: the request handle and the connection's
 /// driver, polled by whichever task sends a request on it (no separate
 /// driver task, no cross-task wake-ups; dropping it closes the socket).
-pub struct Conn {
+pub struct HyperConn {
     sender: SendRequest<Full<Bytes>>,
     driver: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
     closed: bool,
 }
 
+/// A keep-alive connection: hyper's, or the plain fast path's (`h1`).
+pub enum Conn {
+    Hyper(HyperConn),
+    Fast(FastConn),
+}
+
 impl Conn {
+    /// Whether a request can be sent on it (closed by the server since the
+    /// last request, or left unusable by it: no).
+    pub fn usable(&mut self) -> bool {
+        match self {
+            Conn::Hyper(c) => c.usable(),
+            Conn::Fast(c) => c.usable(),
+        }
+    }
+}
+
+impl HyperConn {
     /// Whether a request can be sent on it: lets the driver notice a close
     /// by the server since the last request (one poll, no waiting).
     pub fn usable(&mut self) -> bool {
@@ -58,6 +76,10 @@ pub enum ReqError {
     Body(hyper::Error),
     #[error("the connection ended before the answer")]
     Closed,
+    #[error("send: {0}")]
+    SendH1(H1Error),
+    #[error("reading the body: {0}")]
+    BodyH1(H1Error),
 }
 
 impl ReqError {
@@ -66,24 +88,27 @@ impl ReqError {
             ReqError::Connect(_) => "connect",
             ReqError::Handshake(_) => "handshake",
             ReqError::Build(_) => "build",
-            ReqError::Send(_) | ReqError::Closed => "send",
-            ReqError::Body(_) => "body",
+            ReqError::Send(_) | ReqError::Closed | ReqError::SendH1(_) => "send",
+            ReqError::Body(_) | ReqError::BodyH1(_) => "body",
         }
     }
 }
 
-/// Open a connection.
-pub async fn connect(addr: SocketAddr) -> Result<Conn, ReqError> {
+/// Open a connection: for the fast path when `fast`, else for hyper.
+pub async fn connect(addr: SocketAddr, fast: bool) -> Result<Conn, ReqError> {
     let stream = TcpStream::connect(addr).await.map_err(ReqError::Connect)?;
     let _ = stream.set_nodelay(true);
+    if fast {
+        return Ok(Conn::Fast(FastConn::new(stream)));
+    }
     let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(ReqError::Handshake)?;
-    Ok(Conn {
+    Ok(Conn::Hyper(HyperConn {
         sender,
         driver: Box::pin(driver),
         closed: false,
-    })
+    }))
 }
 
 /// Everything measured about one response.
@@ -104,15 +129,115 @@ pub struct Timing {
     pub usage_tokens: Option<u64>,
 }
 
-/// Send one request on `conn` and read the whole response. `parse_json`
-/// asks for the body of a non-streamed answer to be kept and read for usage.
+/// Builds the `Timing` of one answer from its head and body pieces (both
+/// clients feed it).
+struct Collector {
+    t: Timing,
+    parser: Option<SseParser>,
+    tokens: TokenTimes,
+    events: Vec<SseEvent>,
+    kept: Vec<u8>,
+    parse_json: bool,
+}
+
+impl Collector {
+    fn new(parse_json: bool) -> Self {
+        Collector {
+            t: Timing::default(),
+            parser: None,
+            tokens: TokenTimes::default(),
+            events: Vec::new(),
+            kept: Vec::new(),
+            parse_json,
+        }
+    }
+
+    fn head(&mut self, status: u16, sse: bool, at_ns: u64) {
+        self.t.status = status;
+        self.t.first_byte_ns = at_ns;
+        self.parser = sse.then(SseParser::new);
+    }
+
+    fn data(&mut self, data: &[u8], at_ns: u64) {
+        if data.is_empty() {
+            return;
+        }
+        if self.t.first_body_ns.is_none() {
+            self.t.first_body_ns = Some(at_ns);
+        }
+        self.t.bytes += data.len() as u64;
+        if let Some(p) = self.parser.as_mut() {
+            p.feed(data, at_ns, &mut self.events);
+            let itl = &mut self.t.itl;
+            for ev in self.events.drain(..) {
+                self.tokens.event(&ev, |g| itl.push(g));
+            }
+        } else if self.parse_json && self.kept.len() < (1 << 20) {
+            self.kept.extend_from_slice(data);
+        }
+    }
+
+    fn finish(mut self, end_ns: u64) -> Timing {
+        self.t.end_ns = end_ns;
+        if let Some(mut p) = self.parser.take() {
+            p.finish(&mut self.events);
+            let itl = &mut self.t.itl;
+            for ev in self.events.drain(..) {
+                self.tokens.event(&ev, |g| itl.push(g));
+            }
+            self.t.stream = Some(self.tokens);
+        } else if self.parse_json {
+            self.t.usage_tokens = serde_json::from_slice::<serde_json::Value>(&self.kept)
+                .ok()
+                .and_then(|v| v.get("usage")?.get("completion_tokens")?.as_u64());
+        }
+        self.t
+    }
+}
+
+impl h1::Sink for Collector {
+    fn head(&mut self, head: &h1::Head, at_ns: u64) {
+        Collector::head(self, head.status, head.sse, at_ns);
+    }
+    fn data(&mut self, data: &[u8], at_ns: u64) {
+        Collector::data(self, data, at_ns);
+    }
+}
+
+/// Send one request on `conn` and read the whole response. `fast` is the
+/// pre-built request of the fast path (used on a fast connection).
+/// `parse_json` asks for the body of a non-streamed answer to be kept and
+/// read for usage.
 pub async fn exchange(
     conn: &mut Conn,
+    target: &Target,
+    fast: Option<&FastRequest>,
+    id: u64,
+    parse_json: bool,
+) -> Result<Timing, ReqError> {
+    match (conn, fast) {
+        (Conn::Fast(c), Some(req)) => {
+            let mut col = Collector::new(parse_json);
+            match c.exchange(req, id, &mut col).await {
+                Ok(end) => Ok(col.finish(end)),
+                Err(h1::Failure::Send(e)) => Err(ReqError::SendH1(e)),
+                Err(h1::Failure::Body(e)) => Err(ReqError::BodyH1(e)),
+            }
+        }
+        (Conn::Hyper(c), _) => exchange_hyper(c, target, id, parse_json).await,
+        (Conn::Fast(_), None) => Err(ReqError::SendH1(H1Error::Protocol(
+            "no fast request for a fast connection",
+        ))),
+    }
+}
+
+async fn exchange_hyper(
+    conn: &mut HyperConn,
     target: &Target,
     id: u64,
     parse_json: bool,
 ) -> Result<Timing, ReqError> {
-    let Conn {
+    let HyperConn {
         sender,
         driver,
         closed,
@@ -145,55 +270,20 @@ async fn exchange_on(
     let req = target.request(id).map_err(ReqError::Build)?;
     conn.ready().await.map_err(ReqError::Send)?;
     let resp = conn.send_request(req).await.map_err(ReqError::Send)?;
-    let mut t = Timing {
-        status: resp.status().as_u16(),
-        first_byte_ns: monotonic_ns(),
-        ..Timing::default()
-    };
+    let mut col = Collector::new(parse_json);
     let is_sse = resp
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    col.head(resp.status().as_u16(), is_sse, monotonic_ns());
     let mut body = resp.into_body();
-    let mut parser = is_sse.then(SseParser::new);
-    let mut tokens = TokenTimes::default();
-    let mut events: Vec<SseEvent> = Vec::new();
-    let mut kept: Vec<u8> = Vec::new();
-    let mut itl = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(ReqError::Body)?;
         let now = monotonic_ns();
         if let Ok(data) = frame.into_data() {
-            if data.is_empty() {
-                continue;
-            }
-            if t.first_body_ns.is_none() {
-                t.first_body_ns = Some(now);
-            }
-            t.bytes += data.len() as u64;
-            if let Some(p) = parser.as_mut() {
-                p.feed(&data, now, &mut events);
-                for ev in events.drain(..) {
-                    tokens.event(&ev, |g| itl.push(g));
-                }
-            } else if parse_json && kept.len() < (1 << 20) {
-                kept.extend_from_slice(&data);
-            }
+            col.data(&data, now);
         }
     }
-    t.end_ns = monotonic_ns();
-    if let Some(mut p) = parser {
-        p.finish(&mut events);
-        for ev in events.drain(..) {
-            tokens.event(&ev, |g| itl.push(g));
-        }
-        t.stream = Some(tokens);
-        t.itl = itl;
-    } else if parse_json {
-        t.usage_tokens = serde_json::from_slice::<serde_json::Value>(&kept)
-            .ok()
-            .and_then(|v| v.get("usage")?.get("completion_tokens")?.as_u64());
-    }
-    Ok(t)
+    Ok(col.finish(monotonic_ns()))
 }

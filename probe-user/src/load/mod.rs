@@ -20,6 +20,7 @@
 //! counts, because its latency is measured from its intended time.
 
 pub mod client;
+pub mod h1;
 pub mod progress;
 pub mod records;
 pub mod report;
@@ -177,6 +178,8 @@ struct Shared {
     records: Option<RecordWriter>,
     record_errors: AtomicU64,
     tids: Mutex<Vec<u32>>,
+    /// The plain fast path's pre-built request (`h1`), when it applies.
+    fast: Option<h1::FastRequest>,
 }
 
 impl Shared {
@@ -213,10 +216,14 @@ impl Local {
         let sent = monotonic_ns();
         let work = async {
             if conn.as_mut().is_none_or(|c| !c.usable()) {
-                *conn = Some(client::connect(opts.target.addr).await?);
+                let fast = self.shared.fast.is_some();
+                *conn = Some(client::connect(opts.target.addr, fast).await?);
             }
             match conn.as_mut() {
-                Some(c) => client::exchange(c, &opts.target, id, opts.openai).await,
+                Some(c) => {
+                    let fast = self.shared.fast.as_ref();
+                    client::exchange(c, &opts.target, fast, id, opts.openai).await
+                }
                 None => Err(ReqError::Connect(std::io::Error::other("no connection"))),
             }
         };
@@ -445,7 +452,7 @@ fn generator_thread(
         for _ in 0..conns {
             match tokio::time::timeout(
                 shared.opts.timeout,
-                client::connect(shared.opts.target.addr),
+                client::connect(shared.opts.target.addr, shared.fast.is_some()),
             )
             .await
             {
@@ -607,6 +614,16 @@ pub fn allowed_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// The fast path's request: plain (non-OpenAI) targets whose request it can
+/// send, unless `TAILPROBE_LOAD_CLIENT=hyper` asks for hyper everywhere
+/// (to compare the two).
+fn fast_request(opts: &LoadOptions) -> Option<h1::FastRequest> {
+    if opts.openai || std::env::var_os("TAILPROBE_LOAD_CLIENT").is_some_and(|v| v == "hyper") {
+        return None;
+    }
+    h1::FastRequest::new(&opts.target)
+}
+
 /// Run the load and return the report.
 pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
     if opts.n_requests.is_none() && opts.duration.is_none() {
@@ -638,6 +655,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         records,
         record_errors: AtomicU64::new(0),
         tids: Mutex::new(Vec::new()),
+        fast: fast_request(opts),
     });
     let units = match &opts.mode {
         Mode::Closed { concurrency } => *concurrency,
