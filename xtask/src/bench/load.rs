@@ -207,6 +207,12 @@ pub fn run(quick: bool) -> Result<String> {
             wall: vec![],
         },
         Row {
+            tool: "tailprobe load (hyper)",
+            rates: vec![],
+            cpu: vec![],
+            wall: vec![],
+        },
+        Row {
             tool: "oha",
             rates: vec![],
             cpu: vec![],
@@ -222,7 +228,7 @@ pub fn run(quick: bool) -> Result<String> {
     for _ in 0..rounds {
         for row in rows.iter_mut() {
             let (program, args) = match row.tool {
-                "tailprobe load" => pin(
+                "tailprobe load" | "tailprobe load (hyper)" => pin(
                     [
                         "load",
                         &url,
@@ -264,9 +270,17 @@ pub fn run(quick: bool) -> Result<String> {
                     "wrk",
                 ),
             };
+            // The hyper row: the same binary with its plain fast path off.
+            let (program, args) = if row.tool == "tailprobe load (hyper)" {
+                let mut a = vec!["TAILPROBE_LOAD_CLIENT=hyper".to_string(), program];
+                a.extend(args);
+                ("env".to_string(), a)
+            } else {
+                (program, args)
+            };
             let (out, wall, cpu) = measure(&program, &args)?;
             let rate = match row.tool {
-                "tailprobe load" => json_num(&out, &["throughput_rps"]),
+                "tailprobe load" | "tailprobe load (hyper)" => json_num(&out, &["throughput_rps"]),
                 "oha" => json_num(&out, &["requestsPerSec"]),
                 _ => wrk_rate(&out),
             }
@@ -384,11 +398,11 @@ pub fn run(quick: bool) -> Result<String> {
         if server_cpu.is_some() { ", pinned to CPU 0; every tool pinned to CPU 1 with taskset" } else { "" },
         rounds
     );
-    let _ = writeln!(o, "| tool | version | requests/s (median) | best round | all rounds | CPU s (median) | CPU share | requests per CPU-second |");
-    let _ = writeln!(o, "|---|---|---:|---:|---|---:|---:|---:|");
+    let _ = writeln!(o, "| tool | version | requests/s (median) | best round | all rounds | CPU s (median) | CPU share | requests per CPU-second (median round) | requests per CPU-second (best round) | all rounds (requests per CPU-second) |");
+    let _ = writeln!(o, "|---|---|---:|---:|---|---:|---:|---:|---:|---|");
     for r in &rows {
         let ver = match r.tool {
-            "tailprobe load" => version(&bin_s, "--version"),
+            "tailprobe load" | "tailprobe load (hyper)" => version(&bin_s, "--version"),
             "oha" => version("oha", "--version"),
             _ => version("wrk", "--version"),
         };
@@ -396,9 +410,17 @@ pub fn run(quick: bool) -> Result<String> {
         let cpu = median(&r.cpu);
         let wall = median(&r.wall);
         let all: Vec<String> = r.rates.iter().map(|x| format!("{x:.0}")).collect();
+        // Each round's efficiency: its requests over its own CPU seconds.
+        let eff: Vec<f64> = r
+            .rates
+            .iter()
+            .zip(&r.cpu)
+            .map(|(rate, cpu)| rate * secs as f64 / cpu.max(1e-9))
+            .collect();
+        let eff_all: Vec<String> = eff.iter().map(|x| format!("{x:.0}")).collect();
         let _ = writeln!(
             o,
-            "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.0}% | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.0}% | {:.0} | {:.0} | {} |",
             r.tool,
             ver.split(" Copyright")
                 .next()
@@ -409,13 +431,16 @@ pub fn run(quick: bool) -> Result<String> {
             all.join(", "),
             cpu,
             100.0 * cpu / wall.max(1e-9),
-            rate * secs as f64 / cpu.max(1e-9)
+            median(&eff),
+            eff.iter().cloned().fold(0.0, f64::max),
+            eff_all.join(", ")
         );
     }
     let _ = writeln!(
         o,
         "\nRequests per CPU-second is the generator's efficiency: a tool whose CPU share is near \
-         100% was itself the limit. The machine is shared (other builds and tests may run \
+         100% was itself the limit. `tailprobe load (hyper)` is the same binary with \
+         `TAILPROBE_LOAD_CLIENT=hyper`: hyper instead of the plain fast path (docs/load.md). The machine is shared (other builds and tests may run \
          beside the benchmark), so rounds vary; the tools run in turn within each round so \
          that a disturbance hits one round of each rather than one tool.\n"
     );
