@@ -201,11 +201,15 @@ pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) 
 /// Is this thread followed? pid 0 (the idle tasks) never is.
 #[inline(always)]
 pub fn is_target(pid: u32, tgid: u32) -> bool {
-    if pid == 0 || !is_target_tgid(tgid) {
-        return false;
-    }
+    tid_passes(pid) && is_target_tgid(tgid)
+}
+
+/// The thread half of the filter, for a thread whose group is followed:
+/// not an idle task, and the one thread asked for with `--tid` if any.
+#[inline(always)]
+pub fn tid_passes(pid: u32) -> bool {
     let only = global!(TARGET_TID, u32);
-    only == 0 || only == pid
+    pid != 0 && (only == 0 || only == pid)
 }
 
 #[inline(always)]

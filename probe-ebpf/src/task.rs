@@ -38,6 +38,31 @@ fn read_u32(task: u64, off: u64) -> Option<u32> {
     Some(u32::from_ne_bytes(b))
 }
 
+/// A pid or tgid that could not be read (no real task has it).
+pub const UNREADABLE: u32 = u32::MAX;
+
+/// (pid, tgid) of a task, `UNREADABLE` for both when it cannot be read. `tgid` follows `pid` in
+/// every kernel's task_struct: one 8-byte read then, two reads otherwise.
+/// A plain pair, not an Option, so no half-initialised stack slot reaches
+/// the older verifiers (see `read_u32`).
+#[inline(always)]
+pub fn pid_tgid(task: u64) -> (u32, u32) {
+    let (pid_off, tgid_off) = (global(&TASK_PID_OFF), global(&TASK_TGID_OFF));
+    if tgid_off == pid_off + 4 {
+        let mut b = [0u8; 8];
+        // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives Err.
+        if unsafe { bpf_probe_read_kernel_buf((task + pid_off) as *const u8, &mut b) }.is_err() {
+            return (UNREADABLE, UNREADABLE);
+        }
+        let v = u64::from_ne_bytes(b);
+        return (v as u32, (v >> 32) as u32);
+    }
+    (
+        read_u32(task, pid_off).unwrap_or(UNREADABLE),
+        read_u32(task, tgid_off).unwrap_or(UNREADABLE),
+    )
+}
+
 /// tgid of a task only (the cheap filter).
 #[inline(always)]
 pub fn tgid(task: u64) -> Option<u32> {

@@ -21,8 +21,7 @@ fn count(t: u64, kind: Kind) {
     if t == 0 {
         return;
     }
-    let Some(tgid) = task::tgid(t) else { return };
-    let Some(pid) = task::pid(t) else { return };
+    let (pid, tgid) = task::pid_tgid(t);
     if !is_target(pid, tgid) {
         return;
     }

@@ -10,9 +10,7 @@ use aya_ebpf::{
 use probe_common::{event, Event};
 
 use crate::{
-    maps::{
-        cpu_topo, emit, is_target, is_target_tgid, thread_stats, topo_valid, trace_events, window,
-    },
+    maps::{cpu_topo, emit, is_target, thread_stats, topo_valid, trace_events, window},
     task,
 };
 
@@ -22,11 +20,7 @@ const NO_CPU: u32 = 0xffff;
 #[btf_tracepoint(function = "sched_migrate_task")]
 pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     let p: u64 = ctx.arg(0);
-    let Some(tgid) = task::tgid(p) else { return 0 };
-    if !is_target_tgid(tgid) {
-        return 0;
-    }
-    let Some(pid) = task::pid(p) else { return 0 };
+    let (pid, tgid) = task::pid_tgid(p);
     if !is_target(pid, tgid) {
         return 0;
     }

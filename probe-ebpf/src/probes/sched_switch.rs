@@ -19,8 +19,8 @@ use probe_common::{event, loss, CpuStats, Event, OnCpu, Preemptor, Window, MAX_S
 
 use crate::{
     maps::{
-        atomic_add, count_loss, cpu_stats, emit, hist_record, is_target, outlier_runq_ns,
-        switch_sides_are_targets, thread_slot, window, ON_CPU, PREEMPTORS,
+        atomic_add, count_loss, cpu_stats, emit, hist_record, outlier_runq_ns,
+        switch_sides_are_targets, thread_slot, tid_passes, window, ON_CPU, PREEMPTORS,
     },
     task,
 };
@@ -31,13 +31,10 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev_tgid = (pid_tgid >> 32) as u32;
     let prev_pid = pid_tgid as u32;
     let next: u64 = ctx.arg(2);
-    let next_tgid = match task::tgid(next) {
-        Some(t) => t,
-        None => {
-            count_loss(loss::TASK_READ);
-            0
-        }
-    };
+    let (next_pid, next_tgid) = task::pid_tgid(next);
+    if next_tgid == task::UNREADABLE {
+        count_loss(loss::TASK_READ);
+    }
     // Cheapest possible exit for the common case: neither side is ours.
     let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid);
     if !prev_ours && !next_ours {
@@ -47,13 +44,12 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let win = window(now);
     let cpu = cpu_stats();
-    let next_pid = task::pid(next).unwrap_or(0);
-    if prev_ours && is_target(prev_pid, prev_tgid) {
+    if prev_ours && tid_passes(prev_pid) {
         switch_out(
             &ctx, prev_pid, prev_tgid, next, next_pid, next_tgid, now, win, cpu,
         );
     }
-    if next_ours && is_target(next_pid, next_tgid) {
+    if next_ours && tid_passes(next_pid) {
         switch_in(next_pid, next_tgid, now, win, cpu);
     }
     0

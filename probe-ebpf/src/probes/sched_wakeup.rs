@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    maps::{is_target, is_target_tgid, runq_enter, thread_slot},
+    maps::{is_target, runq_enter, thread_slot},
     task,
 };
 
@@ -23,11 +23,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_wakeup(ctx: &BtfTracePointContext) {
     let p: u64 = ctx.arg(0);
-    let Some(tgid) = task::tgid(p) else { return };
-    if !is_target_tgid(tgid) {
-        return;
-    }
-    let Some(pid) = task::pid(p) else { return };
+    let (pid, tgid) = task::pid_tgid(p);
     if !is_target(pid, tgid) {
         return;
     }
