@@ -48,6 +48,18 @@ pub fn tailprobe_bin() -> PathBuf {
     p
 }
 
+/// Factor for absolute time tolerances (never for counts or ratios):
+/// $TAILPROBE_TEST_TIME_SCALE, default 1. `cargo xtask vm-test` sets 10 in
+/// its QEMU guests, where the CPU is emulated (TCG) and every instruction,
+/// the probes' included, takes several times longer.
+pub fn time_scale() -> u64 {
+    std::env::var("TAILPROBE_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &u64| *v >= 1)
+        .unwrap_or(1)
+}
+
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())

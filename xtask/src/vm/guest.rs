@@ -64,7 +64,7 @@ pub struct Boot {
 
 /// The script the guest runs: each binary one test at a time, with its own
 /// time limit, output to `<guest>/<name>.log`, a result line per binary.
-fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> String {
+fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32) -> String {
     let g = guest_dir.display();
     let mut s = String::new();
     let _ = writeln!(s, "#!/bin/sh\n# written by cargo xtask vm-test");
@@ -72,6 +72,9 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> String {
     let _ = writeln!(s, "echo \"booted $(uname -r)\" > \"$out/booted\"");
     let _ = writeln!(s, "export TAILPROBE_BIN='{}'", tailprobe.display());
     let _ = writeln!(s, "export RUST_BACKTRACE=1");
+    // Emulated CPU: absolute time tolerances in the tests scale by this
+    // (tests/src/lib.rs `time_scale`); the host row runs with 1.
+    let _ = writeln!(s, "export TAILPROBE_TEST_TIME_SCALE={time_scale}");
     // tailprobe mounts tracefs itself; the test binaries read /proc and sysfs.
     let _ = writeln!(s, "cd /tmp");
     for b in bins {
@@ -171,7 +174,7 @@ pub fn boot(
     std::fs::create_dir_all(&guest_dir)
         .with_context(|| format!("creating {}", guest_dir.display()))?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins))?;
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 10))?;
     let console = out_dir.join("console.log");
     let log = std::fs::File::create(&console)?;
     let total_limit = boot_limit + Duration::from_secs(bins.iter().map(|b| b.timeout_s + 15).sum());
@@ -281,7 +284,7 @@ pub fn host(out_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> Result<(f64, 
     let _ = std::fs::remove_dir_all(&guest_dir);
     std::fs::create_dir_all(&guest_dir)?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins))?;
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 1))?;
     let start = Instant::now();
     Command::new("sh")
         .arg(&script_path)
