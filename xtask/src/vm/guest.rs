@@ -204,16 +204,31 @@ pub fn boot(
     let mut child = cmd.spawn().context("starting vng")?;
     let mut booted_at: Option<Instant> = None;
     let mut limit_hit = None;
+    // Progress: the script starts, then a result line per binary. A binary
+    // that makes no progress for its own limit + 60 s means the guest is
+    // wedged (its in-guest `timeout` did not fire either).
+    let (mut last_progress, mut done_bins) = (start, 0usize);
     loop {
         if booted_at.is_none() && guest_dir.join("booted").exists() {
             booted_at = Some(Instant::now());
+            last_progress = Instant::now();
+        }
+        let n = std::fs::read_to_string(guest_dir.join("results"))
+            .map(|r| r.lines().count())
+            .unwrap_or(0);
+        if n != done_bins {
+            done_bins = n;
+            last_progress = Instant::now();
         }
         if child.try_wait()?.is_some() {
             break;
         }
+        let stalled = bins
+            .get(done_bins)
+            .is_some_and(|b| last_progress.elapsed() > Duration::from_secs(b.timeout_s + 60));
         let over = match booted_at {
             None => start.elapsed() > boot_limit,
-            Some(_) => start.elapsed() > total_limit,
+            Some(_) => start.elapsed() > total_limit || stalled,
         };
         if over {
             limit_hit = Some(start.elapsed());
