@@ -42,10 +42,10 @@ type Wanted = (&'static str, u64, Option<&'static str>);
 fn bins_for(subset: Subset) -> &'static [Wanted] {
     match subset {
         Subset::Full => &[
-            ("vm_numa", 300, None),
-            ("record_sched", 300, None),
-            ("record_signals", 600, None),
-            ("record_errors", 120, None),
+            ("vm_numa", 180, None),
+            ("record_sched", 240, None),
+            ("record_signals", 420, None),
+            ("record_errors", 90, None),
         ],
         Subset::Numa => &[
             ("vm_numa", 300, None),
