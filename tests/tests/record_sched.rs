@@ -188,7 +188,10 @@ fn root_threads_created_after_attach_are_recorded() {
     assert_eq!(all.len(), 3, "{all:?}");
     for tid in all {
         let t = thread(&report, tid);
-        assert!(u(&t["voluntary_switches"]) >= 40, "tid {tid}: {t:#}");
+        // 40 sleeps of 500 us each. A sleep whose timer fires before the
+        // thread has blocked ends without a switch (seen once in a slow TCG
+        // guest: 38), so at least 90% of them, not all.
+        assert!(u(&t["voluntary_switches"]) >= 36, "tid {tid}: {t:#}");
         assert_eq!(t["created_during_run"], true);
     }
 }
