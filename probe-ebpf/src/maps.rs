@@ -77,6 +77,30 @@ pub fn outlier_irq_ns() -> u64 {
 
 // ---- maps ----
 
+/// The filter mode in force, index 0 (`filter::*`). Starts as the
+/// `FILTER_MODE` global says unless the loader wrote it; a followed fork
+/// turns single mode into set mode at run time (the set already holds the
+/// first process), so `-- CMD` pays for the set only once it forks.
+#[map]
+pub static MODE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn filter_mode() -> u32 {
+    match MODE.get(0) {
+        Some(m) if *m != 0 => *m - 1,
+        _ => global!(FILTER_MODE, u32),
+    }
+}
+
+/// Switch to set mode (the map stores mode + 1; 0 means "as loaded").
+#[inline(always)]
+pub fn switch_to_set_mode() {
+    if let Some(m) = MODE.get_ptr_mut(0) {
+        // SAFETY: pointer from an array map lookup; a u32 store.
+        unsafe { *m = filter::TGID_SET + 1 };
+    }
+}
+
 /// Followed processes (TGID_SET mode): tgid -> 1.
 #[map]
 pub static TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -154,7 +178,7 @@ pub fn is_target_tgid(tgid: u32) -> bool {
     if tgid == 0 {
         return false;
     }
-    if global!(FILTER_MODE, u32) == filter::SINGLE_TGID {
+    if filter_mode() == filter::SINGLE_TGID {
         tgid == global!(TARGET_TGID, u32)
     } else {
         // SAFETY: lookup only; the value is not used.
@@ -171,7 +195,7 @@ pub static FILTER_CACHE: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1
 /// `is_target_tgid` for the two sides of a switch, with the per-CPU cache.
 #[inline(always)]
 pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) {
-    if global!(FILTER_MODE, u32) == filter::SINGLE_TGID {
+    if filter_mode() == filter::SINGLE_TGID {
         let t = global!(TARGET_TGID, u32);
         return (
             prev_tgid != 0 && prev_tgid == t,

@@ -12,7 +12,10 @@ use aya_ebpf::{
 use probe_common::{event, loss, Event};
 
 use crate::{
-    maps::{count_loss, emit, follow_children, is_target, is_target_tgid, SLOTS, TGIDS},
+    maps::{
+        count_loss, emit, follow_children, is_target, is_target_tgid, switch_to_set_mode, SLOTS,
+        TGIDS,
+    },
     task,
 };
 
@@ -36,9 +39,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tgid == parent_tgid || child_pid != child_tgid {
         return 0;
     }
-    if TGIDS.insert(child_tgid, 1, BPF_NOEXIST as u64).is_err()
-        && TGIDS.get_ptr(child_tgid).is_none()
-    {
+    let inserted = TGIDS.insert(child_tgid, 1, BPF_NOEXIST as u64);
+    // The set now has two processes: filter by it from here on.
+    switch_to_set_mode();
+    if inserted.is_err() && TGIDS.get_ptr(child_tgid).is_none() {
         count_loss(loss::TGID_INSERT);
         return 0;
     }

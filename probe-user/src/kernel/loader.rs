@@ -59,8 +59,10 @@ pub const OPTIONAL: [(&str, &str, &str); 9] = [
 /// Which processes the programs follow.
 #[derive(Debug, Clone)]
 pub enum Filter {
-    /// One process (the fast path: a compare, no map lookup).
-    Single { tgid: u32 },
+    /// One process (the fast path: a compare, no map lookup). With
+    /// `follow_children`, the kernel switches to set mode at the first
+    /// child process it follows.
+    Single { tgid: u32, follow_children: bool },
     /// A set of processes, growing with forks when `follow_children`.
     Set {
         tgids: Vec<u32>,
@@ -156,7 +158,10 @@ impl Probes {
         let btf =
             Btf::from_sys_fs().context("reading the kernel's BTF from /sys/kernel/btf/vmlinux")?;
         let (mode, tgid, follow) = match &cfg.filter {
-            Filter::Single { tgid } => (filter::SINGLE_TGID, *tgid, 0u32),
+            Filter::Single {
+                tgid,
+                follow_children,
+            } => (filter::SINGLE_TGID, *tgid, u32::from(*follow_children)),
             Filter::Set {
                 follow_children, ..
             } => (filter::TGID_SET, 0, u32::from(*follow_children)),
@@ -203,12 +208,18 @@ impl Probes {
                 }
             }
         }
-        if let Filter::Set { tgids, .. } = &cfg.filter {
+        // The set holds every followed process in both modes: single mode
+        // may turn into set mode at run time (a followed fork).
+        let initial: Vec<u32> = match &cfg.filter {
+            Filter::Set { tgids, .. } => tgids.clone(),
+            Filter::Single { tgid, .. } => vec![*tgid],
+        };
+        {
             let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
                 ebpf.map_mut("TGIDS")
                     .ok_or_else(|| anyhow!("map TGIDS missing"))?,
             )?;
-            for t in tgids {
+            for t in &initial {
                 m.insert(t, 1, 0)
                     .with_context(|| format!("adding pid {t} to the followed set"))?;
             }
@@ -283,6 +294,14 @@ impl Probes {
         )?;
         m.insert(tgid, 1, 0)
             .with_context(|| format!("adding pid {tgid} to the followed set"))?;
+        // Two or more processes now: make sure the set is what filters.
+        let mut mode: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut("MODE")
+                .ok_or_else(|| anyhow!("map MODE missing"))?,
+        )?;
+        mode.set(0, filter::TGID_SET + 1, 0)
+            .context("switching the filter to set mode")?;
         Ok(())
     }
 

@@ -239,14 +239,19 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
     let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
-    let multi = follow_children || !matches!(r.rescan, Rescan::None) || r.tgids.len() != 1;
+    // One process, even when its children are to be followed: the kernel
+    // moves to the (costlier) set filter only when a child appears.
+    let multi = !matches!(r.rescan, Rescan::None) || r.tgids.len() != 1;
     let filter = if multi {
         Filter::Set {
             tgids: r.tgids.clone(),
             follow_children,
         }
     } else {
-        Filter::Single { tgid: r.tgids[0] }
+        Filter::Single {
+            tgid: r.tgids[0],
+            follow_children,
+        }
     };
     let window_ns = opts.window.as_nanos() as u64;
     let cfg = LoadConfig {

@@ -623,7 +623,8 @@ fn plan(quick: bool) -> Plan {
         Plan {
             cost_rounds: 1,
             loads: vec![
-                ("hackbench", "hackbench -g 4 -l 600".into()),
+                ("hackbench, threads", "hackbench -T -g 4 -l 600".into()),
+                ("hackbench, processes", "hackbench -g 4 -l 600".into()),
                 (
                     "CPU-bound mix",
                     "stress-ng --cpu 3 --cpu-method matrixprod --sleep 1 --sleep-max 16 -t 2s"
@@ -638,7 +639,11 @@ fn plan(quick: bool) -> Plan {
         Plan {
             cost_rounds: 2,
             loads: vec![
-                ("hackbench", "hackbench -g 4 -l 1000".into()),
+                // One process with many threads (the shape of an inference
+                // server): our filter is a compare.
+                ("hackbench, threads", "hackbench -T -g 4 -l 1000".into()),
+                // 160 processes: our filter is the followed-process set.
+                ("hackbench, processes", "hackbench -g 4 -l 1000".into()),
                 (
                     "CPU-bound mix",
                     "stress-ng --cpu 3 --cpu-method matrixprod --sleep 1 --sleep-max 16 -t 4s"
