@@ -75,6 +75,37 @@ impl ThreadStats {
     };
 }
 
+impl ThreadStats {
+    /// Add `o` into `self` (maxima take the larger).
+    pub fn add(&mut self, o: &ThreadStats) {
+        self.runq_count += o.runq_count;
+        self.runq_total_ns += o.runq_total_ns;
+        self.runq_max_ns = if o.runq_max_ns > self.runq_max_ns {
+            o.runq_max_ns
+        } else {
+            self.runq_max_ns
+        };
+        self.oncpu_ns += o.oncpu_ns;
+        self.voluntary_switches += o.voluntary_switches;
+        self.involuntary_switches += o.involuntary_switches;
+        self.wakeups += o.wakeups;
+        self.migrations += o.migrations;
+        self.migrations_cross_llc += o.migrations_cross_llc;
+        self.migrations_cross_numa += o.migrations_cross_numa;
+        self.hardirq_count += o.hardirq_count;
+        self.hardirq_ns += o.hardirq_ns;
+        self.softirq_count += o.softirq_count;
+        self.softirq_ns += o.softirq_ns;
+        self.page_faults += o.page_faults;
+        self.numa_moves += o.numa_moves;
+        self.numa_swaps += o.numa_swaps;
+        self.numa_sticks += o.numa_sticks;
+        if o.tgid != 0 {
+            self.tgid = o.tgid;
+        }
+    }
+}
+
 /// Everything the kernel keeps about one target thread, in one value of one
 /// shared hash map, so an event costs one map lookup. Each field has a
 /// single writer at a time (the kernel serialises the hooks that touch a
@@ -139,6 +170,17 @@ pub struct DurStat {
     pub max_ns: u64,
 }
 
+impl DurStat {
+    /// Add `o` into `self` (userspace merging of per-CPU copies).
+    pub fn add(&mut self, o: &DurStat) {
+        self.count += o.count;
+        self.total_ns += o.total_ns;
+        if o.max_ns > self.max_ns {
+            self.max_ns = o.max_ns;
+        }
+    }
+}
+
 /// An IRQ or softirq in progress on a CPU (per-CPU slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -183,6 +225,17 @@ pub struct MigratePages {
     pub failed: u64,
     pub target_events: u64,
     pub target_succeeded: u64,
+}
+
+impl MigratePages {
+    /// Add `o` into `self` (userspace merging of per-CPU copies).
+    pub fn add(&mut self, o: &MigratePages) {
+        self.events += o.events;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.target_events += o.target_events;
+        self.target_succeeded += o.target_succeeded;
+    }
 }
 
 /// Counters of one time window (`WINDOWS` per-CPU array; userspace merges

@@ -353,7 +353,7 @@ impl Probes {
             let (irq, per_cpu) = item.context("reading the IRQS map")?;
             let mut sum = DurStat::default();
             for d in per_cpu.iter() {
-                add_dur(&mut sum, d);
+                sum.add(d);
             }
             out.insert(irq, sum);
         }
@@ -413,11 +413,7 @@ impl Probes {
         for r in 0..MIGRATE_REASONS {
             let mut sum = MigratePages::default();
             for v in m.get(&r, 0).context("reading MIGRATE_PAGES")?.iter() {
-                sum.events += v.events;
-                sum.succeeded += v.succeeded;
-                sum.failed += v.failed;
-                sum.target_events += v.target_events;
-                sum.target_succeeded += v.target_succeeded;
+                sum.add(v);
             }
             out.push(sum);
         }
@@ -510,36 +506,6 @@ pub fn migrate_reason_names() -> BTreeMap<i64, String> {
         .find_map(|p| migrate_format(Path::new(p)))
         .map(|f| f.reasons)
         .unwrap_or_default()
-}
-
-fn add_dur(sum: &mut DurStat, d: &DurStat) {
-    sum.count += d.count;
-    sum.total_ns += d.total_ns;
-    sum.max_ns = sum.max_ns.max(d.max_ns);
-}
-
-pub fn add_stats(sum: &mut ThreadStats, s: &ThreadStats) {
-    sum.runq_count += s.runq_count;
-    sum.runq_total_ns += s.runq_total_ns;
-    sum.runq_max_ns = sum.runq_max_ns.max(s.runq_max_ns);
-    sum.oncpu_ns += s.oncpu_ns;
-    sum.voluntary_switches += s.voluntary_switches;
-    sum.involuntary_switches += s.involuntary_switches;
-    sum.wakeups += s.wakeups;
-    sum.migrations += s.migrations;
-    sum.migrations_cross_llc += s.migrations_cross_llc;
-    sum.migrations_cross_numa += s.migrations_cross_numa;
-    sum.hardirq_count += s.hardirq_count;
-    sum.hardirq_ns += s.hardirq_ns;
-    sum.softirq_count += s.softirq_count;
-    sum.softirq_ns += s.softirq_ns;
-    sum.page_faults += s.page_faults;
-    sum.numa_moves += s.numa_moves;
-    sum.numa_swaps += s.numa_swaps;
-    sum.numa_sticks += s.numa_sticks;
-    if s.tgid != 0 {
-        sum.tgid = s.tgid;
-    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it where we

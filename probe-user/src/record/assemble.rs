@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::{CpuStats, DurStat, MigratePages, Preemptor, NR_SOFTIRQS, SOFTIRQ_NAMES};
+use probe_common::{
+    CpuStats, DurStat, MigratePages, Preemptor, ThreadStats, NR_SOFTIRQS, SOFTIRQ_NAMES,
+};
 
-use super::{numa::Sample, target::TargetSpec, watch::ThreadBook};
+use super::{numa::Sample, watch::ThreadBook};
 use crate::{
     kernel::{
         btf_offsets::TaskOffsets,
@@ -20,19 +22,8 @@ use crate::{
     stats::{empty_hist, merge, WaitSummary},
 };
 
-pub struct TargetInfo {
-    pub spec: TargetSpec,
-    pub main_pid: u32,
-    pub comm: String,
-    pub cmdline: String,
-    pub tid: Option<u32>,
-    pub processes: Vec<u32>,
-    pub builtin: bool,
-    pub command_exit_code: Option<i32>,
-}
-
 pub struct Inputs {
-    pub target: TargetInfo,
+    pub target: Target,
     pub start_ns: u64,
     pub end_ns: u64,
     pub end_reason: EndReason,
@@ -84,57 +75,49 @@ fn hist_rows(h: &[u64]) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// The report's groupings of a thread's (or the process's) counters.
+fn migrations(s: &ThreadStats) -> Migrations {
+    Migrations {
+        total: s.migrations,
+        cross_llc: s.migrations_cross_llc,
+        cross_numa: s.migrations_cross_numa,
+    }
+}
+
+fn hardirq(s: &ThreadStats) -> IrqTime {
+    IrqTime {
+        count: s.hardirq_count,
+        total_ns: s.hardirq_ns,
+    }
+}
+
+fn softirq(s: &ThreadStats) -> IrqTime {
+    IrqTime {
+        count: s.softirq_count,
+        total_ns: s.softirq_ns,
+    }
+}
+
+fn numa_events(s: &ThreadStats) -> NumaTaskEvents {
+    NumaTaskEvents {
+        moves: s.numa_moves,
+        swaps: s.numa_swaps,
+        sticks: s.numa_sticks,
+    }
+}
+
 pub fn build(inp: Inputs) -> RecordReport {
     let mut threads = Vec::new();
     let mut proc_hist = empty_hist();
-    let (mut count, mut total, mut max) = (0u64, 0u64, 0u64);
-    let mut p_oncpu = 0;
-    let (mut vol, mut invol, mut wakeups, mut faults) = (0, 0, 0, 0);
-    let mut mig = Migrations::default();
-    let (mut hard, mut soft) = (IrqTime::default(), IrqTime::default());
-    let mut numa_ev = NumaTaskEvents::default();
+    // The process: every thread's counters added up.
+    let mut total = ThreadStats::ZERO;
     let mut kernel_sum: Option<KernelAccounting> = None;
     let mut ours_for_kernel = 0u64;
     for (tid, c) in &inp.counters {
         let s = &c.stats;
         let hist = &c.hist;
         merge(&mut proc_hist, hist);
-        count += s.runq_count;
-        total += s.runq_total_ns;
-        max = max.max(s.runq_max_ns);
-        p_oncpu += s.oncpu_ns;
-        vol += s.voluntary_switches;
-        invol += s.involuntary_switches;
-        wakeups += s.wakeups;
-        faults += s.page_faults;
-        let m = Migrations {
-            total: s.migrations,
-            cross_llc: s.migrations_cross_llc,
-            cross_numa: s.migrations_cross_numa,
-        };
-        mig.total += m.total;
-        mig.cross_llc += m.cross_llc;
-        mig.cross_numa += m.cross_numa;
-        let h = IrqTime {
-            count: s.hardirq_count,
-            total_ns: s.hardirq_ns,
-        };
-        let so = IrqTime {
-            count: s.softirq_count,
-            total_ns: s.softirq_ns,
-        };
-        hard.count += h.count;
-        hard.total_ns += h.total_ns;
-        soft.count += so.count;
-        soft.total_ns += so.total_ns;
-        let ne = NumaTaskEvents {
-            moves: s.numa_moves,
-            swaps: s.numa_swaps,
-            sticks: s.numa_sticks,
-        };
-        numa_ev.moves += ne.moves;
-        numa_ev.swaps += ne.swaps;
-        numa_ev.sticks += ne.sticks;
+        total.add(s);
         let info = inp.book.get(*tid);
         let kernel = info.and_then(|i| Some(kernel_delta(i.before?, i.after?)));
         if let Some(k) = &kernel {
@@ -165,11 +148,11 @@ pub fn build(inp: Inputs) -> RecordReport {
             voluntary_switches: s.voluntary_switches,
             involuntary_switches: s.involuntary_switches,
             wakeups: s.wakeups,
-            migrations: m,
-            hardirq: h,
-            softirq: so,
+            migrations: migrations(s),
+            hardirq: hardirq(s),
+            softirq: softirq(s),
             page_faults: s.page_faults,
-            numa_balancing: ne,
+            numa_balancing: numa_events(s),
             kernel,
         });
     }
@@ -225,7 +208,7 @@ pub fn build(inp: Inputs) -> RecordReport {
     {
         let mut s = DurStat::default();
         for d in inp.softirqs.get(v).into_iter().flatten() {
-            add_dur(&mut s, d);
+            s.add(d);
         }
         if s.count > 0 {
             softirqs.push(SoftirqReport {
@@ -240,7 +223,7 @@ pub fn build(inp: Inputs) -> RecordReport {
         if let Some(per_cpu) = inp.softirq_delay.get(v) {
             for cpu in &target_cpus {
                 if let Some(x) = per_cpu.get(*cpu) {
-                    add_dur(&mut d, x);
+                    d.add(x);
                 }
             }
         }
@@ -279,7 +262,7 @@ pub fn build(inp: Inputs) -> RecordReport {
     });
     preemptors.truncate(20);
 
-    let numa = numa_report(&inp, numa_ev);
+    let numa = numa_report(&inp, numa_events(&total));
 
     let losses: Vec<Loss> = inp
         .losses
@@ -293,39 +276,33 @@ pub fn build(inp: Inputs) -> RecordReport {
     let lossy = losses.iter().any(|l| l.total > 0);
     let duration_ns = inp.end_ns.saturating_sub(inp.start_ns);
     let overhead = overhead(inp.prog_stats.as_deref(), duration_ns);
-    let t = inp.target;
     RecordReport {
         tool: "tailprobe",
         version: env!("CARGO_PKG_VERSION"),
         kernel_release: kernel_release(),
-        target: Target {
-            kind: if t.builtin { "builtin" } else { t.spec.kind() },
-            spec: t.spec.describe(),
-            pid: t.main_pid,
-            comm: t.comm,
-            cmdline: t.cmdline,
-            tid: t.tid,
-            processes: t.processes,
-            builtin: t.builtin,
-            command_exit_code: t.command_exit_code,
-        },
+        target: inp.target,
         start_monotonic_ns: inp.start_ns,
         end_monotonic_ns: inp.end_ns,
         duration_ns,
         end_reason: inp.end_reason,
         process: ProcessReport {
             threads_seen: inp.counters.len().max(inp.book.len()),
-            runq_wait: WaitSummary::new(count, total, max, &proc_hist),
+            runq_wait: WaitSummary::new(
+                total.runq_count,
+                total.runq_total_ns,
+                total.runq_max_ns,
+                &proc_hist,
+            ),
             runq_histogram: hist_rows(&proc_hist),
-            oncpu_ns: p_oncpu,
-            voluntary_switches: vol,
-            involuntary_switches: invol,
-            wakeups,
-            migrations: mig,
-            hardirq: hard,
-            softirq: soft,
-            page_faults: faults,
-            numa_balancing: numa_ev,
+            oncpu_ns: total.oncpu_ns,
+            voluntary_switches: total.voluntary_switches,
+            involuntary_switches: total.involuntary_switches,
+            wakeups: total.wakeups,
+            migrations: migrations(&total),
+            hardirq: hardirq(&total),
+            softirq: softirq(&total),
+            page_faults: total.page_faults,
+            numa_balancing: numa_events(&total),
             kernel: kernel_sum,
             runq_agreement_pct,
         },
@@ -473,12 +450,6 @@ fn overhead(stats: Option<&[ProgStats]>, duration_ns: u64) -> Overhead {
             .then(|| total_run_time_ns as f64 * 100.0 / duration_ns as f64),
         events_per_second: (secs > 0.0).then(|| total_events as f64 / secs),
     }
-}
-
-fn add_dur(sum: &mut DurStat, d: &DurStat) {
-    sum.count += d.count;
-    sum.total_ns += d.total_ns;
-    sum.max_ns = sum.max_ns.max(d.max_ns);
 }
 
 fn kernel_release() -> String {

@@ -24,11 +24,11 @@ use probe_common::event;
 use crate::{
     kernel::{
         btf_offsets,
-        loader::{add_stats, map_entries_for, Filter, LoadConfig, Probes, ThreadCounters},
+        loader::{map_entries_for, Filter, LoadConfig, Probes, ThreadCounters},
     },
     privileges,
     procfs::ProcFs,
-    report::{EndReason, Outlier, RecordReport},
+    report::{EndReason, Outlier, RecordReport, Target},
     signals, sysfs,
 };
 
@@ -415,15 +415,20 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let prog_stats = probes.program_stats();
     let inputs = assemble::Inputs {
-        target: assemble::TargetInfo {
-            spec: opts.target.clone(),
-            main_pid,
+        target: Target {
+            kind: if opts.builtin {
+                "builtin"
+            } else {
+                opts.target.kind()
+            },
+            spec: opts.target.describe(),
+            pid: main_pid,
             comm: r.comm,
+            cmdline: proc.cmdline(main_pid).unwrap_or_default(),
             tid: r.tid,
             processes: book.processes(),
             builtin: opts.builtin,
             command_exit_code,
-            cmdline: proc.cmdline(main_pid).unwrap_or_default(),
         },
         start_ns,
         end_ns,
@@ -468,7 +473,7 @@ fn merge_counters(into: &mut BTreeMap<u32, ThreadCounters>, tid: u32, c: ThreadC
             into.insert(tid, c);
         }
         Some(e) => {
-            add_stats(&mut e.stats, &c.stats);
+            e.stats.add(&c.stats);
             crate::stats::merge(&mut e.hist, &c.hist);
         }
     }

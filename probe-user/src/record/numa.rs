@@ -16,18 +16,10 @@ pub struct Sample {
 impl Sample {
     pub fn take(tgids: &[u32]) -> Sample {
         let roots = Roots::default();
-        let nodes = std::fs::read_dir("/sys/devices/system/node")
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| {
-                        let n = e.file_name();
-                        let n = n.to_string_lossy();
-                        n.starts_with("node") && n[4..].parse::<u32>().is_ok()
-                    })
-                    .count()
-            })
-            .unwrap_or(1)
-            .max(1);
+        let nodes =
+            crate::node::fsx::numbered_entries(&roots.sys.join("devices/system/node"), "node")
+                .len()
+                .max(1);
         let balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
             .ok()
             .and_then(|s| s.trim().parse().ok());
