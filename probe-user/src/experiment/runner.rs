@@ -907,8 +907,11 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
         .unwrap_or(0);
     let (facts, inv) = node_facts(&o.roots);
     facts.check_plan(&o.plan)?;
-    let tmp = std::env::temp_dir().join(format!("tailprobe-experiment-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // A private directory (random name, mode 0700, created by us): another
+    // user cannot plant it or the files in it beforehand.
+    let tmp_guard = crate::node::fsx::private_temp_dir("tailprobe-experiment-")
+        .context("creating a private temporary directory")?;
+    let tmp = tmp_guard.path().to_path_buf();
     let mut r = Runner {
         o,
         facts: facts.clone(),
@@ -1095,7 +1098,7 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
             });
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp_guard);
 
     let configs_sum = summarise::summarise(&cells);
     let exact = o.target == ServerTarget::Builtin;

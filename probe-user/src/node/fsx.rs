@@ -33,6 +33,11 @@ pub fn write_knob(path: &Path, value: &str) -> io::Result<()> {
 /// Replace `path` atomically: write a temporary file beside it, fsync it,
 /// rename it over `path`, then fsync the directory, so a crash leaves either
 /// the old or the new content, never a torn file.
+///
+/// The temporary file is created exclusively (`O_CREAT | O_EXCL`, random
+/// name, mode 0600), so a file or symlink planted beside `path` by another
+/// user is never opened or written through; it is removed if anything fails
+/// before the rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -43,14 +48,85 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "journal".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp."))
+        .tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     fs::File::open(&dir)?.sync_all()
+}
+
+/// Create a new file for writing that did not exist before: `O_CREAT |
+/// O_EXCL | O_NOFOLLOW`, mode 0600. Fails with `AlreadyExists` on anything
+/// already at `path`, a symlink included, so it never writes through a link.
+pub fn create_new_private(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Open (creating if absent) a file we own for a lock or a state file,
+/// without following a symlink, and refuse one that another user owns or
+/// that is not a regular file: in a world-writable directory such a file
+/// could have been planted to be written or trusted by us.
+pub fn open_owned(path: &Path, create: bool) -> io::Result<fs::File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symbolic link; refusing to follow it",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+    let md = f.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !md.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if md.uid() != me && md.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {}, not by us (uid {me}); refusing to use it",
+                path.display(),
+                md.uid()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// A fresh private directory under the system temporary directory
+/// (`mkdtemp`: random name, mode 0700, created by us), removed when the
+/// returned guard drops. Nothing another user created can be taken for it.
+pub fn private_temp_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
 }
 
 /// Numbered entries of a directory whose names are `<prefix><n>`, sorted.
@@ -84,6 +160,63 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn atomic_write_never_writes_through_a_planted_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let p = d.path().join("j.json");
+        // The names the old code used, and a spread of others: all links.
+        let pid = std::process::id();
+        for n in [pid, pid + 1, 0, 1] {
+            std::os::unix::fs::symlink(&victim, d.path().join(format!(".j.json.tmp.{n}"))).unwrap();
+        }
+        atomic_write(&p, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+    }
+
+    #[test]
+    fn create_new_private_refuses_links_and_existing_files() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(create_new_private(&link).is_err());
+        assert!(create_new_private(&victim).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let fresh = d.path().join("fresh");
+        create_new_private(&fresh).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn open_owned_refuses_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let link = d.path().join("j.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = open_owned(&link, true).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(open_owned(&d.path().join("new.lock"), true).is_ok());
+    }
+
+    #[test]
+    fn private_temp_dir_is_fresh_and_0700() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let a = private_temp_dir("tailprobe-test-").unwrap();
+        let b = private_temp_dir("tailprobe-test-").unwrap();
+        assert_ne!(a.path(), b.path());
+        let m = fs::metadata(a.path()).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
     }
 
     #[test]

@@ -218,12 +218,7 @@ fn try_lock(path: &Path) -> Result<Option<fs::File>, JournalError> {
     if let Some(dir) = lp.parent() {
         fs::create_dir_all(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
     }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lp)
-        .map_err(|e| JournalError::Write(lp.clone(), e))?;
+    let f = fsx::open_owned(&lp, true).map_err(|e| JournalError::Write(lp.clone(), e))?;
     // SAFETY: the descriptor is open for the lifetime of `f`; flock only
     // takes an advisory lock on it.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -240,7 +235,13 @@ fn try_lock(path: &Path) -> Result<Option<fs::File>, JournalError> {
 }
 
 fn load(path: &Path) -> Result<Option<JournalData>, JournalError> {
-    match fs::read(path) {
+    // A journal tells us what to write into the kernel's knobs: read it only
+    // when it is a regular file owned by us (or root), never through a link.
+    let read = fsx::open_owned(path, false).and_then(|mut f| {
+        let mut b = Vec::new();
+        io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+    });
+    match read {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|e| JournalError::Corrupt(path.to_path_buf(), e)),

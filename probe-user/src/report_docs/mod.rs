@@ -326,10 +326,8 @@ fn write_doc(path: &Path, preamble: &str, sections: &[(String, String)]) -> Resu
             path.display()
         )
     })?;
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::node::fsx::atomic_write(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -152,15 +152,37 @@ struct Finished {
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-fn scratch_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("tailprobe-bench-probes-{}", std::process::id()))
+static SCRATCH: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
+
+/// A private scratch directory (random name, mode 0700, ours), made on first
+/// use; `scratch_cleanup` removes it.
+fn scratch_dir() -> Result<PathBuf> {
+    let mut g = SCRATCH
+        .lock()
+        .map_err(|_| anyhow::anyhow!("scratch directory lock poisoned"))?;
+    if g.is_none() {
+        *g = Some(
+            tempfile::Builder::new()
+                .prefix("tailprobe-bench-probes-")
+                .tempdir()
+                .context("creating a private scratch directory")?,
+        );
+    }
+    Ok(g.as_ref()
+        .map(|d| d.path().to_path_buf())
+        .unwrap_or_default())
+}
+
+fn scratch_cleanup() {
+    if let Ok(mut g) = SCRATCH.lock() {
+        g.take();
+    }
 }
 
 fn spawn(argv: &[String]) -> Result<Running> {
     let what = argv.join(" ");
     eprintln!("xtask bench: {what}");
-    let dir = scratch_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = scratch_dir()?;
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let out = dir.join(format!("{n}.out"));
     let err = dir.join(format!("{n}.err"));
@@ -754,7 +776,7 @@ struct AbResult {
 }
 
 fn measure_slowdown(bin: &Path, plan: &Plan) -> Result<AbResult> {
-    let yaml = scratch_dir().join("stress-ng.yaml");
+    let yaml = scratch_dir()?.join("stress-ng.yaml");
     let yaml_s = yaml.to_string_lossy().to_string();
     let cmd = format!(
         "stress-ng --cpu 2 --cpu-method matrixprod --metrics-brief -t {}s --yaml {yaml_s}",
@@ -829,7 +851,7 @@ pub fn run(quick: bool) -> Result<String> {
     cmd::cargo(&["build", "--release", "-p", "probe-user"])?;
     let bin = cmd::workspace_root().join("target/release/tailprobe");
     let result = section(&bin, quick);
-    let _ = std::fs::remove_dir_all(scratch_dir());
+    scratch_cleanup();
     result
 }
 
