@@ -60,8 +60,8 @@ pub fn main(args: &PinArgs) -> Result<i32> {
             .with_context(|| format!("re-pinning pid {pid} to CPUs {cpus_s}"))?;
         let mut overridden = Vec::new();
         if let Some(d) = args.watch {
-            let end = Instant::now() + d;
-            while Instant::now() < end && nc::sleep_unless_stopped(Duration::from_millis(200)) {
+            let start = Instant::now();
+            while start.elapsed() < d && nc::sleep_unless_stopped(Duration::from_millis(200)) {
                 for (tid, now) in pin::overridden(&roots, pid, &placement.cpus) {
                     if !overridden.iter().any(|(t, _)| *t == tid) {
                         eprintln!(
@@ -92,13 +92,13 @@ pub fn main(args: &PinArgs) -> Result<i32> {
                 overridden: &overridden,
             })?;
         } else {
-            println!("pid {pid} pinned to {} (CPUs {cpus_s}); memory policy unchanged for a running process", placement.why);
-            println!(
+            crate::out::println(format_args!("pid {pid} pinned to {} (CPUs {cpus_s}); memory policy unchanged for a running process", placement.why))?;
+            crate::out::println(format_args!(
                 "{:>8}  {:<16} {:<12} {:<12}",
                 "tid", "comm", "before", "after"
-            );
+            ))?;
             for t in &threads {
-                println!(
+                crate::out::println(format_args!(
                     "{:>8}  {:<16} {:<12} {:<12}{}",
                     t.tid,
                     t.comm,
@@ -108,7 +108,7 @@ pub fn main(args: &PinArgs) -> Result<i32> {
                         .as_deref()
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
-                );
+                ))?;
             }
         }
         if args.watch.is_some() {
