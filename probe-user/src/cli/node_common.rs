@@ -67,6 +67,7 @@ impl NodeArgs {
                     eprintln!("tailprobe:   {l}");
                 }
             }
+            Recovered::Adopted(0) => {}
             Recovered::Adopted(n) => eprintln!(
                 "tailprobe: {n} change(s) held from an earlier command are kept and will be restored with this run's"
             ),

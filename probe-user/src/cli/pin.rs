@@ -55,6 +55,11 @@ pub fn main(args: &PinArgs) -> Result<i32> {
         |n| format!("bound to node{n}"),
     );
     if let Some(pid) = args.pid {
+        // Like every other command: no kernel threads, no zombies (a per-CPU
+        // kernel thread refuses a new affinity anyway).
+        crate::procfs::ProcFs::new(&roots.proc)
+            .check_target(pid)
+            .with_context(|| format!("checking pid {pid}"))?;
         let mut j = args.node.begin_journal()?;
         let threads = pin::repin(&roots, &mut j, pid, &placement.cpus)
             .with_context(|| format!("re-pinning pid {pid} to CPUs {cpus_s}"))?;
