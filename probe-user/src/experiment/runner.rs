@@ -315,8 +315,7 @@ impl Runner<'_> {
                 if let Some(p) = placed {
                     pin::pin_command(&mut cmd, &placement(p)).context("pinning the server")?;
                 }
-                let mut child = cmd
-                    .spawn()
+                let mut child = crate::node::child::spawn(&mut cmd)
                     .with_context(|| format!("starting {} serve", self.o.exe.display()))?;
                 let stderr = child.stderr.take().context("server stderr")?;
                 let (tx, rx) = mpsc::channel::<String>();
@@ -356,7 +355,8 @@ impl Runner<'_> {
                 if let Some(p) = placed {
                     pin::pin_command(&mut c, &placement(p)).context("pinning the server")?;
                 }
-                let mut child = c.spawn().with_context(|| format!("starting {cmd:?}"))?;
+                let mut child = crate::node::child::spawn(&mut c)
+                    .with_context(|| format!("starting {cmd:?}"))?;
                 let addr = addr_of(url)?;
                 wait_tcp(addr, Duration::from_secs(60), &mut child)?;
                 Ok(Server {
