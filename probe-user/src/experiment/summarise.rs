@@ -63,6 +63,9 @@ pub fn summarise(cells: &[CellResult]) -> Vec<ConfigSummary> {
                 delta_p99: None,
                 delta_throughput: None,
                 delta_runq: None,
+                percentiles: None,
+                effects: Vec::new(),
+                excluded: 0,
             }
         })
         .collect();
@@ -129,6 +132,9 @@ mod tests {
             }),
             raw: vec![],
             seconds: 1.0,
+            excluded: None,
+            rerun_of: None,
+            restore: None,
         }
     }
 
