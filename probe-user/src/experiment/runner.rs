@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::{
     analysis::{
         attribution::{self, EventKind, KEvent, ServedReq},
+        bootstrap,
         capacity::{self, CapacityRow, SweepPoint},
         correlate::{self, Flight, WindowSignals},
         stats::{cdf_points, percentile_sorted},
@@ -721,6 +722,7 @@ impl Runner<'_> {
             .iter()
             .map(|r| r.end_ns.saturating_sub(r.intended_ns.unwrap_or(r.sent_ns)) as f64 / 1e6)
             .collect();
+        m.samples_ms = lat.clone();
         lat.sort_by(f64::total_cmp);
         m.cdf = cdf_points(&lat, 120);
         data.flights = measured
@@ -1111,7 +1113,7 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
     }
     drop(tmp_guard);
 
-    let configs_sum = summarise::summarise(&cells);
+    let configs_sum = summarise::summarise(&cells, bootstrap::RESAMPLES, p.seed);
     let exact = o.target == ServerTarget::Builtin;
     let correlation = correlation_of(&data);
     let attribution = {

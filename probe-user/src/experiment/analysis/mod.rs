@@ -3,6 +3,7 @@
 //! capacity and fleet size.
 
 pub mod attribution;
+pub mod bootstrap;
 pub mod capacity;
 pub mod correlate;
 pub mod rank;
