@@ -6,5 +6,6 @@ pub mod attribution;
 pub mod bootstrap;
 pub mod capacity;
 pub mod correlate;
+pub mod interference;
 pub mod rank;
 pub mod stats;
