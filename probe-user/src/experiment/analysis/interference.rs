@@ -142,7 +142,7 @@ pub fn account(preemptors: &[Preemptor], cx: &Context) -> Interference {
             None => by_kind.push((t.kind, t.ms)),
         }
     }
-    by_kind.sort_by(|a, b| a.0.cmp(&b.0));
+    by_kind.sort_by_key(|k| k.0);
     let runq_ms = ms(cx.runq_wait_ns);
     let preempted_ms: f64 = takers.iter().map(|t| t.ms).sum();
     let threshold_ms = cx.rule.ms(runq_ms);
