@@ -57,7 +57,7 @@ pub enum Command {
     Counters(counters::CountersArgs),
     Numa(numa::NumaArgs),
     Restore(restore::RestoreArgs),
-    Experiment(experiment::ExperimentArgs),
+    Experiment(Box<experiment::ExperimentArgs>),
 }
 
 /// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax).
