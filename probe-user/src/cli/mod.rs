@@ -57,7 +57,7 @@ pub enum Command {
     Counters(counters::CountersArgs),
     Numa(numa::NumaArgs),
     Restore(restore::RestoreArgs),
-    Experiment(experiment::ExperimentArgs),
+    Experiment(Box<experiment::ExperimentArgs>),
 }
 
 /// The longest duration any argument accepts: 7 days. Longer values are
