@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::{
     analysis::{
         attribution::{self, EventKind, KEvent, ServedReq},
+        bootstrap,
         capacity::{self, CapacityRow, SweepPoint},
         correlate::{self, Flight, WindowSignals},
         stats::{cdf_points, percentile_sorted},
@@ -719,6 +720,7 @@ impl Runner<'_> {
             .iter()
             .map(|r| r.end_ns.saturating_sub(r.intended_ns.unwrap_or(r.sent_ns)) as f64 / 1e6)
             .collect();
+        m.samples_ms = lat.clone();
         lat.sort_by(f64::total_cmp);
         m.cdf = cdf_points(&lat, 120);
         data.flights = measured
@@ -881,6 +883,9 @@ impl Runner<'_> {
                 achieved_rps: r.throughput_rps,
                 pctl_ms: pct.unwrap_or(f64::INFINITY),
                 errors: r.errors + r.timeouts,
+                samples: r.ok,
+                incomplete: 0,
+                phase: "ramp".into(),
             });
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -990,6 +995,9 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
             metrics: None,
             raw: Vec::new(),
             seconds: 0.0,
+            excluded: None,
+            rerun_of: None,
+            restore: None,
         };
         if let Err(why) = facts.applicable(&spec.config, p) {
             cell.status = CellStatus::NotApplicable;
@@ -1077,6 +1085,9 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
                         saved_vs_worst: None,
                         ratio_vs_baseline: None,
                         points,
+                        passed_rps: None,
+                        failed_rps: None,
+                        refused: None,
                     }),
                     Err(e) => cnotes.push(format!("{}: sweep failed ({e})", cfg.label())),
                 }
@@ -1093,12 +1104,14 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
                 headroom: p.headroom,
                 rows: capacity::fleet(rows, bi, p.fleet_load_rps, p.headroom),
                 notes: cnotes,
+                resolution_pct: None,
+                method: None,
             });
         }
     }
     drop(tmp_guard);
 
-    let configs_sum = summarise::summarise(&cells);
+    let configs_sum = summarise::summarise(&cells, bootstrap::RESAMPLES, p.seed);
     let exact = o.target == ServerTarget::Builtin;
     let correlation = correlation_of(&data);
     let attribution = {
@@ -1124,6 +1137,7 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
                 "time window: process-wide kernel signals while each request was in flight (the server does not say which thread served a request)".into()
             },
             per_config: per,
+            gaps: Vec::new(),
         })
     };
     let target = match &o.target {
@@ -1167,6 +1181,7 @@ pub fn run(o: &ExperimentOptions) -> Result<Results> {
         dropin: None,
         plots: Vec::new(),
         notes,
+        restore_failed: false,
     })
 }
 

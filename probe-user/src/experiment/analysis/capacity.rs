@@ -8,13 +8,22 @@
 use serde::{Deserialize, Serialize};
 
 /// One step of a rate sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub offered_rps: f64,
     pub achieved_rps: f64,
     /// The SLO percentile of end-to-end latency from the intended time, ms.
     pub pctl_ms: f64,
     pub errors: u64,
+    /// Requests the percentile rests on (measured, complete).
+    #[serde(default)]
+    pub samples: u64,
+    /// Answers cut short or empty.
+    #[serde(default)]
+    pub incomplete: u64,
+    /// `ramp` or `bisect`.
+    #[serde(default)]
+    pub phase: String,
 }
 
 impl SweepPoint {
@@ -60,6 +69,14 @@ pub struct CapacityRow {
     /// capacity / baseline capacity.
     pub ratio_vs_baseline: Option<f64>,
     pub points: Vec<SweepPoint>,
+    /// The search's bracket: highest rate that passed, lowest that failed.
+    #[serde(default)]
+    pub passed_rps: Option<f64>,
+    #[serde(default)]
+    pub failed_rps: Option<f64>,
+    /// Why no capacity was reported (answers incomplete, time bound...).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// Fill in replicas, savings and ratios. `rows[baseline]` is the reference.
@@ -102,6 +119,9 @@ mod tests {
             achieved_rps: rate,
             pctl_ms: p,
             errors: 0,
+            samples: 100,
+            incomplete: 0,
+            phase: "ramp".into(),
         }
     }
 
@@ -140,6 +160,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
             CapacityRow {
                 label: "noisy".into(),
@@ -149,6 +172,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
             CapacityRow {
                 label: "none".into(),
@@ -158,6 +184,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
         ];
         let r = fleet(rows, Some(0), Some(1000.0), 0.8);

@@ -3,7 +3,9 @@
 //! capacity and fleet size.
 
 pub mod attribution;
+pub mod bootstrap;
 pub mod capacity;
 pub mod correlate;
+pub mod interference;
 pub mod rank;
 pub mod stats;
