@@ -13,6 +13,8 @@ use crate::experiment::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Nothing to judge: the baseline did not run.
+    NotAssessed,
     Low,
     Medium,
     High,
@@ -21,6 +23,9 @@ pub enum Level {
 impl Level {
     pub fn words(self) -> &'static str {
         match self {
+            Level::NotAssessed => {
+                "not assessed (the baseline did not run, so there is nothing to compare)"
+            }
             Level::Low => "Low",
             Level::Medium => "Medium",
             Level::High => "High",
@@ -47,6 +52,12 @@ fn missed_every_repeat(r: &Results, label: &str) -> Option<(f64, f64)> {
 }
 
 pub fn risk(r: &Results) -> Risk {
+    if r.baseline().is_none() {
+        return Risk {
+            level: Level::NotAssessed,
+            because: Vec::new(),
+        };
+    }
     let mut high = Vec::new();
     let mut medium = Vec::new();
     let p = slo_percentile(r);
@@ -143,10 +154,7 @@ pub fn recommendations(r: &Results, dropin_link: Option<&str>) -> Vec<Recommenda
         });
     }
     if let Some(g) = why::headline(r) {
-        if let Some(irq) = g
-            .share_of("interrupt work")
-            .filter(|s| *s >= why::NAME_SHARE_PCT)
-        {
+        if let Some(irq) = g.share_of("interrupt work").filter(|s| *s >= g.min_share) {
             out.push(Recommendation {
                 action: "Move device interrupts off the server's CPUs (`tailprobe irq watch --irq-move-off CPUS`, then persist in irqbalance's banned CPUs).".into(),
                 evidence: format!("interrupt work is {irq:.0}% of the gap between the slowest 5% and typical requests ({} ms)", ms(g.gap_ms)),
@@ -154,7 +162,7 @@ pub fn recommendations(r: &Results, dropin_link: Option<&str>) -> Vec<Recommenda
         }
         if let Some(rq) = g
             .share_of("waiting for a CPU")
-            .filter(|s| *s >= why::NAME_SHARE_PCT)
+            .filter(|s| *s >= g.min_share)
         {
             out.push(Recommendation {
                 action: "Alert on the server threads' run-queue wait rather than on average CPU utilisation.".into(),
@@ -168,6 +176,9 @@ pub fn recommendations(r: &Results, dropin_link: Option<&str>) -> Vec<Recommenda
 /// The sentence printed when there is no recommendation, with what would
 /// settle the open questions.
 pub fn no_change(r: &Results) -> String {
+    if r.baseline().is_none() {
+        return "None: the baseline did not run, so no effect was measured.".into();
+    }
     let unsettled: Vec<Effect> = verdict::neighbour_effects(r)
         .into_iter()
         .chain(verdict::tuning_effects(r))

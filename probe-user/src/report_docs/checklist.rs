@@ -210,16 +210,17 @@ fn neighbours(r: &Results) -> Check {
 
 fn irqs(r: &Results) -> Check {
     let item = "Device IRQs off the server's CPUs";
-    match why::headline(r).and_then(|g| Some((g.share_of("interrupt work")?, g.gap_ms))) {
-        Some((s, g)) => check(
+    match why::headline(r).and_then(|g| Some((g.share_of("interrupt work")?, g.gap_ms, g.min_share))) {
+        Some((s, g, bar)) => check(
             item,
-            if s < why::NAME_SHARE_PCT {
+            if s < bar {
                 Status::Pass
             } else {
                 Status::Attention
             },
             format!(
-                "interrupt work is {s:.1}% of the {} ms gap between slow and typical requests; irqbalance {}",
+                "interrupt work is {:.1}% of the {} ms gap between slow and typical requests; irqbalance {}",
+                why::clean(s, 1),
                 ms(g),
                 if r.node.irqbalance { "running" } else { "not running" }
             ),

@@ -10,6 +10,8 @@
 //!   significant effects only; `checklist`: health-check statuses.
 //! - `markers`: marked sections and the merge that keeps people's text.
 //! - `baseline`, `summary`, `plain`: the two documents' sections.
+//! - `capacity`: capacity per server and the sweep table; `runs`: failed
+//!   restores, answers and output tokens, interference, every cell.
 //! - `plots`: SVG plots (plotters); `dropin`: the systemd drop-in;
 //!   `fmt`: numbers.
 //!
@@ -17,12 +19,16 @@
 
 pub mod advice;
 pub mod baseline;
+pub mod capacity;
 pub mod checklist;
+#[cfg(test)]
+mod doc_tests;
 pub mod dropin;
 pub mod fmt;
 pub mod markers;
 pub mod plain;
 pub mod plots;
+pub mod runs;
 pub mod summary;
 #[cfg(test)]
 pub mod testkit;
@@ -229,7 +235,8 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
     }
     r.plots = plots.iter().map(|x| x.1.clone()).collect();
 
-    // Drop-in.
+    // Drop-in: only for a placement with a significant gain behind it.
+    r.dropin = None;
     if let Some((pl, ev)) = placement_for_dropin(r) {
         let f = p.out_dir.join("50-tailprobe-placement.conf");
         let text = dropin::render(&p.unit, &pl, &ev);
@@ -272,7 +279,10 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             "irq-nic-affinity".into(),
             baseline::irq_section(r, &prefix_b),
         ),
-        ("cells".into(), baseline::cells_section(r, &prefix_b)),
+        ("capacity".into(), capacity::section(r)),
+        ("answers".into(), runs::answers_section(r)),
+        ("interference".into(), runs::interference_section(r)),
+        ("cells".into(), runs::cells_section(r, &prefix_b)),
     ];
     write_doc(&p.baseline, &baseline::preamble(), &bsections)?;
     written.push(p.baseline.clone());

@@ -23,7 +23,7 @@ fn intro(r: &Results) -> String {
         None => "most customers must be done quickly (no SLO was set for this run)".into(),
     };
     format!(
-        "Think of one server as a shop counter. Customers arrive at random{rate}. Most are served at once; some arrive just after a crowd and wait. The promise we make is about those unlucky ones: {promise}.\n"
+        "Think of one server as a shop counter whose clerks are its CPUs. Customers arrive at random{rate}. Most are served at once; some arrive just after a crowd and wait. The promise we make is about those unlucky ones: {promise}.\n"
     )
 }
 

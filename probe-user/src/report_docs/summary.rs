@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use super::{
     advice, checklist,
     fmt::{est, not_run_lines},
+    runs,
     verdict::{self, ms, slo_percentile},
     why,
 };
@@ -132,6 +133,50 @@ fn findings(r: &Results) -> Vec<String> {
             ));
         }
     }
+    let excluded: Vec<String> = r
+        .excluded()
+        .filter_map(|c| {
+            Some(format!(
+                "cell {} (`{}`, repeat {}): {}{}",
+                c.order,
+                c.label,
+                c.repeat + 1,
+                c.excluded.as_ref()?.reason,
+                match c.excluded.as_ref()?.rerun_by {
+                    Some(o) => format!(", re-run as cell {o}"),
+                    None => ", not re-run".into(),
+                }
+            ))
+        })
+        .collect();
+    if !excluded.is_empty() {
+        out.push(format!(
+            "Something outside the experiment took CPU time from the server, so these runs are kept out of every conclusion here: {}.",
+            excluded.join("; ")
+        ));
+    }
+    let incomplete: u64 = r
+        .cells
+        .iter()
+        .filter(|c| c.counts())
+        .filter_map(|c| c.metrics.as_ref())
+        .map(|m| m.incomplete)
+        .sum();
+    if incomplete > 0 {
+        out.push(format!(
+            "{incomplete} answers came back cut short or empty; they are counted apart and not in any latency figure (see the baseline document's answers table)."
+        ));
+    }
+    if let Some(t) = r
+        .baseline()
+        .and_then(|b| r.cells.iter().find(|c| c.label == b.label && c.counts()))
+        .and_then(|c| c.metrics.as_ref()?.tokens)
+    {
+        out.push(format!(
+            "Each complete answer carried {:.1} output tokens on average ({} asked), {:.0} tokens/s per server at the offered load (baseline, one repeat).",
+            t.per_request_avg, t.requested, t.tokens_per_s
+        ));
+    }
     if let Some(e) = verdict::worst_neighbour(r) {
         out.push(format!(
             "A busy neighbour on the same machine (`{}`) {}.{}",
@@ -190,6 +235,7 @@ fn findings(r: &Results) -> Vec<String> {
 
 pub fn consultant(r: &Results, dropin_link: Option<&str>) -> String {
     let mut s = String::from("## Assessment and recommendations\n\n");
+    s.push_str(&runs::restore_banner(r));
     let k = advice::risk(r);
     let _ = writeln!(s, "**Risk level: {}.**", k.level.words());
     for b in &k.because {

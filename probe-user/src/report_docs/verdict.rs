@@ -7,8 +7,12 @@
 use crate::experiment::{
     analysis::stats::{delta, Estimate},
     plan::{NoiseAxis, Pinning},
-    results::{CellStatus, ConfigSummary, Results},
+    results::{self, CellStatus, ConfigSummary, Results},
 };
+
+/// How an effect's outcome was decided when the results carry none for the
+/// pair (a reference other than the baseline, or older results).
+pub const WELCH: &str = "Welch t interval over the repeats' percentiles";
 
 /// Effects smaller than this (in % of the reference) are not acted on,
 /// even when significant.
@@ -57,6 +61,10 @@ pub struct Effect {
     pub outcome: Outcome,
     /// Repeats behind the reference and the configuration.
     pub repeats: (usize, usize),
+    /// How the outcome was decided.
+    pub method: String,
+    /// What would settle an unsettled outcome, when the analysis said.
+    pub settle: Option<String>,
 }
 
 impl Effect {
@@ -117,8 +125,12 @@ impl Effect {
             Outcome::Significant => "significant".into(),
             Outcome::WithinNoise => "within run-to-run noise".into(),
             Outcome::TooLittleData => format!(
-                "too little data to tell: {} and {} repeat(s); run at least 3 repeats",
-                self.repeats.0, self.repeats.1
+                "too little data to tell: {} and {} repeat(s); needs {}",
+                self.repeats.0,
+                self.repeats.1,
+                self.settle
+                    .as_deref()
+                    .unwrap_or("2 or more repeats of each configuration")
             ),
         }
     }
@@ -162,11 +174,44 @@ pub fn pctl(c: &ConfigSummary, p: u32) -> Option<Estimate> {
     }
 }
 
+/// The analysis' own effect against the baseline (two-level bootstrap),
+/// when the results carry one for this metric.
+fn stored(reference: &ConfigSummary, c: &ConfigSummary, p: u32) -> Option<Effect> {
+    if !reference.config.is_baseline() {
+        return None;
+    }
+    let metric = format!("p{p}_ms");
+    let e = c.effects.iter().find(|e| e.metric == metric)?;
+    Some(Effect {
+        label: c.label.clone(),
+        reference: reference.label.clone(),
+        percentile: p,
+        from_ms: e.baseline,
+        to_ms: e.value,
+        pct: e
+            .ratio
+            .estimate
+            .is_finite()
+            .then_some(100.0 * (e.ratio.estimate - 1.0)),
+        outcome: match e.outcome {
+            results::Outcome::Significant => Outcome::Significant,
+            results::Outcome::WithinNoise => Outcome::WithinNoise,
+            results::Outcome::TooLittleData => Outcome::TooLittleData,
+        },
+        repeats: e.repeats,
+        method: e.method.clone(),
+        settle: e.settle.clone(),
+    })
+}
+
 /// `c` against `reference` on percentile `p`; None when either was not
-/// measured.
+/// measured. The analysis' effect when there is one, else Welch.
 pub fn compare(reference: &ConfigSummary, c: &ConfigSummary, p: u32) -> Option<Effect> {
     if reference.status != CellStatus::Ran || c.status != CellStatus::Ran {
         return None;
+    }
+    if let Some(e) = stored(reference, c, p) {
+        return Some(e);
     }
     let (a, b) = (pctl(reference, p)?, pctl(c, p)?);
     let d = delta(&a, &b);
@@ -184,6 +229,8 @@ pub fn compare(reference: &ConfigSummary, c: &ConfigSummary, p: u32) -> Option<E
         pct: d.pct,
         outcome,
         repeats: (a.n, b.n),
+        method: WELCH.into(),
+        settle: None,
     })
 }
 
@@ -271,6 +318,8 @@ fn compare_avg(a: &ConfigSummary, b: &ConfigSummary) -> Option<Effect> {
             Some(_) => Outcome::WithinNoise,
         },
         repeats: (x.n, y.n),
+        method: WELCH.into(),
+        settle: None,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use crate::experiment::{
     analysis::{attribution::TailSplit, correlate::SignalCorrelation},
-    results::Results,
+    results::{GapAttribution, GapComponent, Results},
 };
 
 /// A component is named in a sentence only when it explains at least this
@@ -26,6 +26,10 @@ pub struct Part {
 pub struct Gap {
     pub label: String,
     pub method: String,
+    /// Requests above this percentile are the slow ones.
+    pub percentile: f64,
+    /// Components below this share are not named (%).
+    pub min_share: f64,
     pub tail_ms: f64,
     pub typical_ms: f64,
     pub tail_requests: usize,
@@ -76,6 +80,8 @@ pub fn gap(label: &str, t: &TailSplit) -> Option<Gap> {
     Some(Gap {
         label: label.to_string(),
         method: t.method.clone(),
+        percentile: 95.0,
+        min_share: NAME_SHARE_PCT,
         tail_ms: t.tail.total_ms,
         typical_ms: t.typical.total_ms,
         tail_requests: t.tail.requests,
@@ -85,10 +91,62 @@ pub fn gap(label: &str, t: &TailSplit) -> Option<Gap> {
     })
 }
 
-/// The baseline's gap (else the first configuration's).
+fn words(c: GapComponent) -> Option<&'static str> {
+    Some(match c {
+        GapComponent::ServerQueue => "queueing in the server behind other requests",
+        GapComponent::RunqWait => "waiting for a CPU (run-queue wait)",
+        GapComponent::IrqTime => "interrupt work on the serving thread",
+        GapComponent::Service => "computing (on CPU)",
+        GapComponent::PageFaults | GapComponent::Migrations => return None,
+    })
+}
+
+/// The analysis' gap attribution, as the documents state it (components
+/// counted rather than timed, page faults and migrations, have no ms).
+pub fn from_analysis(label: &str, g: &GapAttribution) -> Option<Gap> {
+    if g.slow_requests == 0 || g.typical_requests == 0 || g.gap_ms <= 0.0 {
+        return None;
+    }
+    let mut parts: Vec<Part> = g
+        .parts
+        .iter()
+        .filter_map(|p| {
+            let ms = p.gap_ms?;
+            Some(Part {
+                what: words(p.component)?,
+                ms,
+                share: p.share_pct.unwrap_or(100.0 * ms / g.gap_ms),
+            })
+        })
+        .collect();
+    parts.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Some(Gap {
+        label: label.to_string(),
+        method: g.method.clone(),
+        percentile: g.percentile,
+        min_share: g.min_share_pct,
+        tail_ms: g.slow_ms,
+        typical_ms: g.typical_ms,
+        tail_requests: g.slow_requests,
+        typical_requests: g.typical_requests,
+        gap_ms: g.gap_ms,
+        parts,
+    })
+}
+
+/// The baseline's gap (else the first configuration's): the analysis'
+/// attribution when present, else the tail split.
 pub fn headline(r: &Results) -> Option<Gap> {
     let a = r.attribution.as_ref()?;
     let base = r.baseline().map(|b| b.label.clone());
+    if let Some((l, g)) = a
+        .gaps
+        .iter()
+        .find(|(l, _)| Some(l) == base.as_ref())
+        .or(a.gaps.first())
+    {
+        return from_analysis(l, g);
+    }
     let (l, t) = a
         .per_config
         .iter()
@@ -106,6 +164,12 @@ impl Gap {
             .map(|p| p.share)
     }
 
+    /// `v` rounded to `digits`, without a "-0".
+    pub fn clean(v: f64, digits: i32) -> f64 {
+        let f = 10f64.powi(digits);
+        (v * f).round() / f + 0.0
+    }
+
     /// "The slowest 5% took 10.20 ms against 3.55 ms for typical requests:
     /// of the 6.64 ms gap, 5.83 ms (88%) is queueing ..."; names only the
     /// parts of at least `NAME_SHARE_PCT`.
@@ -113,28 +177,49 @@ impl Gap {
         let named: Vec<String> = self
             .parts
             .iter()
-            .filter(|p| p.share >= NAME_SHARE_PCT)
-            .map(|p| format!("{:.2} ms ({:.0}%) {}", p.ms, p.share, p.what))
+            .filter(|p| p.share >= self.min_share)
+            .map(|p| format!("{:.2} ms ({:.0}%) is {}", p.ms, p.share, p.what))
             .collect();
         let rest = if named.len() < self.parts.len() {
-            format!("; each other component explains less than {NAME_SHARE_PCT:.0}% of the gap")
+            format!(
+                "; each other component explains less than {:.0}% of the gap",
+                self.min_share
+            )
         } else {
             String::new()
         };
         format!(
-            "The slowest 5% of requests ({} of them) took {:.2} ms on average against {:.2} ms for typical ones (at or below the median, {} requests). Of the {:.2} ms gap, {}{rest}.",
+            "The slowest {}% of requests ({} of them) took {:.2} ms on average against {:.2} ms for typical ones (at or below the median, {} requests). Of the {:.2} ms gap, {}{rest}.",
+            fmt_pct(100.0 - self.percentile),
             self.tail_requests,
             self.tail_ms,
             self.typical_ms,
             self.typical_requests,
             self.gap_ms,
             if named.is_empty() {
-                "no single component explains 10% or more".to_string()
+                format!(
+                    "no single component explains {:.0}% or more",
+                    self.min_share
+                )
             } else {
                 named.join(", ")
             }
         )
     }
+}
+
+fn fmt_pct(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// `v` rounded to `digits`, without a "-0".
+pub fn clean(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f + 0.0
 }
 
 /// The gap component a correlation signal measures, when it is a time.
@@ -157,7 +242,7 @@ pub fn nameable<'a>(
     rows.iter()
         .filter(|x| x.rho.is_some_and(|r| r >= 0.3))
         .filter_map(|x| Some((x, g.share_of(component_of(&x.signal)?)?)))
-        .filter(|(_, s)| *s >= NAME_SHARE_PCT)
+        .filter(|(_, s)| *s >= g.min_share)
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
@@ -182,7 +267,7 @@ mod tests {
         assert!((total - g.gap_ms).abs() < 1e-6);
         let s = g.sentence();
         assert!(
-            s.contains("Of the 6.64 ms gap, 5.83 ms (88%) queueing"),
+            s.contains("Of the 6.64 ms gap, 5.83 ms (88%) is queueing"),
             "{s}"
         );
         // IRQ work is ~0% of the gap: never named.
