@@ -32,11 +32,7 @@ use super::{
 };
 use crate::{
     cpulist,
-    load::{
-        self,
-        target::{openai_body, Api, BodyTemplate, Target as LoadTarget},
-        LoadOptions, Mode,
-    },
+    load::{self, target::Api, LoadOptions, Mode},
     node::{self, counters, governor, inventory, irq, journal::Journal, noise, numa, pin, Roots},
     procfs::ProcFs,
     record::{self, Callback, RecordOptions},
@@ -394,14 +390,16 @@ impl Runner<'_> {
         out: Option<PathBuf>,
     ) -> Result<LoadOptions> {
         let p = self.plan();
-        let body = openai_body(
-            Api::Completions,
-            "tailprobe-sim",
-            p.prompt_tokens,
-            p.max_tokens,
-            true,
-        );
-        let target = LoadTarget::new(url, "POST", &[], Some(BodyTemplate::new(body.as_bytes())))
+        let request = load::RequestSpec {
+            api: Api::Completions,
+            model: load::ModelChoice::Given("tailprobe-sim".into()),
+            prompt_tokens: p.prompt_tokens,
+            max_tokens: p.max_tokens,
+            stream: true,
+            ..load::RequestSpec::default()
+        };
+        let target = request
+            .target(url)
             .map_err(|e| anyhow!("load target {url}: {e}"))?;
         let mode = match rate {
             Some(rate) => Mode::Open {
@@ -422,7 +420,7 @@ impl Runner<'_> {
             duration: Some(Duration::from_secs_f64(seconds)),
             warmup,
             timeout: Duration::from_secs(10),
-            openai: true,
+            request,
             slo: load::Slo::default(),
             threads: 1,
             cpus: None,

@@ -197,7 +197,9 @@ mod tests {
     fn resolves_offsets_from_the_running_kernel() {
         let path = crate::privileges::VMLINUX_BTF;
         let Ok(btf) = std::fs::read(path) else {
-            eprintln!("SKIP resolves_offsets_from_the_running_kernel: {path} is not readable here");
+            eprintln!(
+                "SKIP: resolves_offsets_from_the_running_kernel: {path} is not readable here"
+            );
             return;
         };
         let off = resolve(&btf).expect("offsets from the running kernel's BTF");
