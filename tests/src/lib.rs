@@ -16,10 +16,32 @@ use std::{
 macro_rules! skip_unless_root {
     ($name:expr) => {
         if !$crate::is_root() {
-            eprintln!("SKIP {}: needs root (CAP_BPF, CAP_PERFMON)", $name);
+            $crate::skip_fixable($name, "needs root (CAP_BPF, CAP_PERFMON)");
             return;
         }
     };
+}
+
+/// Say that a test is skipped because this machine lacks what it needs (a
+/// second CPU or NUMA node, a kernel option): one line `SKIP: name: reason`,
+/// which `cargo xtask test` counts and lists at the end. The caller returns.
+pub fn skip(name: &str, reason: &str) {
+    eprintln!("SKIP: {name}: {reason}");
+}
+
+/// Like [`skip`], for what the test's set-up could provide here (root, an
+/// installed tool). With `TAILPROBE_REQUIRE_ALL=1` (what `cargo xtask test`
+/// sets when run as root, as CI does) such a skip is a failure instead.
+pub fn skip_fixable(name: &str, reason: &str) {
+    if require_all() {
+        panic!("{name}: would be skipped ({reason}), but TAILPROBE_REQUIRE_ALL=1: this test can run here");
+    }
+    skip(name, reason);
+}
+
+/// `TAILPROBE_REQUIRE_ALL=1`: skips of tests that can run here fail.
+pub fn require_all() -> bool {
+    std::env::var("TAILPROBE_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
 pub fn is_root() -> bool {

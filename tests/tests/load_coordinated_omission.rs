@@ -40,7 +40,10 @@ fn corrected_percentiles_show_the_stall_uncorrected_do_not() {
         duration: Some(Duration::from_secs(3)),
         warmup: 0,
         timeout: Duration::from_secs(5),
-        openai: false,
+        request: load::RequestSpec {
+            api: load::target::Api::Plain,
+            ..load::RequestSpec::default()
+        },
         slo: Slo::default(),
         threads: 1,
         cpus: None,

@@ -37,7 +37,10 @@ fn rate_opts(
         duration: Some(Duration::from_secs(2)),
         warmup: 0,
         timeout: Duration::from_secs(5),
-        openai: false,
+        request: load::RequestSpec {
+            api: load::target::Api::Plain,
+            ..load::RequestSpec::default()
+        },
         slo: Slo::default(),
         threads: 1,
         cpus: None,

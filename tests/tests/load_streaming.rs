@@ -60,7 +60,12 @@ fn run(end: End) -> load::report::LoadReport {
         duration: None,
         warmup: 0,
         timeout: Duration::from_secs(10),
-        openai: true,
+        request: load::RequestSpec {
+            api: load::target::Api::Chat,
+            // The script sends usage.completion_tokens = 3.
+            max_tokens: 3,
+            ..load::RequestSpec::default()
+        },
         slo: Slo::default(),
         threads: 1,
         cpus: None,

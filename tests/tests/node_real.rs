@@ -27,14 +27,17 @@ fn online_cpus() -> Vec<u32> {
 #[test]
 fn root_launch_pinned_and_repin_a_pid_then_restore() {
     if !is_root() {
-        eprintln!("skipped: needs root (sched_setaffinity on other processes)");
+        tailprobe_tests::skip_fixable(
+            "root_launch_pinned_and_repin_a_pid_then_restore",
+            "needs root (sched_setaffinity on other processes)",
+        );
         return;
     }
     let cpus = online_cpus();
     if cpus.len() < 2 {
-        eprintln!(
-            "skipped: needs 2 online CPUs, this machine has {}",
-            cpus.len()
+        tailprobe_tests::skip(
+            "root_launch_pinned_and_repin_a_pid_then_restore",
+            &format!("needs 2 online CPUs, this machine has {}", cpus.len()),
         );
         return;
     }
@@ -259,7 +262,10 @@ fn root_noise_runs_where_it_is_placed() {
         "1s",
     ]);
     if std::path::Path::new("/sys/devices/system/node/node1").exists() {
-        eprintln!("note: this machine has a second node; other-node check skipped");
+        tailprobe_tests::skip(
+            "root_noise_runs_where_it_is_placed (other-node part)",
+            "this machine has a second node",
+        );
     } else {
         assert_eq!(o.status.code(), Some(4), "{}", text(&o).1);
         assert!(text(&o).1.contains("not available on this node"));
@@ -269,7 +275,10 @@ fn root_noise_runs_where_it_is_placed() {
 #[test]
 fn root_counters_see_the_faults_and_sleeps_we_make() {
     if !is_root() {
-        eprintln!("skipped: needs root to count another process");
+        tailprobe_tests::skip_fixable(
+            "root_counters_see_the_faults_and_sleeps_we_make",
+            "needs root to count another process",
+        );
         return;
     }
     const PAGES: usize = 2000;
@@ -355,7 +364,10 @@ fn root_counters_see_the_faults_and_sleeps_we_make() {
 #[test]
 fn root_numa_maps_show_the_memory_we_touch() {
     if !std::path::Path::new("/proc/self/numa_maps").exists() {
-        eprintln!("skipped: kernel without NUMA (no /proc/self/numa_maps)");
+        tailprobe_tests::skip(
+            "root_numa_maps_show_the_memory_we_touch",
+            "kernel without NUMA (no /proc/self/numa_maps)",
+        );
         return;
     }
     const MIB: usize = 64;

@@ -95,7 +95,10 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
 fn root_bounced_thread_migrates_at_least_n_times() {
     skip_unless_root!("root_bounced_thread_migrates_at_least_n_times");
     if online_cpus() < 2 {
-        eprintln!("SKIP root_bounced_thread_migrates_at_least_n_times: needs 2 CPUs");
+        tailprobe_tests::skip(
+            "root_bounced_thread_migrates_at_least_n_times",
+            "needs 2 CPUs",
+        );
         return;
     }
     let n = 200u64;

@@ -80,15 +80,16 @@ fn root_page_faults_match_the_kernel() {
 fn root_migrations_match_the_kernel() {
     skip_unless_root!("root_migrations_match_the_kernel");
     if online_cpus() < 2 {
-        eprintln!("SKIP root_migrations_match_the_kernel: needs 2 CPUs");
+        tailprobe_tests::skip("root_migrations_match_the_kernel", "needs 2 CPUs");
         return;
     }
     let n = 300u64;
     let mut w = Workload::start(WORKLOAD, &["bounce", &n.to_string()]);
     let tid = w.tids[0];
     let Some(before) = kernel_migrations(w.pid(), tid) else {
-        eprintln!(
-            "SKIP root_migrations_match_the_kernel: no se.nr_migrations (CONFIG_SCHED_DEBUG off)"
+        tailprobe_tests::skip(
+            "root_migrations_match_the_kernel",
+            "no se.nr_migrations (CONFIG_SCHED_DEBUG off)",
         );
         return;
     };
@@ -284,7 +285,10 @@ fn root_cgroup_target_follows_its_processes() {
         .map(std::path::PathBuf::from)
         .find(|p| p.join("cgroup.procs").exists());
     let Some(base) = base else {
-        eprintln!("SKIP root_cgroup_target_follows_its_processes: no writable cgroup hierarchy");
+        tailprobe_tests::skip_fixable(
+            "root_cgroup_target_follows_its_processes",
+            "no writable cgroup hierarchy",
+        );
         return;
     };
     let dir = base.join(format!("tailprobe-test-{}", std::process::id()));

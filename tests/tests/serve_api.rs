@@ -207,7 +207,7 @@ fn the_load_generator_reads_its_streams() {
     for api in [Api::Completions, Api::Chat] {
         let path = match api {
             Api::Completions => "/v1/completions",
-            Api::Chat => "/v1/chat/completions",
+            _ => "/v1/chat/completions",
         };
         let body = openai_body(api, "m", 16, 12, true);
         let opts = LoadOptions {
@@ -223,7 +223,11 @@ fn the_load_generator_reads_its_streams() {
             duration: None,
             warmup: 4,
             timeout: Duration::from_secs(30),
-            openai: true,
+            request: load::RequestSpec {
+                api,
+                max_tokens: 12,
+                ..load::RequestSpec::default()
+            },
             slo: "e2e=30s".parse().expect("slo"),
             threads: 2,
             cpus: None,

@@ -62,11 +62,13 @@ macro_rules! two_nodes_or_skip {
         match (node_of(0), node_of(1)) {
             (Some(a), Some(b)) if a != b => (a, b),
             _ => {
-                eprintln!(
-                    "SKIP {}: needs CPUs 0 and 1 on two NUMA nodes; this machine has {} node(s) with CPUs: {:?} (run `cargo xtask vm-test`)",
+                tailprobe_tests::skip(
                     $name,
-                    n.len(),
-                    n
+                    &format!(
+                        "needs CPUs 0 and 1 on two NUMA nodes; this machine has {} node(s) with CPUs: {:?} (run `cargo xtask vm-test`)",
+                        n.len(),
+                        n
+                    ),
                 );
                 return;
             }
@@ -210,8 +212,9 @@ fn root_vm_numa_balancing_signals_are_seen() {
     let (n0, n1) = two_nodes_or_skip!("root_vm_numa_balancing_signals_are_seen");
     let path = "/proc/sys/kernel/numa_balancing";
     if !std::path::Path::new(path).exists() {
-        eprintln!(
-            "SKIP root_vm_numa_balancing_signals_are_seen: no {path} (CONFIG_NUMA_BALANCING off)"
+        tailprobe_tests::skip(
+            "root_vm_numa_balancing_signals_are_seen",
+            &format!("no {path} (CONFIG_NUMA_BALANCING off)"),
         );
         return;
     }

@@ -38,6 +38,61 @@ pub fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Run cargo with its output shown as it comes and also returned (stdout
+/// and stderr, line by line, interleaved as read), for counting tests and
+/// skips. The error says the command failed; the output is still returned
+/// through `Err`'s context-free companion: callers get `(ok, output)`.
+pub fn cargo_tee(args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String)> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut c = Command::new(cargo_bin());
+    c.args(args)
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("starting cargo {}", args.join(" ")))?;
+    let all = Arc::new(Mutex::new(String::new()));
+    let mut pumps = Vec::new();
+    let out = child
+        .stdout
+        .take()
+        .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
+    for (src, to_stderr) in [(out, false), (err, true)] {
+        let Some(src) = src else { continue };
+        let all = all.clone();
+        pumps.push(std::thread::spawn(move || {
+            for line in BufReader::new(src).lines().map_while(|l| l.ok()) {
+                if to_stderr {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
+                if let Ok(mut a) = all.lock() {
+                    a.push_str(&line);
+                    a.push('\n');
+                }
+            }
+        }));
+    }
+    let st = child.wait().context("waiting for cargo")?;
+    for p in pumps {
+        let _ = p.join();
+    }
+    let text = all.lock().map(|a| a.clone()).unwrap_or_default();
+    Ok((st.success(), text))
+}
+
 /// clippy for the eBPF crate: nightly, BPF target, core built from source.
 pub fn ebpf_clippy() -> Result<()> {
     let args = [

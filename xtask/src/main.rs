@@ -8,6 +8,7 @@
 mod bench;
 mod cmd;
 mod setup;
+mod testsum;
 mod vm;
 
 use anyhow::Result;
@@ -89,7 +90,8 @@ fn main() {
             kernels,
             subset,
             host: !no_host,
-        }),
+        })
+        .map(|_| ()),
         Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
     };
     if let Err(e) = result {
@@ -147,15 +149,66 @@ fn test(no_lint: bool) -> Result<()> {
     }
     // The binary the root integration tests drive.
     cmd::cargo(&["build", "-p", "probe-user"])?;
-    cmd::cargo(&["test", "--workspace", "--exclude", "tailprobe-tests"])?;
-    // Root tests measure the scheduler: one at a time, so they do not
-    // disturb each other's numbers.
-    let bin = cmd::workspace_root().join("target/debug/tailprobe");
-    cmd::cargo_env(
-        &["test", "-p", "tailprobe-tests", "--", "--test-threads=1"],
-        &[("TAILPROBE_BIN", bin.to_string_lossy().as_ref())],
+    let mut lanes = Vec::new();
+    let mut failed = Vec::new();
+    // Output shown (--nocapture), so every SKIP line is seen, and counted.
+    let (ok, out) = cmd::cargo_tee(
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "tailprobe-tests",
+            "--",
+            "--nocapture",
+        ],
+        &[],
     )?;
+    let mut unit = testsum::Lane::new("unit (host crates)");
+    unit.text(&out);
+    lanes.push(unit);
+    if !ok {
+        failed.push("unit tests");
+    }
+    // Root tests measure the scheduler: one at a time, so they do not
+    // disturb each other's numbers. As root (CI), a skip of a test that
+    // could run here is a failure (TAILPROBE_REQUIRE_ALL, tests/src/lib.rs).
+    let bin = cmd::workspace_root().join("target/debug/tailprobe");
+    let bin = bin.to_string_lossy().to_string();
+    let mut env = vec![("TAILPROBE_BIN", bin.as_str())];
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && std::env::var_os("TAILPROBE_REQUIRE_ALL").is_none() {
+        env.push(("TAILPROBE_REQUIRE_ALL", "1"));
+    }
+    let (ok, out) = cmd::cargo_tee(
+        &[
+            "test",
+            "-p",
+            "tailprobe-tests",
+            "--",
+            "--test-threads=1",
+            "--nocapture",
+        ],
+        &env,
+    )?;
+    let mut lane = testsum::Lane::new("root (this kernel)");
+    lane.text(&out);
+    lanes.push(lane);
+    if !ok {
+        failed.push("root tests");
+    }
     // Other kernels and a real two-node topology: the NUMA tests in a QEMU
     // guest (the full lane is `cargo xtask vm-test`; docs/vm-test.md).
-    vm::ci_subset()
+    match vm::ci_subset() {
+        Ok(l) => lanes.push(l),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            failed.push("NUMA subset in the QEMU guest");
+        }
+    }
+    print!("{}", testsum::summary(&lanes));
+    if !failed.is_empty() {
+        anyhow::bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
 }

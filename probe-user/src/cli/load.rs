@@ -9,20 +9,24 @@ use crate::{
     load::{
         self,
         schedule::Arrival,
-        target::{openai_body, parse_header, Api, BodyTemplate, Target},
-        LoadOptions, Mode, Slo,
+        target::{parse_header, Api},
+        LoadOptions, Mode, ModelChoice, RequestSpec, Slo,
     },
     signals,
 };
 
-/// How to read responses.
+/// Which API the requests speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ApiMode {
-    /// OpenAI mode when the URL ends in /completions or /chat/completions.
+    /// From the URL: .../chat/completions, .../completions, .../embeddings;
+    /// anything else is plain.
     Auto,
-    /// Token metrics (TTFT, TPOT, ITL, output tokens) from OpenAI-style
-    /// answers, streamed or not.
-    Openai,
+    /// OpenAI /v1/completions (a URL without a path gets that path).
+    Completions,
+    /// OpenAI /v1/chat/completions.
+    Chat,
+    /// OpenAI /v1/embeddings.
+    Embeddings,
     /// Plain HTTP: latency and status only.
     Plain,
 }
@@ -87,21 +91,27 @@ pub struct LoadArgs {
     /// Request body given inline; "{{id}}" is replaced by the request number.
     #[arg(long)]
     pub data: Option<String>,
-    /// How to read responses.
+    /// The API: token metrics and completeness checks for the OpenAI ones.
     #[arg(long, value_enum, default_value_t = ApiMode::Auto)]
     pub api: ApiMode,
-    /// OpenAI mode without --body: model name to ask for.
-    #[arg(long, default_value = "tailprobe-sim")]
-    pub model: String,
+    /// OpenAI API without --body: model name to ask for [default: the
+    /// first id GET /v1/models lists].
+    #[arg(long)]
+    pub model: Option<String>,
     /// OpenAI mode without --body: prompt length in words.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub prompt_tokens: u32,
     /// OpenAI mode without --body: max_tokens of each request.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens: u32,
-    /// OpenAI mode without --body: ask for a non-streamed answer.
+    /// OpenAI API without --body: ask for a non-streamed answer.
     #[arg(long)]
     pub no_stream: bool,
+    /// OpenAI API without --body: do not send "ignore_eos": true and
+    /// "min_tokens" (vLLM's extensions that make every answer max_tokens
+    /// long; a server that rejects unknown fields needs this).
+    #[arg(long)]
+    pub no_ignore_eos: bool,
     /// Goodput objectives, e.g. ttft=200ms,tpot=50ms,e2e=2s (in rate mode
     /// measured from the intended time).
     #[arg(long)]
@@ -131,50 +141,53 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 impl LoadArgs {
-    pub fn options(&self) -> Result<LoadOptions> {
-        let openai = match self.api {
-            ApiMode::Openai => true,
-            ApiMode::Plain => false,
+    /// The request: the API, model (still to discover when not given),
+    /// body, headers, lengths, streaming.
+    pub fn request(&self) -> Result<RequestSpec> {
+        let api = match self.api {
             ApiMode::Auto => self
                 .url
                 .parse::<http::Uri>()
                 .ok()
-                .is_some_and(|u| Api::from_path(u.path()).is_some()),
+                .and_then(|u| Api::from_path(u.path()))
+                .unwrap_or(Api::Plain),
+            ApiMode::Completions => Api::Completions,
+            ApiMode::Chat => Api::Chat,
+            ApiMode::Embeddings => Api::Embeddings,
+            ApiMode::Plain => Api::Plain,
         };
         let body = if let Some(p) = &self.body {
-            let b = std::fs::read(p)
-                .with_context(|| format!("reading the body file {}", p.display()))?;
-            Some(BodyTemplate::new(&b))
-        } else if let Some(d) = &self.data {
-            Some(BodyTemplate::new(d.as_bytes()))
-        } else if openai {
-            let path = self.url.parse::<http::Uri>().ok();
-            let api = path
-                .and_then(|u| Api::from_path(u.path()))
-                .unwrap_or(Api::Completions);
-            Some(BodyTemplate::new(
-                openai_body(
-                    api,
-                    &self.model,
-                    self.prompt_tokens,
-                    self.max_tokens,
-                    !self.no_stream,
-                )
-                .as_bytes(),
-            ))
+            Some(
+                std::fs::read(p)
+                    .with_context(|| format!("reading the body file {}", p.display()))?,
+            )
         } else {
-            None
+            self.data.as_ref().map(|d| d.clone().into_bytes())
         };
-        let method = self
-            .method
-            .clone()
-            .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
         let headers = self
             .headers
             .iter()
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>, _>>()?;
-        let target = Target::new(&self.url, &method, &headers, body)?;
+        Ok(RequestSpec {
+            api,
+            model: match &self.model {
+                Some(m) => ModelChoice::Given(m.clone()),
+                None => ModelChoice::Discover,
+            },
+            body,
+            method: self.method.clone(),
+            headers,
+            prompt_tokens: self.prompt_tokens,
+            max_tokens: self.max_tokens,
+            stream: !self.no_stream,
+            ignore_eos: !self.no_ignore_eos,
+        })
+    }
+
+    /// The run's options for `request` (its model already resolved).
+    pub fn options(&self, request: RequestSpec) -> Result<LoadOptions> {
+        let target = request.target(&self.url)?;
         let cpus = match &self.cpus {
             Some(c) => Some(crate::cpulist::parse(c).with_context(|| format!("--cpus {c:?}"))?),
             None => None,
@@ -202,12 +215,12 @@ impl LoadArgs {
         };
         Ok(LoadOptions {
             target,
+            request,
             mode,
             n_requests: self.n_requests,
             duration,
             warmup: self.warmup,
             timeout: self.timeout,
-            openai,
             slo: self.slo.unwrap_or_default(),
             threads,
             cpus,
@@ -220,7 +233,16 @@ impl LoadArgs {
 
 pub fn main(args: &LoadArgs) -> Result<i32> {
     signals::install().context("installing the Ctrl-C handler")?;
-    let opts = args.options()?;
+    let mut request = args.request()?;
+    request
+        .resolve(&args.url, args.timeout.min(Duration::from_secs(30)))
+        .context("finding the model to ask for")?;
+    if let ModelChoice::Discovered(m) = &request.model {
+        eprintln!(
+            "tailprobe load: model {m:?} (the first GET /v1/models lists; --model to choose)"
+        );
+    }
+    let opts = args.options(request)?;
     let report = load::run(&opts).with_context(|| format!("load on {}", args.url))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -308,7 +308,9 @@ mod tests {
         let path = crate::privileges::VMLINUX_BTF;
         let t = std::time::Instant::now();
         let Ok(btf) = std::fs::read(path) else {
-            eprintln!("SKIP resolves_offsets_from_the_running_kernel: {path} is not readable here");
+            eprintln!(
+                "SKIP: resolves_offsets_from_the_running_kernel: {path} is not readable here"
+            );
             return;
         };
         eprintln!("fs::read {:?}", t.elapsed());

@@ -80,6 +80,8 @@ pub enum ReqError {
     SendH1(H1Error),
     #[error("reading the body: {0}")]
     BodyH1(H1Error),
+    #[error("response too large: {0}")]
+    TooLarge(String),
 }
 
 impl ReqError {
@@ -89,6 +91,7 @@ impl ReqError {
             ReqError::Handshake(_) => "handshake",
             ReqError::Build(_) => "build",
             ReqError::Send(_) | ReqError::Closed | ReqError::SendH1(_) => "send",
+            ReqError::TooLarge(_) | ReqError::BodyH1(H1Error::TooLarge(_)) => "response_too_large",
             ReqError::Body(_) | ReqError::BodyH1(_) => "body",
         }
     }
@@ -125,9 +128,17 @@ pub struct Timing {
     pub stream: Option<TokenTimes>,
     /// Inter-token gaps, ns.
     pub itl: Vec<u64>,
-    /// `usage.completion_tokens` of a non-streamed OpenAI answer.
-    pub usage_tokens: Option<u64>,
+    /// The body of a non-streamed OpenAI answer (at most `MAX_JSON_BODY`),
+    /// or the start of a non-2xx answer (at most `ERROR_SAMPLE`), to judge
+    /// or quote it.
+    pub body: Vec<u8>,
 }
+
+/// Largest non-streamed OpenAI answer kept to be judged; a larger one is a
+/// "response too large" error.
+pub const MAX_JSON_BODY: usize = 16 << 20;
+/// Bytes of an error answer kept to quote it.
+pub const ERROR_SAMPLE: usize = 2048;
 
 /// Builds the `Timing` of one answer from its head and body pieces (both
 /// clients feed it).
@@ -136,7 +147,6 @@ struct Collector {
     parser: Option<SseParser>,
     tokens: TokenTimes,
     events: Vec<SseEvent>,
-    kept: Vec<u8>,
     parse_json: bool,
 }
 
@@ -147,7 +157,6 @@ impl Collector {
             parser: None,
             tokens: TokenTimes::default(),
             events: Vec::new(),
-            kept: Vec::new(),
             parse_json,
         }
     }
@@ -158,23 +167,35 @@ impl Collector {
         self.parser = sse.then(SseParser::new);
     }
 
-    fn data(&mut self, data: &[u8], at_ns: u64) {
+    fn data(&mut self, data: &[u8], at_ns: u64) -> Result<(), H1Error> {
         if data.is_empty() {
-            return;
+            return Ok(());
         }
         if self.t.first_body_ns.is_none() {
             self.t.first_body_ns = Some(at_ns);
         }
-        self.t.bytes += data.len() as u64;
-        if let Some(p) = self.parser.as_mut() {
-            p.feed(data, at_ns, &mut self.events);
+        self.t.bytes = self.t.bytes.saturating_add(data.len() as u64);
+        let ok = (200..300).contains(&self.t.status);
+        if let Some(p) = self.parser.as_mut().filter(|_| ok) {
+            p.feed(data, at_ns, &mut self.events)
+                .map_err(|e| H1Error::TooLarge(e.to_string()))?;
             let itl = &mut self.t.itl;
             for ev in self.events.drain(..) {
                 self.tokens.event(&ev, |g| itl.push(g));
             }
-        } else if self.parse_json && self.kept.len() < (1 << 20) {
-            self.kept.extend_from_slice(data);
+        } else if !ok {
+            let room = ERROR_SAMPLE.saturating_sub(self.t.body.len());
+            self.t.body.extend_from_slice(&data[..data.len().min(room)]);
+        } else if self.parse_json {
+            if self.t.body.len() + data.len() > MAX_JSON_BODY {
+                self.t.body = Vec::new();
+                return Err(H1Error::TooLarge(format!(
+                    "a non-streamed answer over {MAX_JSON_BODY} bytes"
+                )));
+            }
+            self.t.body.extend_from_slice(data);
         }
+        Ok(())
     }
 
     fn finish(mut self, end_ns: u64) -> Timing {
@@ -186,10 +207,6 @@ impl Collector {
                 self.tokens.event(&ev, |g| itl.push(g));
             }
             self.t.stream = Some(self.tokens);
-        } else if self.parse_json {
-            self.t.usage_tokens = serde_json::from_slice::<serde_json::Value>(&self.kept)
-                .ok()
-                .and_then(|v| v.get("usage")?.get("completion_tokens")?.as_u64());
         }
         self.t
     }
@@ -199,8 +216,8 @@ impl h1::Sink for Collector {
     fn head(&mut self, head: &h1::Head, at_ns: u64) {
         Collector::head(self, head.status, head.sse, at_ns);
     }
-    fn data(&mut self, data: &[u8], at_ns: u64) {
-        Collector::data(self, data, at_ns);
+    fn data(&mut self, data: &[u8], at_ns: u64) -> Result<(), H1Error> {
+        Collector::data(self, data, at_ns)
     }
 }
 
@@ -282,7 +299,10 @@ async fn exchange_on(
         let frame = frame.map_err(ReqError::Body)?;
         let now = monotonic_ns();
         if let Ok(data) = frame.into_data() {
-            col.data(&data, now);
+            col.data(&data, now).map_err(|e| match e {
+                H1Error::TooLarge(m) => ReqError::TooLarge(m),
+                e => ReqError::BodyH1(e),
+            })?;
         }
     }
     Ok(col.finish(monotonic_ns()))

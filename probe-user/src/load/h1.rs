@@ -109,6 +109,9 @@ pub enum H1Error {
     Protocol(&'static str),
     #[error("the connection closed before the answer was complete")]
     Eof,
+    /// A body (or one event of a stream) over its limit.
+    #[error("response too large: {0}")]
+    TooLarge(String),
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -253,9 +256,14 @@ impl Chunked {
         self.state == ChunkState::Done
     }
 
-    /// Decode from `input`, handing each piece of body data to `data`;
-    /// returns the bytes consumed (an incomplete line is left for later).
-    pub fn decode(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, H1Error> {
+    /// Decode from `input`, handing each piece of body data to `data` (an
+    /// error from it stops the decoding); returns the bytes consumed (an
+    /// incomplete line is left for later).
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]) -> Result<(), H1Error>,
+    ) -> Result<usize, H1Error> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
@@ -266,7 +274,7 @@ impl Chunked {
                         return Ok(pos);
                     }
                     let k = (n.min(rest.len() as u64)) as usize;
-                    data(&rest[..k]);
+                    data(&rest[..k])?;
                     pos += k;
                     self.state = if n == k as u64 {
                         ChunkState::DataEnd
@@ -310,8 +318,9 @@ impl Chunked {
 pub trait Sink {
     /// Response head parsed at `at_ns`.
     fn head(&mut self, head: &Head, at_ns: u64);
-    /// Body data read at `at_ns`.
-    fn data(&mut self, data: &[u8], at_ns: u64);
+    /// Body data read at `at_ns`; an error (the answer is over a limit)
+    /// ends the exchange.
+    fn data(&mut self, data: &[u8], at_ns: u64) -> Result<(), H1Error>;
 }
 
 /// Where a request failed: before the response head, or in its body.
@@ -424,7 +433,9 @@ impl FastConn {
             Framing::Length(mut left) => loop {
                 let k = ((self.len - self.pos) as u64).min(left) as usize;
                 if k > 0 {
-                    sink.data(&self.buf[self.pos..self.pos + k], now);
+                    if let Err(e) = sink.data(&self.buf[self.pos..self.pos + k], now) {
+                        return body(e);
+                    }
                     self.pos += k;
                     left -= k as u64;
                 }
@@ -457,7 +468,9 @@ impl FastConn {
             }
             Framing::UntilClose => loop {
                 if self.len > self.pos {
-                    sink.data(&self.buf[self.pos..self.len], now);
+                    if let Err(e) = sink.data(&self.buf[self.pos..self.len], now) {
+                        return body(e);
+                    }
                     self.pos = self.len;
                 }
                 match self.fill().await {
@@ -553,7 +566,12 @@ mod tests {
             let mut pending: Vec<u8> = Vec::new();
             for part in [&wire[..split], &wire[split..]] {
                 pending.extend_from_slice(part);
-                let n = dec.decode(&pending, |d| out.extend_from_slice(d)).unwrap();
+                let n = dec
+                    .decode(&pending, |d| {
+                        out.extend_from_slice(d);
+                        Ok(())
+                    })
+                    .unwrap();
                 pending.drain(..n);
             }
             assert!(dec.done(), "split {split}");
@@ -561,9 +579,9 @@ mod tests {
             assert!(pending.is_empty());
         }
         let mut dec = Chunked::default();
-        assert!(dec.decode(b"zz\r\n", |_| {}).is_err());
+        assert!(dec.decode(b"zz\r\n", |_| Ok(())).is_err());
         let mut dec = Chunked::default();
-        assert!(dec.decode(b"2\r\nabX\r\n", |_| {}).is_err());
+        assert!(dec.decode(b"2\r\nabX\r\n", |_| Ok(())).is_err());
     }
 
     #[test]
@@ -600,8 +618,9 @@ mod tests {
         fn head(&mut self, head: &Head, _: u64) {
             self.status = head.status;
         }
-        fn data(&mut self, data: &[u8], _: u64) {
+        fn data(&mut self, data: &[u8], _: u64) -> Result<(), H1Error> {
             self.body.extend_from_slice(data);
+            Ok(())
         }
     }
 

@@ -20,11 +20,13 @@
 //! counts, because its latency is measured from its intended time.
 
 pub mod client;
+pub mod complete;
 pub mod h1;
 pub mod progress;
 pub mod records;
 pub mod report;
 pub mod schedule;
+pub mod spec;
 pub mod sse;
 pub mod stats;
 pub mod target;
@@ -43,8 +45,10 @@ use std::{
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+pub use self::spec::{discover_model, DiscoverError, Expect, ModelChoice, RequestSpec};
 use self::{
     client::{Conn, ReqError, Timing},
+    complete::Verdict,
     progress::Live,
     records::{RecordWriter, RequestRecord},
     report::LoadReport,
@@ -143,7 +147,11 @@ impl std::str::FromStr for Slo {
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// What is sent, bound to the URL (`request.target(url)`).
     pub target: Target,
+    /// What was asked for: the API (token metrics and completeness checks
+    /// for OpenAI endpoints), the model, lengths, streaming.
+    pub request: RequestSpec,
     pub mode: Mode,
     /// Measured requests (warm-up not included).
     pub n_requests: Option<u64>,
@@ -152,8 +160,6 @@ pub struct LoadOptions {
     /// Requests sent first and excluded from the statistics.
     pub warmup: u64,
     pub timeout: Duration,
-    /// Read token metrics (OpenAI-compatible endpoint).
-    pub openai: bool,
     pub slo: Slo,
     /// Generator threads.
     pub threads: usize,
@@ -180,6 +186,8 @@ struct Shared {
     tids: Mutex<Vec<u32>>,
     /// The plain fast path's pre-built request (`h1`), when it applies.
     fast: Option<h1::FastRequest>,
+    /// What a complete answer holds.
+    expect: Expect,
 }
 
 impl Shared {
@@ -222,7 +230,7 @@ impl Local {
             match conn.as_mut() {
                 Some(c) => {
                     let fast = self.shared.fast.as_ref();
-                    client::exchange(c, &opts.target, fast, id, opts.openai).await
+                    client::exchange(c, &opts.target, fast, id, opts.request.api.is_openai()).await
                 }
                 None => Err(ReqError::Connect(std::io::Error::other("no connection"))),
             }
@@ -256,6 +264,7 @@ impl Local {
             end_ns: 0,
             status: 0,
             outcome: Cow::Borrowed(""),
+            incomplete: None,
             output_tokens: None,
             bytes: 0,
             tid: self.tid,
@@ -267,7 +276,13 @@ impl Local {
         } else if intended.is_some() {
             st.lag.record(sent.saturating_sub(start));
         }
-        let headline = |e2e: u64, end: u64| if intended.is_some() { end - start } else { e2e };
+        let headline = |e2e: u64, end: u64| {
+            if intended.is_some() {
+                end.saturating_sub(start)
+            } else {
+                e2e
+            }
+        };
         match outcome {
             Outcome::TimedOut => {
                 rec.end_ns = sent + timeout_ns;
@@ -276,7 +291,7 @@ impl Local {
                     st.timeouts += 1;
                     st.e2e.record(timeout_ns);
                     if intended.is_some() {
-                        st.e2e_sched.record(rec.end_ns - start);
+                        st.e2e_sched.record(rec.end_ns.saturating_sub(start));
                     }
                     st.window(start, rec.end_ns);
                     self.shared
@@ -293,98 +308,144 @@ impl Local {
                     self.shared.live.record(false, false, 0);
                 }
             }
-            Outcome::Done(t) => {
-                rec.end_ns = t.end_ns;
-                rec.status = t.status;
-                rec.first_byte_ns = Some(t.first_byte_ns);
-                rec.bytes = t.bytes;
-                let stream = t.stream.as_ref();
-                let first_token = match stream {
-                    Some(s) => s.first_token_ns,
-                    None => t.first_body_ns,
-                };
-                rec.first_token_ns = first_token;
-                let out_tokens = match stream {
-                    Some(s) => Some(s.output_tokens()),
-                    None => t.usage_tokens,
-                };
-                rec.output_tokens = out_tokens;
-                let kind: Option<Cow<'static, str>> = if !(200..300).contains(&t.status) {
-                    Some(Cow::Owned(format!("http_{}", t.status)))
-                } else if stream.is_some_and(|s| s.error.is_some()) {
-                    Some(Cow::Borrowed("stream_error"))
-                } else {
-                    None
-                };
-                rec.outcome = kind.clone().unwrap_or(Cow::Borrowed("ok"));
-                if warm {
-                    // Counted above; nothing else.
-                } else if let Some(kind) = kind {
-                    st.error(&kind);
-                    st.window(start, t.end_ns);
-                    self.shared.live.record(false, false, 0);
-                } else {
-                    let e2e = t.end_ns.saturating_sub(sent);
-                    st.ok += 1;
-                    st.bytes += t.bytes;
-                    st.window(start, t.end_ns);
-                    st.e2e.record(e2e);
-                    if intended.is_some() {
-                        st.e2e_sched.record(t.end_ns - start);
-                    }
-                    let mut ttft_head = None;
-                    let mut tpot = None;
-                    if opts.openai || stream.is_some() {
-                        if let Some(ft) = first_token {
-                            st.ttft.record(ft.saturating_sub(sent));
-                            if intended.is_some() {
-                                st.ttft_sched.record(ft.saturating_sub(start));
-                            }
-                            ttft_head = Some(if intended.is_some() {
-                                ft.saturating_sub(start)
-                            } else {
-                                ft.saturating_sub(sent)
-                            });
-                        }
-                        if let Some(s) = stream {
-                            tpot = s.tpot_ns();
-                            if let Some(v) = tpot {
-                                st.tpot.record(v);
-                            }
-                            if !s.done {
-                                st.streams_without_done += 1;
-                            }
-                        }
-                        for g in &t.itl {
-                            st.itl.record(*g);
-                        }
-                        if let Some(n) = out_tokens {
-                            st.output_tokens += n;
-                            st.tokens.record(n);
-                        }
-                    }
-                    let head = headline(e2e, t.end_ns);
-                    let slo = &opts.slo;
-                    if slo.is_set() {
-                        let within = |limit: Option<Duration>, v: Option<u64>| match limit {
-                            None => true,
-                            Some(l) => v.is_some_and(|v| v <= l.as_nanos() as u64),
-                        };
-                        // A one-token answer has no TPOT: it cannot miss it.
-                        let tpot_ok =
-                            slo.tpot.is_none() || tpot.is_none() || within(slo.tpot, tpot);
-                        if within(slo.ttft, ttft_head) && tpot_ok && within(slo.e2e, Some(head)) {
-                            st.good += 1;
-                        }
-                    }
-                    self.shared.live.record(true, false, head);
-                }
-            }
+            Outcome::Done(t) => self.account_answer(t, warm, intended, sent, &mut rec, st),
         }
         if let Some(w) = &self.shared.records {
             if w.write(&rec).is_err() {
                 self.shared.record_errors.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Account an answer that arrived: ok, incomplete, or an error.
+    fn account_answer(
+        &self,
+        t: Timing,
+        warm: bool,
+        intended: Option<u64>,
+        sent: u64,
+        rec: &mut RequestRecord,
+        st: &mut Stats,
+    ) {
+        let opts = &self.shared.opts;
+        let start = intended.unwrap_or(sent);
+        let headline = |e2e: u64, end: u64| {
+            if intended.is_some() {
+                end.saturating_sub(start)
+            } else {
+                e2e
+            }
+        };
+        rec.end_ns = t.end_ns;
+        rec.status = t.status;
+        rec.first_byte_ns = Some(t.first_byte_ns);
+        rec.bytes = t.bytes;
+        let stream = t.stream.as_ref();
+        let first_token = match stream {
+            Some(s) => s.first_token_ns,
+            None => t.first_body_ns,
+        };
+        rec.first_token_ns = first_token;
+        let verdict = self.judge(&t);
+        let out_tokens = match (&verdict, stream) {
+            (Ok(Verdict::Complete { tokens, .. }), _) => *tokens,
+            (_, Some(s)) => Some(s.output_tokens()),
+            _ => None,
+        };
+        rec.output_tokens = out_tokens;
+        let failed = |st: &mut Stats, live: &Live| {
+            st.window(start, t.end_ns);
+            live.record(false, false, 0);
+        };
+        match verdict {
+            Err(kind) => {
+                rec.outcome = kind.clone();
+                if !warm {
+                    if st.error_sample.is_none() && !(200..300).contains(&t.status) {
+                        st.error_sample = Some(format!(
+                            "HTTP {}: {}",
+                            t.status,
+                            spec::quote_answer(&t.body)
+                        ));
+                    }
+                    st.error(&kind);
+                    failed(st, &self.shared.live);
+                }
+            }
+            Ok(Verdict::Incomplete(why)) => {
+                rec.outcome = Cow::Borrowed("incomplete");
+                rec.incomplete = Some(why);
+                if !warm {
+                    st.incomplete(why);
+                    failed(st, &self.shared.live);
+                }
+            }
+            Ok(Verdict::Complete { stopped_early, .. }) => {
+                rec.outcome = Cow::Borrowed("ok");
+                if warm {
+                    return;
+                }
+                let e2e = t.end_ns.saturating_sub(sent);
+                st.ok += 1;
+                st.stopped_early += u64::from(stopped_early);
+                st.bytes = st.bytes.saturating_add(t.bytes);
+                st.window(start, t.end_ns);
+                st.e2e.record(e2e);
+                if intended.is_some() {
+                    st.e2e_sched.record(t.end_ns.saturating_sub(start));
+                }
+                let mut ttft_head = None;
+                let mut tpot = None;
+                if opts.request.api.is_openai() || stream.is_some() {
+                    if let Some(ft) = first_token {
+                        st.ttft.record(ft.saturating_sub(sent));
+                        if intended.is_some() {
+                            st.ttft_sched.record(ft.saturating_sub(start));
+                        }
+                        ttft_head = Some(headline(ft.saturating_sub(sent), ft));
+                    }
+                    if let Some(s) = stream {
+                        tpot = s.tpot_ns();
+                        if let Some(v) = tpot {
+                            st.tpot.record(v);
+                        }
+                        if !s.done {
+                            st.streams_without_done += 1;
+                        }
+                    }
+                    for g in &t.itl {
+                        st.itl.record(*g);
+                    }
+                    if let Some(n) = out_tokens {
+                        st.output_tokens = st.output_tokens.saturating_add(n);
+                        st.tokens.record(n);
+                    }
+                }
+                let head = headline(e2e, t.end_ns);
+                if opts.slo.is_set() && meets_slo(&opts.slo, ttft_head, tpot, head) {
+                    st.good += 1;
+                }
+                self.shared.live.record(true, false, head);
+            }
+        }
+    }
+
+    /// The verdict on an answer: an error kind, or complete/incomplete.
+    fn judge(&self, t: &Timing) -> Result<Verdict, Cow<'static, str>> {
+        if !(200..300).contains(&t.status) {
+            return Err(Cow::Owned(format!("http_{}", t.status)));
+        }
+        let expect = &self.shared.expect;
+        match &t.stream {
+            Some(s) if s.error.is_some() => Err(Cow::Borrowed("stream_error")),
+            Some(s) => Ok(complete::judge_stream(s, expect)),
+            None if self.shared.opts.request.api.is_openai() => {
+                Ok(complete::judge_body(&t.body, expect))
+            }
+            None => Ok(Verdict::Complete {
+                tokens: None,
+                stopped_early: false,
+            }),
         }
     }
 
@@ -415,6 +476,17 @@ impl Local {
             }
         }
     }
+}
+
+/// Whether one successful request met every objective (a one-token answer
+/// has no TPOT: it cannot miss it).
+fn meets_slo(slo: &Slo, ttft: Option<u64>, tpot: Option<u64>, e2e: u64) -> bool {
+    let within = |limit: Option<Duration>, v: Option<u64>| match limit {
+        None => true,
+        Some(l) => v.is_some_and(|v| v <= l.as_nanos() as u64),
+    };
+    let tpot_ok = slo.tpot.is_none() || tpot.is_none() || within(slo.tpot, tpot);
+    within(slo.ttft, ttft) && tpot_ok && within(slo.e2e, Some(e2e))
 }
 
 /// Generator thread body: returns its statistics.
@@ -618,7 +690,9 @@ pub fn allowed_cpus() -> usize {
 /// send, unless `TAILPROBE_LOAD_CLIENT=hyper` asks for hyper everywhere
 /// (to compare the two).
 fn fast_request(opts: &LoadOptions) -> Option<h1::FastRequest> {
-    if opts.openai || std::env::var_os("TAILPROBE_LOAD_CLIENT").is_some_and(|v| v == "hyper") {
+    if opts.request.api.is_openai()
+        || std::env::var_os("TAILPROBE_LOAD_CLIENT").is_some_and(|v| v == "hyper")
+    {
         return None;
     }
     h1::FastRequest::new(&opts.target)
@@ -656,6 +730,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         record_errors: AtomicU64::new(0),
         tids: Mutex::new(Vec::new()),
         fast: fast_request(opts),
+        expect: opts.request.expect(),
     });
     let units = match &opts.mode {
         Mode::Closed { concurrency } => *concurrency,

@@ -29,8 +29,12 @@ pub struct RequestRecord {
     pub end_ns: u64,
     /// HTTP status, 0 when no response arrived.
     pub status: u16,
-    /// `ok`, `timeout`, or the error kind.
+    /// `ok`, `incomplete`, `timeout`, or the error kind.
     pub outcome: Cow<'static, str>,
+    /// Why an answer was `incomplete` (`empty_stream`, `no_finish_reason`,
+    /// ...); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<&'static str>,
     pub output_tokens: Option<u64>,
     pub bytes: u64,
     /// Thread id of the generator thread that sent it.

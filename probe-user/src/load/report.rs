@@ -5,7 +5,18 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::{stats::Stats, stats::Summary, LoadOptions, Mode};
+use super::{
+    spec::{Expect, ModelChoice},
+    stats::Stats,
+    stats::Summary,
+    target::Api,
+    LoadOptions, Mode,
+};
+
+fn ignore_eos(opts: &LoadOptions) -> bool {
+    let r = &opts.request;
+    r.ignore_eos && r.body.is_none() && r.api.generates()
+}
 
 /// The generator watching itself.
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +57,16 @@ pub struct Config {
     pub duration_s: Option<f64>,
     pub warmup: u64,
     pub timeout_s: f64,
+    /// An OpenAI-compatible API (token metrics, completeness checks).
     pub openai: bool,
+    pub api: Api,
+    /// The model asked for, and where its name came from (`given`,
+    /// `discovered` from GET /v1/models; null name for a template body).
+    pub model: ModelChoice,
+    /// What a complete answer holds (asked output tokens, streaming).
+    pub expect: Expect,
+    /// `ignore_eos`/`min_tokens` were sent.
+    pub ignore_eos: bool,
     pub slo_ms: BTreeMap<&'static str, f64>,
 }
 
@@ -76,6 +96,19 @@ pub struct LoadReport {
     pub timeouts: u64,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
+    /// 2xx answers that were not what was asked (streams that ended early
+    /// or empty, bodies without the expected fields): not successes, not in
+    /// the latency histograms.
+    pub incomplete: u64,
+    /// Incomplete answers by reason (`empty_stream`, `no_finish_reason`,
+    /// `fewer_tokens_than_asked`, `more_tokens_than_asked`,
+    /// `unparsable_body`, `no_content`).
+    pub incomplete_kinds: BTreeMap<String, u64>,
+    /// Complete answers the model ended itself (`finish_reason: "stop"`)
+    /// before the asked tokens.
+    pub stopped_early: u64,
+    /// The first error answer the server gave, quoted.
+    pub error_sample: Option<String>,
     pub warmup_excluded: u64,
     pub streams_without_done: u64,
     /// last end - first intended (closed loop: first send), seconds.
@@ -92,7 +125,99 @@ pub struct LoadReport {
     /// Which latency is the headline: `e2e` or `e2e_sched`.
     pub headline: &'static str,
     pub latency_ms: Latency,
+    /// About the server's answers (incomplete answers and their likely
+    /// cause; ignored `ignore_eos`).
+    pub warnings: Vec<String>,
     pub generator: Generator,
+}
+
+/// Share of incomplete answers above which `load` warns and an experiment
+/// refuses a configuration: 1%.
+pub const INCOMPLETE_THRESHOLD: f64 = 0.01;
+
+impl LoadReport {
+    /// Measured requests that got an answer or failed (warm-up excluded).
+    pub fn attempted(&self) -> u64 {
+        self.ok
+            .saturating_add(self.incomplete)
+            .saturating_add(self.errors)
+            .saturating_add(self.timeouts)
+    }
+
+    /// Incomplete answers as a share of the measured requests (0 when
+    /// none were sent).
+    pub fn incomplete_share(&self) -> f64 {
+        match self.attempted() {
+            0 => 0.0,
+            n => self.incomplete as f64 / n as f64,
+        }
+    }
+
+    /// Whether incomplete answers are above `threshold` (a share, e.g.
+    /// `INCOMPLETE_THRESHOLD`).
+    pub fn too_incomplete(&self, threshold: f64) -> bool {
+        self.incomplete > 0 && self.incomplete_share() > threshold
+    }
+}
+
+/// The likely cause of incomplete answers, from their main reason and the
+/// concurrency.
+pub fn incomplete_cause(kinds: &BTreeMap<String, u64>, concurrent: bool) -> &'static str {
+    let main = kinds
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(k, _)| k.as_str())
+        .unwrap_or("");
+    use super::complete::*;
+    match main {
+        k if (k == EMPTY_STREAM || k == NO_FINISH) && concurrent => {
+            "the server ends running streams early under concurrency (some serve one \
+             stream at a time and cut the running one when a new request arrives); \
+             try --concurrency 1"
+        }
+        k if k == EMPTY_STREAM || k == NO_FINISH => {
+            "the server ends streams early even one at a time; check its logs and limits"
+        }
+        k if k == FEWER_TOKENS => {
+            "the server stops before max_tokens (a context-length limit?); \
+             lower --max-tokens or --prompt-tokens"
+        }
+        k if k == MORE_TOKENS => "the server reports more output tokens than were asked",
+        _ => "the answers are not the expected JSON: is --api right for this endpoint?",
+    }
+}
+
+fn answer_warnings(opts: &LoadOptions, s: &Stats) -> Vec<String> {
+    let mut w = Vec::new();
+    let incomplete = s.incomplete_total();
+    let attempted =
+        s.ok.saturating_add(incomplete)
+            .saturating_add(s.errors_total())
+            .saturating_add(s.timeouts);
+    if incomplete > 0 && incomplete as f64 > INCOMPLETE_THRESHOLD * attempted as f64 {
+        let concurrent = match opts.mode {
+            Mode::Closed { concurrency } => concurrency > 1,
+            Mode::Open { .. } => true,
+        };
+        w.push(format!(
+            "{incomplete} of {attempted} answers ({:.1}%) were incomplete (above {:.0}%): {}",
+            100.0 * incomplete as f64 / attempted.max(1) as f64,
+            INCOMPLETE_THRESHOLD * 100.0,
+            incomplete_cause(&s.incomplete, concurrent)
+        ));
+    }
+    if s.stopped_early > 0 {
+        w.push(format!(
+            "{} answers ended at the model's end of sequence before max_tokens: {}",
+            s.stopped_early,
+            if ignore_eos(opts) {
+                "the server does not honour ignore_eos/min_tokens"
+            } else {
+                "ignore_eos/min_tokens were not sent"
+            }
+        ));
+    }
+    w
 }
 
 pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: bool) -> LoadReport {
@@ -131,7 +256,11 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             warmup: opts.warmup,
             timeout_s: opts.timeout.as_secs_f64(),
-            openai: opts.openai,
+            openai: opts.request.api.is_openai(),
+            api: opts.request.api,
+            model: opts.request.model.clone(),
+            expect: opts.request.expect(),
+            ignore_eos: ignore_eos(opts),
             slo_ms,
         },
         Mode::Open {
@@ -151,7 +280,11 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             warmup: opts.warmup,
             timeout_s: opts.timeout.as_secs_f64(),
-            openai: opts.openai,
+            openai: opts.request.api.is_openai(),
+            api: opts.request.api,
+            model: opts.request.model.clone(),
+            expect: opts.request.expect(),
+            ignore_eos: ignore_eos(opts),
             slo_ms,
         },
     };
@@ -192,6 +325,10 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
         timeouts: s.timeouts,
         errors: s.errors_total(),
         error_kinds: s.errors.clone(),
+        incomplete: s.incomplete_total(),
+        incomplete_kinds: s.incomplete.clone(),
+        stopped_early: s.stopped_early,
+        error_sample: s.error_sample.clone(),
         warmup_excluded: s.warmup,
         streams_without_done: s.streams_without_done,
         window_s,
@@ -211,6 +348,7 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             tpot: ms(&s.tpot),
             itl: ms(&s.itl),
         },
+        warnings: answer_warnings(opts, s),
         generator: gen,
     }
 }
@@ -243,11 +381,43 @@ pub fn text(r: &LoadReport) -> String {
     if r.interrupted {
         let _ = writeln!(o, "(interrupted: the numbers cover what ran)");
     }
+    match (c.model.name(), c.openai) {
+        (Some(m), true) => {
+            let how = match c.model {
+                super::ModelChoice::Discovered(_) => " (from GET /v1/models)",
+                _ => "",
+            };
+            let _ = writeln!(
+                o,
+                "request: {} api, model {m:?}{how}{}",
+                c.api,
+                c.expect
+                    .max_tokens
+                    .map(|t| format!(", {t} output tokens asked"))
+                    .unwrap_or_default()
+            );
+        }
+        (None, true) => {
+            let _ = writeln!(o, "request: {} api, body from the template", c.api);
+        }
+        _ => {}
+    }
     let _ = writeln!(
         o,
-        "requests: {} ok, {} errors, {} timeouts ({} warm-up excluded)",
-        r.ok, r.errors, r.timeouts, r.warmup_excluded
+        "requests: {} ok, {} incomplete, {} errors, {} timeouts ({} warm-up excluded)",
+        r.ok, r.incomplete, r.errors, r.timeouts, r.warmup_excluded
     );
+    if !r.incomplete_kinds.is_empty() {
+        let kinds: Vec<String> = r
+            .incomplete_kinds
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(o, "incomplete by reason: {}", kinds.join(", "));
+    }
+    if let Some(e) = &r.error_sample {
+        let _ = writeln!(o, "first error answer: {e}");
+    }
     if !r.error_kinds.is_empty() {
         let kinds: Vec<String> = r
             .error_kinds
@@ -277,7 +447,7 @@ pub fn text(r: &LoadReport) -> String {
         let _ = writeln!(
             o,
             "goodput: {g:.1} req/s ({n} of {} requests met {})",
-            r.ok + r.errors + r.timeouts,
+            r.attempted(),
             slo.join(", ")
         );
     }
@@ -310,7 +480,7 @@ pub fn text(r: &LoadReport) -> String {
         let _ = writeln!(
             o,
             "  {:<26} {:>9.1} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8}",
-            "output tokens / request",
+            "output tokens / ok request",
             t.avg,
             t.p50.value,
             t.p90.value,
@@ -355,7 +525,7 @@ pub fn text(r: &LoadReport) -> String {
         g.allowed_cpus.min(g.threads + 1),
         g.cpus.as_ref().map(|c| format!(", pinned to {c}")).unwrap_or_default()
     );
-    for w in &g.warnings {
+    for w in r.warnings.iter().chain(&g.warnings) {
         let _ = writeln!(o, "warning: {w}");
     }
     o

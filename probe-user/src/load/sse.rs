@@ -13,10 +13,22 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Largest line, and largest event (its `data` lines together), accepted by
+/// default: 1 MiB. A longer one stops the parse (`TooLarge`): memory stays
+/// bounded whatever the server sends.
+pub const MAX_EVENT: usize = 1 << 20;
+
+/// A line or an event over the parser's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an event-stream line or event over {0} bytes")]
+pub struct TooLarge(pub usize);
+
 /// Incremental SSE parser (the WHATWG event-stream format, `data` field only:
 /// `event`, `id` and `retry` are accepted and ignored).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
+    /// Largest line or event, bytes.
+    max: usize,
     buf: Vec<u8>,
     /// Arrival time of the first byte of the partial line in `buf`.
     line_start: Option<u64>,
@@ -28,15 +40,62 @@ pub struct SseParser {
     pub comments: u64,
 }
 
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT)
+    }
+}
+
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Feed bytes that arrived at `at_ns`; complete events go to `out`.
-    pub fn feed(&mut self, chunk: &[u8], at_ns: u64, out: &mut Vec<SseEvent>) {
+    /// A parser that refuses lines and events over `max` bytes.
+    pub fn with_limit(max: usize) -> Self {
+        SseParser {
+            max,
+            buf: Vec::new(),
+            line_start: None,
+            event_start: None,
+            data: String::new(),
+            has_data: false,
+            comments: 0,
+        }
+    }
+
+    /// Bytes held for partial lines and events (bounded by about twice the
+    /// limit plus one chunk).
+    pub fn held(&self) -> usize {
+        self.buf.len() + self.data.len()
+    }
+
+    /// Feed bytes that arrived at `at_ns`; complete events go to `out`. A
+    /// line or event over the limit is an error (the stream should be
+    /// abandoned: the parser's state is cleared).
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        at_ns: u64,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), TooLarge> {
+        let r = self.feed_inner(chunk, at_ns, out);
+        if r.is_err() {
+            self.buf = Vec::new();
+            self.data = String::new();
+            self.has_data = false;
+        }
+        r
+    }
+
+    fn feed_inner(
+        &mut self,
+        chunk: &[u8],
+        at_ns: u64,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), TooLarge> {
         if chunk.is_empty() {
-            return;
+            return Ok(());
         }
         if self.buf.is_empty() {
             self.line_start = Some(at_ns);
@@ -52,9 +111,15 @@ impl SseParser {
             if line_end > consumed && self.buf[line_end - 1] == b'\r' {
                 line_end -= 1;
             }
+            if line_end - consumed > self.max {
+                return Err(TooLarge(self.max));
+            }
             let line = std::mem::take(&mut self.buf);
             self.line(&line[consumed..line_end], start_ns, out);
             self.buf = line;
+            if self.data.len() > self.max {
+                return Err(TooLarge(self.max));
+            }
             consumed = end + 1;
             search = consumed;
             // Whatever follows in this buffer arrived with this chunk.
@@ -63,9 +128,13 @@ impl SseParser {
         if consumed > 0 {
             self.buf.drain(..consumed);
         }
+        if self.buf.len() > self.max {
+            return Err(TooLarge(self.max));
+        }
         if self.buf.is_empty() {
             self.line_start = None;
         }
+        Ok(())
     }
 
     /// The stream ended: an event left without its closing blank line is
@@ -130,8 +199,13 @@ pub enum Chunk {
     Error(String),
     /// A normal chunk. `tokens` is 1 when it carries generated text (a
     /// role-only or empty delta carries none); `usage` is
-    /// `usage.completion_tokens` when present.
-    Data { tokens: u32, usage: Option<u64> },
+    /// `usage.completion_tokens` when present; `finish` is a choice's
+    /// `finish_reason` when set.
+    Data {
+        tokens: u32,
+        usage: Option<u64>,
+        finish: Option<String>,
+    },
     /// Not JSON: counted, otherwise ignored.
     Unparsable,
 }
@@ -176,9 +250,18 @@ pub fn classify(data: &str) -> Chunk {
         .get("usage")
         .and_then(|u| u.get("completion_tokens"))
         .and_then(|t| t.as_u64());
+    let finish = v
+        .get("choices")
+        .and_then(|c| c.as_array())
+        .and_then(|choices| {
+            choices
+                .iter()
+                .find_map(|c| c.get("finish_reason")?.as_str().map(str::to_string))
+        });
     Chunk::Data {
         tokens: u32::from(has_text),
         usage,
+        finish,
     }
 }
 
@@ -194,6 +277,8 @@ pub struct TokenTimes {
     pub done: bool,
     pub error: Option<String>,
     pub unparsable: u64,
+    /// The last `finish_reason` the server sent (`length`, `stop`, ...).
+    pub finish_reason: Option<String>,
 }
 
 impl TokenTimes {
@@ -207,9 +292,16 @@ impl TokenTimes {
                 }
             }
             Chunk::Unparsable => self.unparsable += 1,
-            Chunk::Data { tokens, usage } => {
+            Chunk::Data {
+                tokens,
+                usage,
+                finish,
+            } => {
                 if usage.is_some() {
                     self.usage_tokens = usage;
+                }
+                if finish.is_some() {
+                    self.finish_reason = finish;
                 }
                 if tokens > 0 {
                     if let Some(last) = self.last_token_ns {
@@ -219,7 +311,7 @@ impl TokenTimes {
                         self.first_token_ns = Some(ev.at_ns);
                     }
                     self.last_token_ns = Some(ev.at_ns);
-                    self.token_events += u64::from(tokens);
+                    self.token_events = self.token_events.saturating_add(u64::from(tokens));
                 }
             }
         }
@@ -248,7 +340,7 @@ mod tests {
         let mut p = SseParser::new();
         let mut out = Vec::new();
         for (c, t) in chunks {
-            p.feed(c.as_bytes(), *t, &mut out);
+            p.feed(c.as_bytes(), *t, &mut out).unwrap();
         }
         p.finish(&mut out);
         (out, p.comments)
@@ -304,7 +396,7 @@ mod tests {
         let mut p = SseParser::new();
         let mut out = Vec::new();
         for (i, b) in text.as_bytes().iter().enumerate() {
-            p.feed(&[*b], i as u64, &mut out);
+            p.feed(&[*b], i as u64, &mut out).unwrap();
         }
         p.finish(&mut out);
         assert_eq!(out.len(), 2);
@@ -345,35 +437,40 @@ mod tests {
             classify(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#),
             Chunk::Data {
                 tokens: 0,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         assert_eq!(
             classify(r#"{"choices":[{"delta":{"content":""}}]}"#),
             Chunk::Data {
                 tokens: 0,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         assert_eq!(
             classify(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
             Chunk::Data {
                 tokens: 1,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         assert_eq!(
             classify(r#"{"choices":[{"text":" the","index":0}]}"#),
             Chunk::Data {
                 tokens: 1,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         assert_eq!(
             classify(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}"#),
             Chunk::Data {
                 tokens: 0,
-                usage: Some(9)
+                usage: Some(9),
+                finish: None
             }
         );
         assert_eq!(

@@ -134,6 +134,12 @@ pub struct Stats {
     pub timeouts: u64,
     /// Errors by kind (`connect`, `http_503`, `stream_error`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// 2xx answers that were not what was asked, by reason.
+    pub incomplete: BTreeMap<String, u64>,
+    /// Complete answers the model ended itself before the asked tokens.
+    pub stopped_early: u64,
+    /// The first error answer, quoted (`HTTP 404: "..."`).
+    pub error_sample: Option<String>,
     pub warmup: u64,
     pub dropped: u64,
     /// Requests that met every SLO.
@@ -148,7 +154,19 @@ pub struct Stats {
 
 impl Stats {
     pub fn error(&mut self, kind: &str) {
-        *self.errors.entry(kind.to_string()).or_insert(0) += 1;
+        let n = self.errors.entry(kind.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    pub fn incomplete(&mut self, why: &str) {
+        let n = self.incomplete.entry(why.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    pub fn incomplete_total(&self) -> u64 {
+        self.incomplete
+            .values()
+            .fold(0, |a, b| a.saturating_add(*b))
     }
 
     pub fn window(&mut self, start_ns: u64, end_ns: u64) {
@@ -157,7 +175,7 @@ impl Stats {
     }
 
     pub fn errors_total(&self) -> u64 {
-        self.errors.values().sum()
+        self.errors.values().fold(0, |a, b| a.saturating_add(*b))
     }
 
     pub fn merge(&mut self, o: &Stats) {
@@ -173,17 +191,31 @@ impl Stats {
         ] {
             a.merge(b);
         }
-        self.ok += o.ok;
-        self.timeouts += o.timeouts;
-        for (k, v) in &o.errors {
-            *self.errors.entry(k.clone()).or_insert(0) += v;
+        // Saturating throughout: counts a server reports (tokens) can be
+        // anything; a sum never wraps around.
+        self.ok = self.ok.saturating_add(o.ok);
+        self.timeouts = self.timeouts.saturating_add(o.timeouts);
+        for (mine, theirs) in [
+            (&mut self.errors, &o.errors),
+            (&mut self.incomplete, &o.incomplete),
+        ] {
+            for (k, v) in theirs {
+                let n = mine.entry(k.clone()).or_insert(0);
+                *n = n.saturating_add(*v);
+            }
         }
-        self.warmup += o.warmup;
-        self.dropped += o.dropped;
-        self.good += o.good;
-        self.output_tokens += o.output_tokens;
-        self.streams_without_done += o.streams_without_done;
-        self.bytes += o.bytes;
+        if self.error_sample.is_none() {
+            self.error_sample.clone_from(&o.error_sample);
+        }
+        self.stopped_early = self.stopped_early.saturating_add(o.stopped_early);
+        self.warmup = self.warmup.saturating_add(o.warmup);
+        self.dropped = self.dropped.saturating_add(o.dropped);
+        self.good = self.good.saturating_add(o.good);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.streams_without_done = self
+            .streams_without_done
+            .saturating_add(o.streams_without_done);
+        self.bytes = self.bytes.saturating_add(o.bytes);
         if let Some(s) = o.first_start_ns {
             self.first_start_ns = Some(self.first_start_ns.map_or(s, |x| x.min(s)));
         }
@@ -239,5 +271,34 @@ mod tests {
         assert_eq!(a.errors_total(), 3);
         assert_eq!((a.first_start_ns, a.last_end_ns), (Some(50), Some(200)));
         assert!(Hist::new().summary(1.0).is_none());
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        // Token counts from a broken server: two near u64::MAX.
+        let mut a = Stats {
+            output_tokens: u64::MAX - 2,
+            bytes: u64::MAX,
+            ..Stats::default()
+        };
+        a.incomplete("empty_stream");
+        let mut b = Stats {
+            output_tokens: u64::MAX - 2,
+            bytes: 5,
+            ..Stats::default()
+        };
+        b.incomplete("empty_stream");
+        b.incomplete("no_finish_reason");
+        a.merge(&b);
+        assert_eq!(a.output_tokens, u64::MAX);
+        assert_eq!(a.bytes, u64::MAX);
+        assert_eq!(a.incomplete_total(), 3);
+        a.errors.insert("x".into(), u64::MAX);
+        a.error("x");
+        a.error("y");
+        assert_eq!(a.errors_total(), u64::MAX);
+        // The token histogram clamps rather than failing.
+        a.tokens.record(u64::MAX);
+        assert_eq!(a.tokens.len(), 1);
     }
 }

@@ -25,25 +25,61 @@ pub enum TargetError {
     BadMethod(String),
 }
 
-/// Which OpenAI-compatible endpoint the URL points at.
+/// Which API the requests speak: an OpenAI-compatible endpoint, or plain
+/// HTTP (latency and status only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     Completions,
     Chat,
+    Embeddings,
+    Plain,
 }
 
 impl Api {
-    /// Recognise the endpoint from the URL path.
+    /// Recognise the OpenAI endpoint from the URL path (`None`: not one).
     pub fn from_path(path: &str) -> Option<Api> {
         let p = path.split('?').next().unwrap_or(path).trim_end_matches('/');
         if p.ends_with("/chat/completions") {
             Some(Api::Chat)
         } else if p.ends_with("/completions") {
             Some(Api::Completions)
+        } else if p.ends_with("/embeddings") {
+            Some(Api::Embeddings)
         } else {
             None
         }
+    }
+
+    /// An OpenAI-compatible endpoint (token metrics, completeness checks).
+    pub fn is_openai(self) -> bool {
+        self != Api::Plain
+    }
+
+    /// Whether answers carry generated tokens (completions and chat).
+    pub fn generates(self) -> bool {
+        matches!(self, Api::Completions | Api::Chat)
+    }
+
+    /// The endpoint's usual path, used when the URL names none.
+    pub fn default_path(self) -> Option<&'static str> {
+        match self {
+            Api::Completions => Some("/v1/completions"),
+            Api::Chat => Some("/v1/chat/completions"),
+            Api::Embeddings => Some("/v1/embeddings"),
+            Api::Plain => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat",
+            Api::Embeddings => "embeddings",
+            Api::Plain => "plain",
+        })
     }
 }
 
@@ -54,6 +90,21 @@ pub fn openai_body(
     prompt_tokens: u32,
     max_tokens: u32,
     stream: bool,
+) -> String {
+    openai_body_with(api, model, prompt_tokens, max_tokens, stream, false)
+}
+
+/// `openai_body`, and with `ignore_eos` also `"ignore_eos": true` and
+/// `"min_tokens": max_tokens` (vLLM's extensions that make the model
+/// generate exactly `max_tokens`; servers without them may reject or
+/// ignore them).
+pub fn openai_body_with(
+    api: Api,
+    model: &str,
+    prompt_tokens: u32,
+    max_tokens: u32,
+    stream: bool,
+    ignore_eos: bool,
 ) -> String {
     // A deterministic prompt of `prompt_tokens` whitespace-separated words.
     const WORDS: [&str; 8] = [
@@ -79,7 +130,13 @@ pub fn openai_body(
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens, "stream": stream,
         }),
+        Api::Embeddings => return serde_json::json!({"model": model, "input": prompt}).to_string(),
+        Api::Plain => return String::new(),
     };
+    if ignore_eos {
+        v["ignore_eos"] = serde_json::json!(true);
+        v["min_tokens"] = serde_json::json!(max_tokens);
+    }
     if stream {
         v["stream_options"] = serde_json::json!({"include_usage": true});
     }

@@ -292,7 +292,7 @@ mod tests {
         let fd = match open(ev, tid) {
             Ok(fd) => fd,
             Err(e) => {
-                eprintln!("skipped: perf_event_open refused here ({e})");
+                eprintln!("SKIP: own_page_faults_are_counted: perf_event_open refused here ({e})");
                 return;
             }
         };

@@ -304,24 +304,35 @@ mod tests {
             classify(&data(c.start().unwrap())),
             Chunk::Data {
                 tokens: 0,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         assert_eq!(
             classify(&data(c.token(" hi"))),
             Chunk::Data {
                 tokens: 1,
-                usage: None
+                usage: None,
+                finish: None
             }
         );
         let end = c.end(3, 7);
         let parts: Vec<&str> = end.split("\n\n").filter(|s| !s.is_empty()).collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(
+            classify(parts[0].trim_start_matches("data: ")),
+            Chunk::Data {
+                tokens: 0,
+                usage: None,
+                finish: Some("length".into())
+            }
+        );
+        assert_eq!(
             classify(parts[1].trim_start_matches("data: ")),
             Chunk::Data {
                 tokens: 0,
-                usage: Some(7)
+                usage: Some(7),
+                finish: None
             }
         );
         assert_eq!(parts[2], "data: [DONE]");

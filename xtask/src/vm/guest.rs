@@ -38,6 +38,8 @@ pub struct BinResult {
     pub passed: u32,
     pub failed: u32,
     pub skipped: u32,
+    /// The SKIP lines, shown again in `cargo xtask test`'s summary.
+    pub skip_lines: Vec<String>,
     pub failed_names: Vec<String>,
 }
 
@@ -121,7 +123,13 @@ fn parse_log(name: &str, rc: i32, secs: u64, log: &str) -> BinResult {
                 r.failed_names.push(n.to_string());
             }
         }
-        r.skipped += line.matches("SKIP ").count() as u32;
+        if let Some(i) = line.find("SKIP") {
+            let s = &line[i..];
+            if s.starts_with("SKIP:") || s.starts_with("SKIP ") {
+                r.skipped += 1;
+                r.skip_lines.push(s.trim_end().to_string());
+            }
+        }
     }
     if rc != 0 && r.failed == 0 {
         // Killed by its time limit or crashed before libtest's summary.

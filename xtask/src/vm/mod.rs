@@ -111,13 +111,13 @@ fn build(wanted: &[Wanted]) -> Result<Vec<TestBin>> {
     Ok(found)
 }
 
-struct Row {
+pub struct Row {
     label: String,
     boots: u32,
     status: String,
     boot_secs: f64,
     run_secs: f64,
-    tests: Vec<BinResult>,
+    pub tests: Vec<BinResult>,
     ok: bool,
 }
 
@@ -172,7 +172,7 @@ fn lock() -> Result<std::fs::File> {
     Ok(f)
 }
 
-pub fn run(opts: &Options) -> Result<()> {
+pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let _lock = lock()?;
     let started = Instant::now();
     let vng = tools::ensure()?;
@@ -259,21 +259,32 @@ pub fn run(opts: &Options) -> Result<()> {
     if !bad.is_empty() {
         bail!("vm-test failed on: {}", bad.join(", "));
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// What `cargo xtask test` runs: the NUMA tests in one two-node guest.
-pub fn ci_subset() -> Result<()> {
+pub fn ci_subset() -> Result<crate::testsum::Lane> {
+    let mut lane = crate::testsum::Lane::new("NUMA subset (QEMU 6.1 guest)");
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIP vm-test: needs root (apt-get, /lib/modules, BPF in the guest); CI runs it as root"
+        lane.line(
+            "SKIP: vm-test: needs root (apt-get, /lib/modules, BPF in the guest); CI runs it as root",
         );
-        return Ok(());
+        eprintln!("{}", lane.skips.join("\n"));
+        return Ok(lane);
     }
-    run(&Options {
+    let rows = run(&Options {
         kernels: vec!["6.1".to_string()],
         subset: Subset::Numa,
         host: false,
-    })
+    })?;
+    for r in &rows {
+        for t in &r.tests {
+            lane.passed += t.passed;
+            lane.failed += t.failed;
+            lane.skipped += t.skipped;
+            lane.skips.extend(t.skip_lines.iter().cloned());
+        }
+    }
+    Ok(lane)
 }
