@@ -119,6 +119,44 @@ pub fn open_owned(path: &Path, create: bool) -> io::Result<fs::File> {
     Ok(f)
 }
 
+/// Refuse a directory another user controls: it must be owned by us or
+/// root, and if others may write to it, have the sticky bit (like /tmp), so
+/// nobody else can rename or replace what we create in it. `dir` is
+/// resolved through links (a link to another user's directory is refused
+/// for what it points to).
+pub fn check_dir_trusted(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let md = fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = md.permissions().mode();
+    let why = if !md.is_dir() {
+        Some("is not a directory".to_string())
+    } else if md.uid() != me && md.uid() != 0 {
+        Some(format!(
+            "is owned by uid {}, not by us (uid {me}) or root",
+            md.uid()
+        ))
+    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        Some(format!(
+            "is writable by other users (mode {:o}) without the sticky bit",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {why}; refusing to keep files there (choose another directory)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 /// A fresh private directory under the system temporary directory
 /// (`mkdtemp`: random name, mode 0700, created by us), removed when the
 /// returned guard drops. Nothing another user created can be taken for it.
@@ -217,6 +255,18 @@ mod tests {
         assert_ne!(a.path(), b.path());
         let m = fs::metadata(a.path()).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_directory_others_control_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_dir_trusted(d.path()).is_ok());
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_dir_trusted(d.path()).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_dir_trusted(d.path()).is_ok());
     }
 
     #[test]
