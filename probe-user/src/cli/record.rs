@@ -87,6 +87,18 @@ pub struct RecordArgs {
     /// [default: twice the online CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub builtin_threads: Option<u16>,
+    /// Do not load the hard IRQ and softirq programs: no IRQ time, softirq
+    /// time or softirq raise delay in the report, five programs fewer to
+    /// verify at start and to run on every interrupt.
+    #[arg(long)]
+    pub no_irq: bool,
+    /// Run the loader and the ring-buffer reader at a raised priority,
+    /// `nice:N` (-20..19) or `fifo:N` (SCHED_FIFO 1..99), so that a
+    /// saturated machine does not starve the recorder. Set after the
+    /// target is started (it keeps its own). Trade-off: a real-time reader
+    /// preempts the server it observes whenever it runs (docs/record-json.md).
+    #[arg(long, value_parser = crate::record::priority::parse)]
+    pub priority: Option<crate::record::priority::Priority>,
     /// Command to launch and record (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -153,6 +165,8 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
     opts.self_stats = !args.no_self_stats;
     opts.trace_events = args.trace_events;
     opts.max_threads = args.max_threads;
+    opts.irq = !args.no_irq;
+    opts.priority = args.priority;
     opts.progress = !args.json;
     opts.on_attached = Some(record::Callback::new(|pid| {
         eprintln!("tailprobe: probes attached to pid {pid}")
