@@ -256,13 +256,19 @@ pub fn main(args: &LoadArgs) -> Result<i32> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         bail!(
-            "no request succeeded ({} timeouts; errors: {}); is the server at {} up?",
+            "no request succeeded ({} incomplete, {} timeouts; errors: {}){}; is the server at {} up, and is the request right for it?",
+            report.incomplete,
             report.timeouts,
             if kinds.is_empty() {
                 "none".into()
             } else {
                 kinds.join(", ")
             },
+            report
+                .error_sample
+                .as_ref()
+                .map(|e| format!("; the server answered {e}"))
+                .unwrap_or_default(),
             args.url
         );
     }

@@ -243,3 +243,48 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / hz
 }
+
+pub mod cutting;
+
+/// `tailprobe load ARGS --json` as a child: (exit ok, JSON report or Null,
+/// stderr, peak RSS in KiB from wait4).
+pub fn load_json(args: &[&str]) -> (bool, serde_json::Value, String, i64) {
+    let child = std::process::Command::new(tailprobe_tests::tailprobe_bin())
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tailprobe load");
+    let pid = child.id() as libc::pid_t;
+    let mut child = child;
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let (mut so, mut se) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
+    let t = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = se.read_to_end(&mut e);
+        e
+    });
+    let _ = so.read_to_end(&mut out);
+    err.extend(t.join().expect("stderr reader"));
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4; pid is our child, not
+    // yet waited for (std's Child is dropped without waiting).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(rc, pid, "wait4");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let json = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+    (
+        ok,
+        json,
+        String::from_utf8_lossy(&err).to_string(),
+        ru.ru_maxrss,
+    )
+}
