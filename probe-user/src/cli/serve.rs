@@ -24,6 +24,11 @@ use crate::{
 /// each --layers dense --hidden x --hidden matrix-vector products, in
 /// --workers named threads (tp-serve-wN) behind a bounded queue.
 ///
+/// Limits shed abuse: --header-timeout, --body-timeout, --max-body,
+/// --max-prompt-tokens, --max-tokens-limit, --queue; accept backs off when
+/// out of file descriptors; a client that leaves stops its work
+/// (docs/load.md).
+///
 /// Stops at --duration or on Ctrl-C.
 #[derive(Debug, Args)]
 pub struct ServeArgs {

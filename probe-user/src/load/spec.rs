@@ -227,9 +227,9 @@ pub fn discover_model(
 ) -> Result<String, DiscoverError> {
     let murl = models_url(url)?;
     let t = Target::new(&murl, "GET", headers, None)?;
-    let (status, body) = get(&t, timeout).map_err(|source| DiscoverError::Unreachable {
+    let (status, body) = get(&t, timeout).map_err(|cause| DiscoverError::Unreachable {
         url: murl.clone(),
-        source,
+        cause,
     })?;
     if !(200..300).contains(&status) {
         return Err(DiscoverError::Status {
