@@ -202,8 +202,8 @@ pub fn models_url(url: &str) -> Result<String, TargetError> {
 pub enum DiscoverError {
     #[error(transparent)]
     Url(#[from] TargetError),
-    #[error("cannot reach {url}: {source}; is the server up? (give --model to skip discovery)")]
-    Unreachable { url: String, source: std::io::Error },
+    #[error("cannot reach {url}: {cause}; is the server up? (give --model to skip discovery)")]
+    Unreachable { url: String, cause: std::io::Error },
     #[error("GET {url} answered HTTP {status}: {answer}; give the model with --model")]
     Status {
         url: String,
