@@ -51,20 +51,11 @@ impl Server {
         }
     }
 
+    /// SIGTERM to the server's process group, SIGKILL to what is left
+    /// after 5 s (children it forked included).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not
-            // reaped yet (so the pid cannot have been reused).
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = crate::node::child::stop(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -220,8 +211,7 @@ impl Runner<'_> {
                 if let Some(p) = placed {
                     pin::pin_command(&mut cmd, &placement(p)).context("pinning the server")?;
                 }
-                let mut child = cmd
-                    .spawn()
+                let mut child = crate::node::child::spawn(&mut cmd)
                     .with_context(|| format!("starting {} serve", self.o.exe.display()))?;
                 let stderr = child.stderr.take().context("server stderr")?;
                 let (tx, rx) = mpsc::channel::<String>();
@@ -261,7 +251,8 @@ impl Runner<'_> {
                 if let Some(p) = placed {
                     pin::pin_command(&mut c, &placement(p)).context("pinning the server")?;
                 }
-                let mut child = c.spawn().with_context(|| format!("starting {cmd:?}"))?;
+                let mut child = crate::node::child::spawn(&mut c)
+                    .with_context(|| format!("starting {cmd:?}"))?;
                 let addr = addr_of(url)?;
                 wait_tcp(addr, Duration::from_secs(60), &mut child)?;
                 Ok(Server {
