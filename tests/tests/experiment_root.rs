@@ -25,6 +25,11 @@ sweep = [0.3, 0.8]
 sweep_s = 1.0
 fleet_load_rps = 100.0
 max_total_s = 75.0
+# This test checks the outputs and the documents. On a machine shared with
+# other work every cell can be disturbed (and then every cell is kept out
+# of the conclusions and no plot has data): detection is tested on its own
+# by root_a_cpu_hog_during_a_baseline_repeat_is_named_and_excluded.
+interference_min_ms = 1e9
 [slo]
 percentile = 95.0
 e2e_ms = 500.0
