@@ -6,6 +6,7 @@ pub mod attribution;
 pub mod bootstrap;
 pub mod capacity;
 pub mod correlate;
+pub mod gap;
 pub mod interference;
 pub mod rank;
 pub mod stats;
