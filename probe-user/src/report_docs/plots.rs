@@ -153,10 +153,18 @@ pub fn bars(
             .map_err(&e)?;
         chart
             .draw_series(
-                Histogram::horizontal(&chart)
-                    .style(color(0).mix(0.55).filled())
-                    .margin(10)
-                    .data(rows.iter().enumerate().map(|(i, r)| (i, r.1))),
+                // One rectangle per band, in row order (deterministic SVG).
+                rows.iter().enumerate().map(|(i, r)| {
+                    let mut b = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(i)),
+                            (r.1, SegmentValue::Exact(i + 1)),
+                        ],
+                        color(0).mix(0.55).filled(),
+                    );
+                    b.set_margin(10, 10, 0, 0);
+                    b
+                }),
             )
             .map_err(&e)?;
         chart
