@@ -4,11 +4,12 @@
 //! - `finding`: the finding model and the ranking (pure);
 //! - one module per detector (pure, each with its rule and threshold):
 //!   `preemption`, `saturation`, `throttling` (with `cgroup_cpu`, the
-//!   cgroup reader), `pauses`, `irq`;
+//!   cgroup reader), `pauses`, `irq`, `convoy`;
 //! - `render`: the text report (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
 
 pub mod cgroup_cpu;
+pub mod convoy;
 pub mod finding;
 pub mod irq;
 pub mod pauses;
@@ -88,6 +89,7 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     ropts.quiet_command = true;
     // Diagnose needs sums, windows and preemptors, not the outlier stream.
     ropts.max_outliers = 1000;
+    ropts.wake_edges = true;
     let before: Arc<Mutex<Option<StartSnapshot>>> = Arc::new(Mutex::new(None));
     let slot = before.clone();
     ropts.on_attached = Some(Callback::new(move |pid| {
@@ -211,6 +213,23 @@ pub fn analyse(
         duration_ns: duration,
     });
     push("irq", irq::RULE, irq, None);
+
+    let wakers_seen = !report
+        .unavailable
+        .iter()
+        .any(|u| u.starts_with("who woke whom"));
+    let (convoy, na) = if wakers_seen {
+        (
+            convoy::detect(&report.threads, &report.wake_edges, duration),
+            None,
+        )
+    } else {
+        (
+            None,
+            Some("the waker program could not be attached (see notes)".to_string()),
+        )
+    };
+    push("lock_convoy", convoy::RULE, convoy, na);
 
     rank(&mut findings);
     let mut notes = report.notes.clone();

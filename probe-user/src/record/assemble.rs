@@ -328,6 +328,7 @@ pub fn build(inp: Inputs) -> RecordReport {
         topology_known: inp.topology_known,
         unavailable: inp.unavailable,
         notes: inp.notes,
+        wake_edges: Vec::new(),
     }
 }
 

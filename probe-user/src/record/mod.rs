@@ -71,6 +71,9 @@ pub struct RecordOptions {
     pub trace_events: bool,
     /// Send a launched command's stdout to /dev/null.
     pub quiet_command: bool,
+    /// Also count who woke whom among the target's threads (an extra
+    /// program on sched_wakeup; `report.wake_edges`).
+    pub wake_edges: bool,
 }
 
 impl RecordOptions {
@@ -92,6 +95,7 @@ impl RecordOptions {
             stop: None,
             trace_events: false,
             quiet_command: false,
+            wake_edges: false,
         }
     }
 }
@@ -274,6 +278,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
     let mut probes = Probes::load_and_attach(&cfg)?;
+    if opts.wake_edges {
+        if let Err(e) = probes.attach_wake_edges() {
+            probes.unavailable.push(format!(
+                "who woke whom: sched_wakeup_edges not attachable ({e:#})"
+            ));
+        }
+    }
     if let Some(l) = launched.as_mut() {
         l.release()?;
     }
@@ -414,6 +425,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         merge_counters(&mut counters, tid, c);
     }
     let prog_stats = probes.program_stats();
+    let wake_edges = if probes.attached.contains(&"sched_wakeup_edges") {
+        probes.read_wake_edges()?
+    } else {
+        BTreeMap::new()
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -464,6 +480,14 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.wake_edges = wake_edges
+        .into_iter()
+        .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {
+            waker_tid,
+            wakee_tid,
+            count,
+        })
+        .collect();
     Ok(report)
 }
 
