@@ -448,10 +448,16 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
     cg.add(p.pid());
     let d = diagnose(p.pid());
     assert!(detectors_fired(&d).is_empty(), "{d:#}");
-    // Every detector ran (none silently skipped).
+    // Every CPU-side detector ran and stayed quiet; the node ones (NUMA,
+    // frequency) are quiet or say why they cannot apply (one node, a VM).
     let runs = d["detectors"].as_array().expect("detectors");
-    assert_eq!(runs.len(), 6, "{d:#}");
-    assert!(runs.iter().all(|r| r["status"] == "quiet"), "{d:#}");
+    assert_eq!(runs.len(), 8, "{d:#}");
+    for r in runs {
+        let node_side = r["detector"] == "numa" || r["detector"] == "frequency_idle";
+        let ok = r["status"] == "quiet"
+            || (node_side && r["status"] == "not_available" && r["note"].is_string());
+        assert!(ok, "{r:#}");
+    }
     // And the text says so.
     let out = Command::new(tailprobe_bin())
         .args([
