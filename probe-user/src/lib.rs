@@ -22,6 +22,7 @@ pub mod experiment;
 pub mod kernel;
 pub mod load;
 pub mod node;
+pub mod out;
 pub mod privileges;
 pub mod procfs;
 pub mod record;

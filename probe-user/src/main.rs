@@ -4,6 +4,7 @@ use clap::Parser;
 use tailprobe::cli::{exit, Cli, Command};
 
 fn main() {
+    tailprobe::record::mark_process_start();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Record(a) => tailprobe::cli::record::main(a),

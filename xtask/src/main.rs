@@ -57,7 +57,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Run one section only.
-        #[arg(long, value_parser = ["probes", "load"])]
+        #[arg(long, value_parser = ["probes", "attach", "load"])]
         only: Option<String>,
     },
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
@@ -155,6 +155,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "tailprobe-tests",
@@ -183,6 +184,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "-p",
             "tailprobe-tests",
             "--",
