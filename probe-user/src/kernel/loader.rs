@@ -471,6 +471,27 @@ impl Probes {
         Ok(out)
     }
 
+    /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
+    /// not part of a plain recording.
+    pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
+        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
+            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_wakeup")?;
+        self.attached.push("sched_wakeup_edges");
+        Ok(())
+    }
+
+    /// Wakeups between the target's threads: (waker tid, woken tid) -> count.
+    pub fn read_wake_edges(&self) -> Result<BTreeMap<(u32, u32), u64>> {
+        let m: HashMap<&MapData, u64, u64> = HashMap::try_from(map(&self.ebpf, "WAKE_EDGES")?)?;
+        let mut out = BTreeMap::new();
+        for item in m.iter() {
+            let (k, n) = item.context("reading the WAKE_EDGES map")?;
+            out.insert(((k >> 32) as u32, k as u32), n);
+        }
+        Ok(out)
+    }
+
     /// `mm_migrate_pages` per reason (CPUs summed).
     pub fn read_migrate_pages(&self) -> Result<Vec<MigratePages>> {
         let m: PerCpuArray<&MapData, MigratePages> =

@@ -337,6 +337,7 @@ pub fn build(inp: Inputs) -> RecordReport {
         left_out: inp.left_out,
         attach_ms: inp.attach_ms,
         notes: inp.notes,
+        wake_edges: Vec::new(),
     }
 }
 

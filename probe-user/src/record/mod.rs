@@ -77,6 +77,9 @@ pub struct RecordOptions {
     pub irq: bool,
     /// Raise the recording thread's priority after the target is started.
     pub priority: Option<priority::Priority>,
+    /// Also count who woke whom among the target's threads (an extra
+    /// program on sched_wakeup; `report.wake_edges`).
+    pub wake_edges: bool,
 }
 
 impl RecordOptions {
@@ -100,6 +103,7 @@ impl RecordOptions {
             quiet_command: false,
             irq: true,
             priority: None,
+            wake_edges: false,
         }
     }
 }
@@ -302,6 +306,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
     let mut probes = Probes::load_and_attach(&cfg, &btf)?;
+    if opts.wake_edges {
+        if let Err(e) = probes.attach_wake_edges(&btf) {
+            probes.unavailable.push(format!(
+                "who woke whom: sched_wakeup_edges not attachable ({e:#})"
+            ));
+        }
+    }
     drop(btf);
     let attach_ms = attach_time(&probes, opts.priority);
     if let Some(l) = launched.as_mut() {
@@ -444,6 +455,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         merge_counters(&mut counters, tid, c);
     }
     let prog_stats = probes.program_stats();
+    let wake_edges = if probes.attached.contains(&"sched_wakeup_edges") {
+        probes.read_wake_edges()?
+    } else {
+        BTreeMap::new()
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -496,6 +512,14 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.wake_edges = wake_edges
+        .into_iter()
+        .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {
+            waker_tid,
+            wakee_tid,
+            count,
+        })
+        .collect();
     Ok(report)
 }
 
