@@ -42,6 +42,7 @@ fn recorded_run_documents() {
     let r = recorded();
     let s = summary_doc(&r);
     assert!(s.contains("**Risk level: Medium.**"), "{s}");
+    assert!(s.contains("At 251 requests/s, the service answers half its requests within 4.99 ms and 95 in 100 within 10.5 ms; the slowest 1 in 100 take 13.0 ms or more (mean of 3 repeat(s))."), "{s}");
     assert!(s.contains("A busy neighbour on the same machine (`governor as found / unpinned / noise same node`) slows the slowest 5% of answers from 10.5 to 40.7 ms (+288%, significant). Capacity at the SLO drops from 452 to 251 requests/s per server (0.56x)"), "{s}");
     assert!(s.contains("Of the 6.64 ms gap, 5.83 ms (88%) is queueing in the server"));
     assert!(s.contains("Pinning the server to its local CPUs and memory slows the slowest 5% of answers from 10.5 to 10.8 ms (+2.7%, within run-to-run noise)"), "{s}");
