@@ -156,3 +156,28 @@ fn token_sums_saturate_instead_of_wrapping() {
     assert_eq!(r["ok"], 3, "{r}");
     assert_eq!(r["output_tokens"].as_u64(), Some(u64::MAX), "{r}");
 }
+
+#[test]
+fn a_server_that_rejects_ignore_eos_gets_the_hint() {
+    use std::io::Write as _;
+    let srv = load_support::TestServer::start(std::sync::Arc::new(|_, _, s| {
+        let body = r#"{"error":{"message":"Unrecognized request argument supplied: min_tokens","code":400}}"#;
+        write!(
+            s,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }));
+    let url = srv.url("/v1/completions");
+    let (ok, r, err, _) = load_json(&[&url, "--model", "m", "-n", "2", "-c", "1"]);
+    assert!(!ok);
+    assert!(err.contains("min_tokens"), "{err}");
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("try --no-ignore-eos"), "{warnings}");
+    // Without the extensions there is nothing to hint at.
+    let (_, r, _, _) = load_json(&[&url, "--model", "m", "-n", "1", "--no-ignore-eos"]);
+    assert!(
+        !r["warnings"].to_string().contains("--no-ignore-eos"),
+        "{r}"
+    );
+}

@@ -1,11 +1,16 @@
 //! The load generator behind `tailprobe load`.
 //!
+//! - `spec`: what to ask (`RequestSpec`: API, model, body, lengths,
+//!   streaming) and model discovery (`GET /v1/models`).
 //! - `schedule`: the absolute, seeded arrival schedule of rate mode.
 //! - `target`: URL, method, headers, body (file, `{{id}}` template, or the
 //!   OpenAI-style default).
 //! - `client`: one hyper HTTP/1.1 keep-alive connection and the timing of a
 //!   request on it.
 //! - `sse`: Server-Sent Events parsing and the token metrics (pure).
+//! - `complete`: whether an answer is what was asked (pure); `account`:
+//!   each outcome into the statistics and the record.
+//! - `sys`: CPU affinity, CPU time, absolute sleeps.
 //! - `stats`: HdrHistogram statistics (pure); `report`: the result, as JSON
 //!   and as text (pure).
 //! - `records`: per-request JSON Lines; `progress`: the terminal line.
@@ -19,6 +24,7 @@
 //! every connection busy or the in-flight cap reached waits, and the wait
 //! counts, because its latency is measured from its intended time.
 
+mod account;
 pub mod client;
 pub mod complete;
 pub mod h1;
@@ -31,10 +37,10 @@ pub mod schedule;
 pub mod spec;
 pub mod sse;
 pub mod stats;
+mod sys;
 pub mod target;
 
 use std::{
-    borrow::Cow,
     cell::RefCell,
     path::PathBuf,
     rc::Rc,
@@ -48,11 +54,12 @@ use std::{
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub use self::spec::{discover_model, DiscoverError, Expect, ModelChoice, RequestSpec};
+use self::sys::sleep_until_ns;
+pub use self::sys::{allowed_cpus, cpu_times, pin_to};
 use self::{
     client::{Conn, ReqError, Timing},
-    complete::Verdict,
     progress::Live,
-    records::{RecordWriter, RequestRecord},
+    records::RecordWriter,
     report::LoadReport,
     schedule::{Arrival, Schedule},
     stats::Stats,
@@ -251,206 +258,6 @@ impl Local {
         self.account(id, intended, sent, outcome);
     }
 
-    fn account(&self, id: u64, intended: Option<u64>, sent: u64, outcome: Outcome) {
-        let opts = &self.shared.opts;
-        let warm = id < opts.warmup;
-        let start = intended.unwrap_or(sent);
-        let timeout_ns = opts.timeout.as_nanos() as u64;
-        let mut rec = RequestRecord {
-            id,
-            warmup: warm,
-            intended_ns: intended,
-            sent_ns: sent,
-            first_byte_ns: None,
-            first_token_ns: None,
-            end_ns: 0,
-            status: 0,
-            outcome: Cow::Borrowed(""),
-            incomplete: None,
-            output_tokens: None,
-            bytes: 0,
-            tid: self.tid,
-        };
-        let mut st = self.stats.borrow_mut();
-        let st = &mut *st;
-        if warm {
-            st.warmup += 1;
-        } else if intended.is_some() {
-            st.lag.record(sent.saturating_sub(start));
-        }
-        let headline = |e2e: u64, end: u64| {
-            if intended.is_some() {
-                end.saturating_sub(start)
-            } else {
-                e2e
-            }
-        };
-        match outcome {
-            Outcome::TimedOut => {
-                rec.end_ns = sent + timeout_ns;
-                rec.outcome = Cow::Borrowed("timeout");
-                if !warm {
-                    st.timeouts += 1;
-                    st.e2e.record(timeout_ns);
-                    if intended.is_some() {
-                        st.e2e_sched.record(rec.end_ns.saturating_sub(start));
-                    }
-                    st.window(start, rec.end_ns);
-                    self.shared
-                        .live
-                        .record(false, true, headline(timeout_ns, rec.end_ns));
-                }
-            }
-            Outcome::Failed(e) => {
-                rec.end_ns = monotonic_ns();
-                rec.outcome = Cow::Borrowed(e.kind());
-                if !warm {
-                    st.error(e.kind());
-                    st.window(start, rec.end_ns);
-                    self.shared.live.record(false, false, 0);
-                }
-            }
-            Outcome::Done(t) => self.account_answer(t, warm, intended, sent, &mut rec, st),
-        }
-        if let Some(w) = &self.shared.records {
-            if w.write(&rec).is_err() {
-                self.shared.record_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Account an answer that arrived: ok, incomplete, or an error.
-    fn account_answer(
-        &self,
-        t: Timing,
-        warm: bool,
-        intended: Option<u64>,
-        sent: u64,
-        rec: &mut RequestRecord,
-        st: &mut Stats,
-    ) {
-        let opts = &self.shared.opts;
-        let start = intended.unwrap_or(sent);
-        let headline = |e2e: u64, end: u64| {
-            if intended.is_some() {
-                end.saturating_sub(start)
-            } else {
-                e2e
-            }
-        };
-        rec.end_ns = t.end_ns;
-        rec.status = t.status;
-        rec.first_byte_ns = Some(t.first_byte_ns);
-        rec.bytes = t.bytes;
-        let stream = t.stream.as_ref();
-        let first_token = match stream {
-            Some(s) => s.first_token_ns,
-            None => t.first_body_ns,
-        };
-        rec.first_token_ns = first_token;
-        let verdict = self.judge(&t);
-        let out_tokens = match (&verdict, stream) {
-            (Ok(Verdict::Complete { tokens, .. }), _) => *tokens,
-            (_, Some(s)) => Some(s.output_tokens()),
-            _ => None,
-        };
-        rec.output_tokens = out_tokens;
-        let failed = |st: &mut Stats, live: &Live| {
-            st.window(start, t.end_ns);
-            live.record(false, false, 0);
-        };
-        match verdict {
-            Err(kind) => {
-                rec.outcome = kind.clone();
-                if !warm {
-                    if st.error_sample.is_none() && !(200..300).contains(&t.status) {
-                        st.error_sample = Some(format!(
-                            "HTTP {}: {}",
-                            t.status,
-                            spec::quote_answer(&t.body)
-                        ));
-                    }
-                    st.error(&kind);
-                    failed(st, &self.shared.live);
-                }
-            }
-            Ok(Verdict::Incomplete(why)) => {
-                rec.outcome = Cow::Borrowed("incomplete");
-                rec.incomplete = Some(why);
-                if !warm {
-                    st.incomplete(why);
-                    failed(st, &self.shared.live);
-                }
-            }
-            Ok(Verdict::Complete { stopped_early, .. }) => {
-                rec.outcome = Cow::Borrowed("ok");
-                if warm {
-                    return;
-                }
-                let e2e = t.end_ns.saturating_sub(sent);
-                st.ok += 1;
-                st.stopped_early += u64::from(stopped_early);
-                st.bytes = st.bytes.saturating_add(t.bytes);
-                st.window(start, t.end_ns);
-                st.e2e.record(e2e);
-                if intended.is_some() {
-                    st.e2e_sched.record(t.end_ns.saturating_sub(start));
-                }
-                let mut ttft_head = None;
-                let mut tpot = None;
-                if opts.request.api.is_openai() || stream.is_some() {
-                    if let Some(ft) = first_token {
-                        st.ttft.record(ft.saturating_sub(sent));
-                        if intended.is_some() {
-                            st.ttft_sched.record(ft.saturating_sub(start));
-                        }
-                        ttft_head = Some(headline(ft.saturating_sub(sent), ft));
-                    }
-                    if let Some(s) = stream {
-                        tpot = s.tpot_ns();
-                        if let Some(v) = tpot {
-                            st.tpot.record(v);
-                        }
-                        if !s.done {
-                            st.streams_without_done += 1;
-                        }
-                    }
-                    for g in &t.itl {
-                        st.itl.record(*g);
-                    }
-                    if let Some(n) = out_tokens {
-                        st.output_tokens = st.output_tokens.saturating_add(n);
-                        st.tokens.record(n);
-                    }
-                }
-                let head = headline(e2e, t.end_ns);
-                if opts.slo.is_set() && meets_slo(&opts.slo, ttft_head, tpot, head) {
-                    st.good += 1;
-                }
-                self.shared.live.record(true, false, head);
-            }
-        }
-    }
-
-    /// The verdict on an answer: an error kind, or complete/incomplete.
-    fn judge(&self, t: &Timing) -> Result<Verdict, Cow<'static, str>> {
-        if !(200..300).contains(&t.status) {
-            return Err(Cow::Owned(format!("http_{}", t.status)));
-        }
-        let expect = &self.shared.expect;
-        match &t.stream {
-            Some(s) if s.error.is_some() => Err(Cow::Borrowed("stream_error")),
-            Some(s) => Ok(complete::judge_stream(s, expect)),
-            None if self.shared.opts.request.api.is_openai() => {
-                Ok(complete::judge_body(&t.body, expect))
-            }
-            None => Ok(Verdict::Complete {
-                tokens: None,
-                stopped_early: false,
-            }),
-        }
-    }
-
     async fn closed_worker(self: Rc<Self>) {
         let sh = self.shared.clone();
         let mut conn = self.pool.borrow_mut().pop();
@@ -478,17 +285,6 @@ impl Local {
             }
         }
     }
-}
-
-/// Whether one successful request met every objective (a one-token answer
-/// has no TPOT: it cannot miss it).
-fn meets_slo(slo: &Slo, ttft: Option<u64>, tpot: Option<u64>, e2e: u64) -> bool {
-    let within = |limit: Option<Duration>, v: Option<u64>| match limit {
-        None => true,
-        Some(l) => v.is_some_and(|v| v <= l.as_nanos() as u64),
-    };
-    let tpot_ok = slo.tpot.is_none() || tpot.is_none() || within(slo.tpot, tpot);
-    within(slo.ttft, ttft) && tpot_ok && within(slo.e2e, Some(e2e))
 }
 
 /// Generator thread body: returns its statistics.
@@ -576,29 +372,6 @@ fn generator_thread(
     Ok(stats)
 }
 
-/// Sleep until CLOCK_MONOTONIC reaches `deadline_ns` (absolute).
-fn sleep_until_ns(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    loop {
-        // SAFETY: a valid timespec; a null remainder is allowed with
-        // TIMER_ABSTIME.
-        let rc = unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != libc::EINTR {
-            return;
-        }
-    }
-}
-
 /// The dispatcher: walk the schedule, sleep until each intended time, and
 /// hand the request to the generator threads in turn.
 fn dispatch(
@@ -637,55 +410,6 @@ fn dispatch(
             break;
         }
     }
-}
-
-/// CPU time this process used so far: (user, system) seconds.
-pub fn cpu_times() -> (f64, f64) {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (s(ru.ru_utime), s(ru.ru_stime))
-}
-
-/// Pin the calling thread (and the threads it starts later) to `cpus`.
-pub fn pin_to(cpus: &[u32]) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET indexes within its bounds
-    // because the CPU numbers are checked against its size first.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let max = (std::mem::size_of::<libc::cpu_set_t>() * 8) as u32;
-        for &c in cpus {
-            if c >= max {
-                return Err(std::io::Error::other(format!("CPU {c} is out of range")));
-            }
-            libc::CPU_SET(c as usize, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// CPUs this thread may run on.
-pub fn allowed_cpus() -> usize {
-    // SAFETY: sched_getaffinity fills the zeroed set we pass.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let n = libc::CPU_COUNT(&set);
-            if n > 0 {
-                return n as usize;
-            }
-        }
-    }
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 /// The fast path's request: plain (non-OpenAI) targets whose request it can

@@ -206,6 +206,16 @@ fn answer_warnings(opts: &LoadOptions, s: &Stats) -> Vec<String> {
             incomplete_cause(&s.incomplete, concurrent)
         ));
     }
+    let rejects_extensions = s.error_sample.as_deref().is_some_and(|e| {
+        e.starts_with("HTTP 4") && (e.contains("ignore_eos") || e.contains("min_tokens"))
+    });
+    if rejects_extensions && ignore_eos(opts) {
+        w.push(
+            "the server rejects ignore_eos/min_tokens (see the first error answer): \
+             try --no-ignore-eos"
+                .into(),
+        );
+    }
     if s.stopped_early > 0 {
         w.push(format!(
             "{} answers ended at the model's end of sequence before max_tokens: {}",
@@ -546,4 +556,25 @@ pub fn text(r: &LoadReport) -> String {
         let _ = writeln!(o, "warning: {w}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_reason_and_the_concurrency_name_the_cause() {
+        let kinds = |k: &[(&str, u64)]| {
+            k.iter()
+                .map(|(a, b)| (a.to_string(), *b))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let cut = kinds(&[("empty_stream", 9), ("no_finish_reason", 2)]);
+        assert!(incomplete_cause(&cut, true).contains("try --concurrency 1"));
+        assert!(!incomplete_cause(&cut, false).contains("--concurrency 1"));
+        let short = kinds(&[("fewer_tokens_than_asked", 3), ("empty_stream", 1)]);
+        assert!(incomplete_cause(&short, true).contains("--max-tokens"));
+        let bad = kinds(&[("unparsable_body", 1)]);
+        assert!(incomplete_cause(&bad, true).contains("--api"));
+    }
 }
