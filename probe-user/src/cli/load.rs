@@ -249,9 +249,9 @@ pub fn main(args: &LoadArgs) -> Result<i32> {
     let opts = args.options(request)?;
     let report = load::run(&opts).with_context(|| format!("load on {}", args.url))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::out::print_json(&report)?;
     } else {
-        print!("{}", load::report::text(&report));
+        crate::out::print_str(&load::report::text(&report))?;
     }
     if report.ok == 0 {
         let kinds: Vec<String> = report
