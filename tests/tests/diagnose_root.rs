@@ -276,6 +276,9 @@ fn root_diagnose_names_a_saturated_pipeline_thread() {
         f["what"].as_str().unwrap_or_default().contains("producer"),
         "{f:#}"
     );
+    // The consumers are woken by the producer: who woke whom shows it.
+    assert!(evidence(f, "waiters_woken_by_hot_pct") >= 50.0, "{f:#}");
+    assert_eq!(f["confidence"], "high", "{f:#}");
     drop(p);
 
     // The same pipeline with the work spread: producer 100 us + 1 ms rest,

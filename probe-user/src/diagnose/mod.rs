@@ -222,7 +222,7 @@ pub fn analyse(
     });
     push("preemption", preemption::RULE, pre, None);
 
-    let sat = saturation::detect(&report.threads, duration);
+    let sat = saturation::detect(&report.threads, &report.wake_edges, duration);
     push("saturated_thread", saturation::RULE, sat, None);
 
     let (pause, na) = if report.window_ns == 0 || report.windows.is_empty() {
