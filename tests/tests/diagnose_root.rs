@@ -454,7 +454,7 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
     // Every CPU-side detector ran and stayed quiet; the node ones (NUMA,
     // frequency) are quiet or say why they cannot apply (one node, a VM).
     let runs = d["detectors"].as_array().expect("detectors");
-    assert_eq!(runs.len(), 8, "{d:#}");
+    assert_eq!(runs.len(), 9, "{d:#}");
     for r in runs {
         let node_side = r["detector"] == "numa" || r["detector"] == "frequency_idle";
         let ok = r["status"] == "quiet"
@@ -549,4 +549,32 @@ fn root_diagnose_names_gil_contention() {
     cg.add(p.pid());
     let d = diagnose(p.pid());
     assert!(!fired(&d, "lock_convoy"), "{d:#}");
+}
+
+#[test]
+fn root_diagnose_names_cpu_oversubscription() {
+    needs_root!("root_diagnose_names_cpu_oversubscription");
+    let Some(cg) = cgroup("oversub") else {
+        return;
+    };
+    // Four always-busy threads allowed one CPU: each waits ~3/4 of the time.
+    let p = Proc::start("0", &["duty", "4", "10000", "10000"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "cpu_starvation", "{d:#}");
+    assert!(
+        f["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more runnable threads than CPUs"),
+        "{f:#}"
+    );
+    drop(p);
+
+    // One busy thread on that CPU: nothing to wait for.
+    let p = Proc::start("0", &["duty", "1", "10000", "10000"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "cpu_starvation"), "{d:#}");
 }

@@ -3,7 +3,7 @@
 //!
 //! - `finding`: the finding model and the ranking (pure);
 //! - one module per detector (pure, each with its rule and threshold):
-//!   `preemption`, `saturation`, `throttling` (with `cgroup_cpu`, the
+//!   `preemption`, `starvation`, `saturation`, `throttling` (with `cgroup_cpu`, the
 //!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
 //! - `render`: the text report (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
@@ -18,6 +18,7 @@ pub mod pauses;
 pub mod preemption;
 pub mod render;
 pub mod saturation;
+pub mod starvation;
 pub mod throttling;
 
 use std::{
@@ -220,7 +221,19 @@ pub fn analyse(
         cgroups,
         target_cgroup,
     });
+    let preemption_fired = pre.is_some();
     push("preemption", preemption::RULE, pre, None);
+
+    let starved = starvation::detect(&starvation::Input {
+        target_tgids: &report.target.processes,
+        preemptors: &report.preemptors,
+        wait_ns: report.process.runq_wait.total_ns,
+        oncpu_ns: report.process.oncpu_ns,
+        throttled_ns: throttled_for_preemption,
+        duration_ns: duration,
+        preemption_fired,
+    });
+    push("cpu_starvation", starvation::RULE, starved, None);
 
     let sat = saturation::detect(&report.threads, &report.wake_edges, duration);
     push("saturated_thread", saturation::RULE, sat, None);
