@@ -18,22 +18,10 @@ use std::{
 };
 
 use serde_json::Value;
-use tailprobe_tests::{is_root, tailprobe_bin};
+use tailprobe_tests::{skip, skip_fixable, tailprobe_bin};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_diag_workload");
 const SECS: &str = "6s";
-
-macro_rules! needs_root {
-    ($name:expr) => {
-        if !is_root() {
-            eprintln!(
-                "SKIP: {}: needs root (CAP_BPF, CAP_PERFMON, cgroups)",
-                $name
-            );
-            return;
-        }
-    };
-}
 
 /// A CPU cgroup made for one test, removed (its processes moved back to the
 /// parent) when dropped. v1 `cpu` hierarchy or the v2 tree with `cpu`.
@@ -226,14 +214,17 @@ fn fired(d: &Value, detector: &str) -> bool {
 fn cgroup(name: &str) -> Option<TestCgroup> {
     let cg = TestCgroup::create(name);
     if cg.is_none() {
-        eprintln!("SKIP: {name}: no CPU cgroup controller to place the test workloads in");
+        skip(
+            name,
+            "no CPU cgroup controller to place the test workloads in",
+        );
     }
     cg
 }
 
 #[test]
 fn root_diagnose_names_a_hog_in_another_cgroup() {
-    needs_root!("root_diagnose_names_a_hog_in_another_cgroup");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_hog_in_another_cgroup");
     let (Some(cg), Some(hog_cg)) = (cgroup("target"), cgroup("hog")) else {
         return;
     };
@@ -262,7 +253,7 @@ fn root_diagnose_names_a_hog_in_another_cgroup() {
 
 #[test]
 fn root_diagnose_names_a_saturated_pipeline_thread() {
-    needs_root!("root_diagnose_names_a_saturated_pipeline_thread");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_saturated_pipeline_thread");
     let Some(cg) = cgroup("pipeline") else {
         return;
     };
@@ -291,7 +282,7 @@ fn root_diagnose_names_a_saturated_pipeline_thread() {
 
 #[test]
 fn root_diagnose_names_cfs_throttling() {
-    needs_root!("root_diagnose_names_cfs_throttling");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_cfs_throttling");
     let Some(cg) = cgroup("quota") else {
         return;
     };
@@ -359,7 +350,7 @@ impl Drop for Stopper {
 
 #[test]
 fn root_diagnose_names_stop_the_world_pauses() {
-    needs_root!("root_diagnose_names_stop_the_world_pauses");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_stop_the_world_pauses");
     let Some(cg) = cgroup("stw") else {
         return;
     };
@@ -408,9 +399,12 @@ impl Drop for Rps {
 
 #[test]
 fn root_diagnose_names_softirq_load_on_the_target_cpu() {
-    needs_root!("root_diagnose_names_softirq_load_on_the_target_cpu");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_softirq_load_on_the_target_cpu");
     if tailprobe_tests::online_cpus() < 2 {
-        eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: needs 2 CPUs");
+        skip(
+            "root_diagnose_names_softirq_load_on_the_target_cpu",
+            "needs 2 CPUs",
+        );
         return;
     }
     let Some(cg) = cgroup("irq") else {
@@ -423,7 +417,10 @@ fn root_diagnose_names_softirq_load_on_the_target_cpu() {
     {
         // ... whose receive softirq RPS sends to CPU 0, the target's.
         let Some(_rps) = Rps::steer("1") else {
-            eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: no RPS on lo");
+            skip(
+                "root_diagnose_names_softirq_load_on_the_target_cpu",
+                "no RPS on lo",
+            );
             return;
         };
         let d = diagnose(target.pid());
@@ -442,7 +439,7 @@ fn root_diagnose_names_softirq_load_on_the_target_cpu() {
 
 #[test]
 fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
-    needs_root!("root_diagnose_finds_no_cause_in_a_quiet_workload");
+    tailprobe_tests::skip_unless_root!("root_diagnose_finds_no_cause_in_a_quiet_workload");
     let Some(cg) = cgroup("quiet") else {
         return;
     };
@@ -478,7 +475,7 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
 
 #[test]
 fn root_diagnose_names_a_mutex_convoy() {
-    needs_root!("root_diagnose_names_a_mutex_convoy");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_mutex_convoy");
     let Some(cg) = cgroup("mutex") else {
         return;
     };
@@ -523,13 +520,13 @@ fn python(threads: u32, body: &str) -> Option<Proc> {
 
 #[test]
 fn root_diagnose_names_gil_contention() {
-    needs_root!("root_diagnose_names_gil_contention");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_gil_contention");
     let Some(cg) = cgroup("gil") else {
         return;
     };
     // Four threads of pure-Python arithmetic: they share one interpreter lock.
     let Some(p) = python(4, "        for i in range(1000):\n            x += i * i") else {
-        eprintln!("SKIP: root_diagnose_names_gil_contention: python3 not runnable");
+        skip_fixable("root_diagnose_names_gil_contention", "python3 not runnable");
         return;
     };
     cg.add(p.pid());
@@ -553,7 +550,7 @@ fn root_diagnose_names_gil_contention() {
 
 #[test]
 fn root_diagnose_names_cpu_oversubscription() {
-    needs_root!("root_diagnose_names_cpu_oversubscription");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_cpu_oversubscription");
     let Some(cg) = cgroup("oversub") else {
         return;
     };
