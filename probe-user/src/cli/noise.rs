@@ -45,7 +45,10 @@ pub struct NoiseArgs {
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub duration: Duration,
     /// Run this shell command (sh -c) as the noise instead, pinned to the
-    /// same CPUs; stopped at --duration.
+    /// same CPUs, in a process group of its own: the whole group (everything
+    /// it forked) is stopped at --duration, on Ctrl-C, or if tailprobe is
+    /// killed. A command that fails before then is an error (exit 1) quoting
+    /// its stderr.
     #[arg(long)]
     pub noise_cmd: Option<String>,
     /// Print JSON on stdout.

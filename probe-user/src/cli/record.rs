@@ -29,7 +29,10 @@ use crate::{
 /// (followed with its children until it exits). Without any, tailprobe
 /// records its built-in CPU workload. Needs root. Stops at --duration, on
 /// Ctrl-C, or when the target exits (exit code 3, with the report of what
-/// was seen).
+/// was seen). A launched command (and the built-in workload) runs in a
+/// process group of its own that is stopped with the recording, and killed
+/// if tailprobe is; a command that exits non-zero makes that tailprobe's
+/// exit code.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").args(["pid", "tid", "comm", "cgroup", "command"])))]
 pub struct RecordArgs {

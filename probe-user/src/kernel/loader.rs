@@ -371,6 +371,18 @@ impl Probes {
         Ok(out)
     }
 
+    /// One thread's run-queue total so far: 0 when it has no slot yet,
+    /// None when the map cannot be read.
+    pub fn thread_runq_total(&self, tid: u32) -> Option<u64> {
+        let slots: HashMap<&MapData, u32, ThreadSlot> =
+            HashMap::try_from(map(&self.ebpf, "SLOTS").ok()?).ok()?;
+        match slots.get(&tid, 0) {
+            Ok(s) => Some(s.stats.runq_total_ns),
+            Err(aya::maps::MapError::KeyNotFound) => Some(0),
+            Err(_) => None,
+        }
+    }
+
     /// Read one exited thread's counters and free its slot.
     pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
         let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(

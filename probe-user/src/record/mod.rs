@@ -320,7 +320,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let start_ns = monotonic_ns();
     let started = Instant::now();
-    let mut book = ThreadBook::start(&proc, &r.tgids, r.tid);
+    let mut book = ThreadBook::start(&proc, &r.tgids, r.tid, &|t| probes.thread_runq_total(t));
     let main_pid = r.tgids.first().copied().unwrap_or(0);
     if let Some(cb) = &opts.on_attached {
         (cb.0)(main_pid);
@@ -380,7 +380,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         for tgid in found {
             if !book.processes().contains(&tgid) {
                 probes.follow(tgid)?;
-                book.add_process(&proc, tgid, true);
+                book.add_process(&proc, tgid);
             }
         }
         book.refresh(&proc);
@@ -442,7 +442,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Kernel accounting first, then our maps, then detach (drop).
-    book.finish(&proc);
+    book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
     for ev in probes.drain_events() {
         stream.take(&ev, &mut book, &proc);
@@ -572,7 +572,7 @@ impl Stream {
                 return;
             }
             event::PROCESS_FORK => {
-                book.add_process(proc, ev.aux, true);
+                book.add_process(proc, ev.aux);
                 return;
             }
             _ => return,

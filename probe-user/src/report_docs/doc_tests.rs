@@ -42,6 +42,7 @@ fn recorded_run_documents() {
     let r = recorded();
     let s = summary_doc(&r);
     assert!(s.contains("**Risk level: Medium.**"), "{s}");
+    assert!(s.contains("At 251 requests/s, the service answers half its requests within 4.99 ms and 95 in 100 within 10.5 ms; the slowest 1 in 100 take 13.0 ms or more (mean of 3 repeat(s))."), "{s}");
     assert!(s.contains("A busy neighbour on the same machine (`governor as found / unpinned / noise same node`) slows the slowest 5% of answers from 10.5 to 40.7 ms (+288%, significant). Capacity at the SLO drops from 452 to 251 requests/s per server (0.56x)"), "{s}");
     assert!(s.contains("Of the 6.64 ms gap, 5.83 ms (88%) is queueing in the server"));
     assert!(s.contains("Pinning the server to its local CPUs and memory slows the slowest 5% of answers from 10.5 to 10.8 ms (+2.7%, within run-to-run noise)"), "{s}");
@@ -182,7 +183,7 @@ fn all_cells_not_applicable() {
         "{s}"
     );
     assert!(!s.contains("| pass |"), "{s}");
-    assert!(s.contains("None: the baseline did not run"));
+    assert!(s.contains("None: no baseline run counts"));
     let b = baseline_doc(&r);
     assert!(b.contains("81 cells not applicable on this node"));
     assert!(b.contains("None from this run: no neighbour cell ran."));
@@ -240,4 +241,33 @@ fn incomplete_answers_are_counted_apart() {
     }
     let s = summary_doc(&r);
     assert!(s.contains("60 answers came back cut short or empty"), "{s}");
+}
+
+#[test]
+fn real_run_with_every_cell_disturbed() {
+    let r = recorded_all_disturbed();
+    assert!(r
+        .cells
+        .iter()
+        .all(|c| c.excluded.is_some() || c.metrics.is_none()));
+    let s = summary_doc(&r);
+    assert!(
+        s.contains("**Risk level: not assessed (no baseline run counts"),
+        "{s}"
+    );
+    assert!(s.contains("kept out of every conclusion here: cell 0 (`governor as found / unpinned / no noise`, repeat 1): disturbed by 9466 rust-lld (25 ms)"), "{s}");
+    assert!(
+        !s.contains("no neighbour or setting measurably moved"),
+        "{s}"
+    );
+    // Only the capacity search (not subject to exclusion) passes.
+    assert_eq!(s.matches("| pass |").count(), 1, "{s}");
+    assert!(s.contains("| Capacity at the SLO measured | pass | 26 requests/s per server"));
+    assert!(!s.contains("significant)"), "{s}");
+    let b = baseline_doc(&r);
+    assert!(b.contains("| 1 | governor as found / unpinned / noise same node | 1 | 6663.1 | 139.6 | 115.1 | 156.8 | 515.4 | 2869.8 | 2866.4 | **disturbed by 4619 rustc (746 ms), 4243 rustc (484 ms), 9468 rust-lld (330 ms), and 12 more**: excluded, re-run as cell 3 |"), "{b}");
+    assert!(b.contains(
+        "All 8 measured cells were kept out of the conclusions: this run supports no conclusion."
+    ));
+    assert!(b.contains("No configuration has a run that counts"));
 }

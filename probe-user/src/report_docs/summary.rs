@@ -119,17 +119,37 @@ fn capacity_change(r: &Results, quiet: &str, noisy: &str) -> Option<String> {
 fn findings(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(b) = r.baseline() {
-        if let (Some(p50), Some(p95), Some(p99)) = (b.p50_ms, b.p95_ms, b.p99_ms) {
+        // The analysis' pooled percentiles (the same numbers the effects
+        // use) when present, else the mean of the repeats' percentiles.
+        let pooled = b.percentiles.as_ref().and_then(|q| {
+            Some((
+                q.p50_ms?.estimate,
+                q.p95_ms?.estimate,
+                q.p99_ms?.estimate,
+                format!(
+                    "pooled over {} repeat(s), {} requests",
+                    q.repeats, q.requests
+                ),
+            ))
+        });
+        let mean = || {
+            Some((
+                b.p50_ms?.mean,
+                b.p95_ms?.mean,
+                b.p99_ms?.mean,
+                format!("mean of {} repeat(s)", b.repeats),
+            ))
+        };
+        if let Some((p50, p95, p99, how)) = pooled.or_else(mean) {
             out.push(format!(
-                "{}he service answers half its requests within {} ms and 95 in 100 within {} ms; the slowest 1 in 100 take {} ms or more ({} repeat(s)).",
+                "{}he service answers half its requests within {} ms and 95 in 100 within {} ms; the slowest 1 in 100 take {} ms or more ({how}).",
                 r.calibration
                     .as_ref()
                     .map(|c| format!("At {:.0} requests/s, t", c.offered_rps))
                     .unwrap_or_else(|| "T".into()),
-                ms(p50.mean),
-                ms(p95.mean),
-                ms(p99.mean),
-                b.repeats
+                ms(p50),
+                ms(p95),
+                ms(p99),
             ));
         }
     }
