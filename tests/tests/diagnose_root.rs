@@ -18,22 +18,10 @@ use std::{
 };
 
 use serde_json::Value;
-use tailprobe_tests::{is_root, tailprobe_bin};
+use tailprobe_tests::{skip, skip_fixable, tailprobe_bin};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_diag_workload");
 const SECS: &str = "6s";
-
-macro_rules! needs_root {
-    ($name:expr) => {
-        if !is_root() {
-            eprintln!(
-                "SKIP: {}: needs root (CAP_BPF, CAP_PERFMON, cgroups)",
-                $name
-            );
-            return;
-        }
-    };
-}
 
 /// A CPU cgroup made for one test, removed (its processes moved back to the
 /// parent) when dropped. v1 `cpu` hierarchy or the v2 tree with `cpu`.
@@ -226,14 +214,17 @@ fn fired(d: &Value, detector: &str) -> bool {
 fn cgroup(name: &str) -> Option<TestCgroup> {
     let cg = TestCgroup::create(name);
     if cg.is_none() {
-        eprintln!("SKIP: {name}: no CPU cgroup controller to place the test workloads in");
+        skip(
+            name,
+            "no CPU cgroup controller to place the test workloads in",
+        );
     }
     cg
 }
 
 #[test]
 fn root_diagnose_names_a_hog_in_another_cgroup() {
-    needs_root!("root_diagnose_names_a_hog_in_another_cgroup");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_hog_in_another_cgroup");
     let (Some(cg), Some(hog_cg)) = (cgroup("target"), cgroup("hog")) else {
         return;
     };
@@ -262,7 +253,7 @@ fn root_diagnose_names_a_hog_in_another_cgroup() {
 
 #[test]
 fn root_diagnose_names_a_saturated_pipeline_thread() {
-    needs_root!("root_diagnose_names_a_saturated_pipeline_thread");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_saturated_pipeline_thread");
     let Some(cg) = cgroup("pipeline") else {
         return;
     };
@@ -276,6 +267,9 @@ fn root_diagnose_names_a_saturated_pipeline_thread() {
         f["what"].as_str().unwrap_or_default().contains("producer"),
         "{f:#}"
     );
+    // The consumers are woken by the producer: who woke whom shows it.
+    assert!(evidence(f, "waiters_woken_by_hot_pct") >= 50.0, "{f:#}");
+    assert_eq!(f["confidence"], "high", "{f:#}");
     drop(p);
 
     // The same pipeline with the work spread: producer 100 us + 1 ms rest,
@@ -288,7 +282,7 @@ fn root_diagnose_names_a_saturated_pipeline_thread() {
 
 #[test]
 fn root_diagnose_names_cfs_throttling() {
-    needs_root!("root_diagnose_names_cfs_throttling");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_cfs_throttling");
     let Some(cg) = cgroup("quota") else {
         return;
     };
@@ -356,7 +350,7 @@ impl Drop for Stopper {
 
 #[test]
 fn root_diagnose_names_stop_the_world_pauses() {
-    needs_root!("root_diagnose_names_stop_the_world_pauses");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_stop_the_world_pauses");
     let Some(cg) = cgroup("stw") else {
         return;
     };
@@ -405,9 +399,12 @@ impl Drop for Rps {
 
 #[test]
 fn root_diagnose_names_softirq_load_on_the_target_cpu() {
-    needs_root!("root_diagnose_names_softirq_load_on_the_target_cpu");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_softirq_load_on_the_target_cpu");
     if tailprobe_tests::online_cpus() < 2 {
-        eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: needs 2 CPUs");
+        skip(
+            "root_diagnose_names_softirq_load_on_the_target_cpu",
+            "needs 2 CPUs",
+        );
         return;
     }
     let Some(cg) = cgroup("irq") else {
@@ -420,7 +417,10 @@ fn root_diagnose_names_softirq_load_on_the_target_cpu() {
     {
         // ... whose receive softirq RPS sends to CPU 0, the target's.
         let Some(_rps) = Rps::steer("1") else {
-            eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: no RPS on lo");
+            skip(
+                "root_diagnose_names_softirq_load_on_the_target_cpu",
+                "no RPS on lo",
+            );
             return;
         };
         let d = diagnose(target.pid());
@@ -439,7 +439,7 @@ fn root_diagnose_names_softirq_load_on_the_target_cpu() {
 
 #[test]
 fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
-    needs_root!("root_diagnose_finds_no_cause_in_a_quiet_workload");
+    tailprobe_tests::skip_unless_root!("root_diagnose_finds_no_cause_in_a_quiet_workload");
     let Some(cg) = cgroup("quiet") else {
         return;
     };
@@ -451,7 +451,7 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
     // Every CPU-side detector ran and stayed quiet; the node ones (NUMA,
     // frequency) are quiet or say why they cannot apply (one node, a VM).
     let runs = d["detectors"].as_array().expect("detectors");
-    assert_eq!(runs.len(), 8, "{d:#}");
+    assert_eq!(runs.len(), 9, "{d:#}");
     for r in runs {
         let node_side = r["detector"] == "numa" || r["detector"] == "frequency_idle";
         let ok = r["status"] == "quiet"
@@ -475,7 +475,7 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
 
 #[test]
 fn root_diagnose_names_a_mutex_convoy() {
-    needs_root!("root_diagnose_names_a_mutex_convoy");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_a_mutex_convoy");
     let Some(cg) = cgroup("mutex") else {
         return;
     };
@@ -520,13 +520,13 @@ fn python(threads: u32, body: &str) -> Option<Proc> {
 
 #[test]
 fn root_diagnose_names_gil_contention() {
-    needs_root!("root_diagnose_names_gil_contention");
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_gil_contention");
     let Some(cg) = cgroup("gil") else {
         return;
     };
     // Four threads of pure-Python arithmetic: they share one interpreter lock.
     let Some(p) = python(4, "        for i in range(1000):\n            x += i * i") else {
-        eprintln!("SKIP: root_diagnose_names_gil_contention: python3 not runnable");
+        skip_fixable("root_diagnose_names_gil_contention", "python3 not runnable");
         return;
     };
     cg.add(p.pid());
@@ -546,4 +546,32 @@ fn root_diagnose_names_gil_contention() {
     cg.add(p.pid());
     let d = diagnose(p.pid());
     assert!(!fired(&d, "lock_convoy"), "{d:#}");
+}
+
+#[test]
+fn root_diagnose_names_cpu_oversubscription() {
+    tailprobe_tests::skip_unless_root!("root_diagnose_names_cpu_oversubscription");
+    let Some(cg) = cgroup("oversub") else {
+        return;
+    };
+    // Four always-busy threads allowed one CPU: each waits ~3/4 of the time.
+    let p = Proc::start("0", &["duty", "4", "10000", "10000"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "cpu_starvation", "{d:#}");
+    assert!(
+        f["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more runnable threads than CPUs"),
+        "{f:#}"
+    );
+    drop(p);
+
+    // One busy thread on that CPU: nothing to wait for.
+    let p = Proc::start("0", &["duty", "1", "10000", "10000"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "cpu_starvation"), "{d:#}");
 }

@@ -24,7 +24,7 @@ use crate::{
 /// is a valid answer. Findings are ranked by the target thread-time they
 /// cost. Needs root.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["pid", "comm", "cgroup"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "comm", "cgroup", "unit"])))]
 pub struct DiagnoseArgs {
     /// Process to diagnose, all its threads.
     #[arg(long, short)]
@@ -32,9 +32,15 @@ pub struct DiagnoseArgs {
     /// Every process with this command name (15 characters at most).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Every process in this cgroup (v2 path, e.g. system.slice/vllm.service).
+    /// Every process in this cgroup: a path under /sys/fs/cgroup (e.g.
+    /// system.slice/vllm.service, looked up in the v2 tree, the `unified`
+    /// tree beside v1 controllers, and the v1 `systemd` tree) or absolute.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Every process of this systemd unit (e.g. vllm or vllm.service), found
+    /// through its control group.
+    #[arg(long)]
+    pub unit: Option<String>,
     /// How long to record.
     #[arg(long, short, default_value = "30s", value_parser = super::parse_duration)]
     pub duration: Duration,
@@ -51,9 +57,15 @@ pub fn main(args: &DiagnoseArgs) -> Result<i32> {
     } else if let Some(c) = &args.comm {
         TargetSpec::Comm(c.clone())
     } else if let Some(c) = &args.cgroup {
-        TargetSpec::Cgroup(c.clone())
+        // A relative path may live in the unified tree beside v1 controllers.
+        let found = c.is_relative().then(|| {
+            diagnose::unit::find_dir(std::path::Path::new("/sys/fs/cgroup"), &c.to_string_lossy())
+        });
+        TargetSpec::Cgroup(found.flatten().unwrap_or_else(|| c.clone()))
+    } else if let Some(u) = &args.unit {
+        TargetSpec::Cgroup(diagnose::unit::resolve(u)?)
     } else {
-        anyhow::bail!("name a target: --pid, --comm or --cgroup");
+        anyhow::bail!("name a target: --pid, --comm, --cgroup or --unit");
     };
     let d = diagnose::run(&DiagnoseOptions {
         target,

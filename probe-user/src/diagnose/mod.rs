@@ -3,9 +3,9 @@
 //!
 //! - `finding`: the finding model and the ranking (pure);
 //! - one module per detector (pure, each with its rule and threshold):
-//!   `preemption`, `saturation`, `throttling` (with `cgroup_cpu`, the
+//!   `preemption`, `starvation`, `saturation`, `throttling` (with `cgroup_cpu`, the
 //!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
-//! - `render`: the text report (pure);
+//! - `render`: the text report (pure); `unit`: `--unit` to a cgroup;
 //! - this module: the orchestration (recording, cgroup snapshots).
 
 pub mod cgroup_cpu;
@@ -18,7 +18,9 @@ pub mod pauses;
 pub mod preemption;
 pub mod render;
 pub mod saturation;
+pub mod starvation;
 pub mod throttling;
+pub mod unit;
 
 use std::{
     collections::BTreeMap,
@@ -220,9 +222,21 @@ pub fn analyse(
         cgroups,
         target_cgroup,
     });
+    let preemption_fired = pre.is_some();
     push("preemption", preemption::RULE, pre, None);
 
-    let sat = saturation::detect(&report.threads, duration);
+    let starved = starvation::detect(&starvation::Input {
+        target_tgids: &report.target.processes,
+        preemptors: &report.preemptors,
+        wait_ns: report.process.runq_wait.total_ns,
+        oncpu_ns: report.process.oncpu_ns,
+        throttled_ns: throttled_for_preemption,
+        duration_ns: duration,
+        preemption_fired,
+    });
+    push("cpu_starvation", starvation::RULE, starved, None);
+
+    let sat = saturation::detect(&report.threads, &report.wake_edges, duration);
     push("saturated_thread", saturation::RULE, sat, None);
 
     let (pause, na) = if report.window_ns == 0 || report.windows.is_empty() {

@@ -13,11 +13,14 @@
 
 use super::finding::{Confidence, Finding};
 use super::preemption::ms;
-use crate::report::ThreadReport;
+use crate::report::{ThreadReport, WakeEdge};
 
 pub const HOT_SHARE: f64 = 0.90;
 pub const OTHER_MAX_SHARE: f64 = 0.50;
 pub const MIN_BLOCKS_PER_S: f64 = 10.0;
+/// Confidence from who woke the waiters (when known).
+pub const WOKEN_BY_HOT_HIGH: f64 = 0.5;
+pub const WOKEN_BY_HOT_LOW: f64 = 0.1;
 
 pub const RULE: &str = "exactly one thread runnable (on-CPU + run-queue wait) >= 90% of the run \
      and >= 2x the next thread, while another thread blocks >= 10 times/s and is runnable < 50%";
@@ -41,7 +44,7 @@ fn oncpu(t: &ThreadReport) -> u64 {
         .max(t.kernel.as_ref().map(|k| k.oncpu_ns).unwrap_or(0))
 }
 
-pub fn detect(threads: &[ThreadReport], duration_ns: u64) -> Option<Finding> {
+pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Option<Finding> {
     if duration_ns == 0 || threads.len() < 2 {
         return None;
     }
@@ -65,6 +68,15 @@ pub fn detect(threads: &[ThreadReport], duration_ns: u64) -> Option<Finding> {
         return None;
     }
     let blocks: u64 = waiters.iter().map(|t| t.voluntary_switches).sum();
+    // Who woke the waiters, when the waker program ran.
+    let from_hot: u64 = edges
+        .iter()
+        .filter(|e| e.waker_tid == hot.tid && waiters.iter().any(|w| w.tid == e.wakee_tid))
+        .map(|e| e.count)
+        .sum();
+    let waiter_wakeups: u64 = waiters.iter().map(|t| t.wakeups).sum::<u64>().max(from_hot);
+    let woken_by_hot =
+        (!edges.is_empty() && waiter_wakeups > 0).then(|| from_hot as f64 / waiter_wakeups as f64);
     let margin = (share(hot) - share(next)) / (HOT_SHARE - OTHER_MAX_SHARE);
     let mut f = Finding {
         detector: "saturated_thread",
@@ -76,8 +88,14 @@ pub fn detect(threads: &[ThreadReport], duration_ns: u64) -> Option<Finding> {
             100.0 * share(hot),
             waiters.len()
         ),
-        // Without waker information the "waiting on it" part is inferred.
-        confidence: Confidence::from_margin(margin, 1.0, f64::INFINITY),
+        // "Waiting on it" is shown by who woke them when the waker program
+        // ran (high when at least half came from the hot thread, low when
+        // under a tenth), else inferred from their blocking (medium at most).
+        confidence: match woken_by_hot {
+            Some(s) if s >= WOKEN_BY_HOT_HIGH => Confidence::High,
+            Some(s) if s < WOKEN_BY_HOT_LOW => Confidence::Low,
+            _ => Confidence::from_margin(margin, 1.0, f64::INFINITY),
+        },
         impact_ns: oncpu(hot),
         evidence: Vec::new(),
         advice: format!(
@@ -124,6 +142,19 @@ pub fn detect(threads: &[ThreadReport], duration_ns: u64) -> Option<Finding> {
             100.0 * waiters.iter().map(|t| share(t)).sum::<f64>() / waiters.len() as f64
         ),
     );
+    if let Some(share) = woken_by_hot {
+        f.evidence(
+            "waiters_woken_by_hot_pct",
+            100.0 * share,
+            format!(
+                "{:.0}% of the waiting threads' wakeups came from {} ({} of {})",
+                100.0 * share,
+                hot.comm,
+                from_hot,
+                waiter_wakeups
+            ),
+        );
+    }
     Some(f)
 }
 
@@ -173,10 +204,34 @@ pub(crate) mod tests {
             thread(2, 300, 20, 3000),
             thread(3, 300, 20, 3000),
         ];
-        let f = detect(&ts, TEN_S).expect("fires");
+        let f = detect(&ts, &[], TEN_S).expect("fires");
         assert!(f.what.contains("t1 (tid 1)"), "{}", f.what);
         assert_eq!(f.impact_ns, 6_000_000_000);
         assert_eq!(f.evidence[2].value, 6000.0);
+    }
+
+    #[test]
+    fn who_woke_the_waiters_sets_the_confidence() {
+        let mut ts = vec![
+            thread(1, 6000, 3500, 5),
+            thread(2, 300, 20, 3000),
+            thread(3, 300, 20, 3000),
+        ];
+        ts[1].wakeups = 3000;
+        ts[2].wakeups = 3000;
+        let edge = |waker_tid, wakee_tid, count| WakeEdge {
+            waker_tid,
+            wakee_tid,
+            count,
+        };
+        let f = detect(&ts, &[edge(1, 2, 2900), edge(1, 3, 2900)], TEN_S).expect("fires");
+        assert_eq!(f.confidence, Confidence::High);
+        let e = f.evidence.last().expect("evidence");
+        assert_eq!(e.key, "waiters_woken_by_hot_pct");
+        assert!((e.value - 5800.0 / 60.0).abs() < 1e-9);
+        // Woken by someone else: the hot thread is not what they wait on.
+        let f = detect(&ts, &[edge(2, 3, 3000)], TEN_S).expect("fires");
+        assert_eq!(f.confidence, Confidence::Low);
     }
 
     #[test]
@@ -188,7 +243,7 @@ pub(crate) mod tests {
             voluntary_switches: 0,
             involuntary_switches: 0,
         });
-        let f = detect(&[hot, thread(2, 100, 0, 500)], TEN_S).expect("fires");
+        let f = detect(&[hot, thread(2, 100, 0, 500)], &[], TEN_S).expect("fires");
         assert_eq!(f.impact_ns, 9_800_000_000);
     }
 
@@ -196,14 +251,14 @@ pub(crate) mod tests {
     fn quiet_when_balanced_alone_or_idle() {
         // Two saturated threads: parallel CPU-bound work, not one bottleneck.
         let ts = [thread(1, 9500, 0, 5), thread(2, 9400, 0, 3000)];
-        assert!(detect(&ts, TEN_S).is_none());
+        assert!(detect(&ts, &[], TEN_S).is_none());
         // One thread only: nobody waits on it.
-        assert!(detect(&[thread(1, 9900, 0, 0)], TEN_S).is_none());
+        assert!(detect(&[thread(1, 9900, 0, 0)], &[], TEN_S).is_none());
         // Hot thread, but the others never block.
         let ts = [thread(1, 9900, 0, 0), thread(2, 10, 0, 5)];
-        assert!(detect(&ts, TEN_S).is_none());
+        assert!(detect(&ts, &[], TEN_S).is_none());
         // Nobody is saturated.
         let ts = [thread(1, 5000, 100, 10), thread(2, 300, 0, 3000)];
-        assert!(detect(&ts, TEN_S).is_none());
+        assert!(detect(&ts, &[], TEN_S).is_none());
     }
 }
