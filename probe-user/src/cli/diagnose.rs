@@ -73,9 +73,9 @@ pub fn main(args: &DiagnoseArgs) -> Result<i32> {
         progress: !args.json,
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        crate::out::print_json(&d)?;
     } else {
-        print!("{}", render::text(&d));
+        crate::out::print_str(&render::text(&d))?;
     }
     Ok(super::exit::OK)
 }
