@@ -5,8 +5,10 @@
 #![no_std]
 
 pub mod hist;
+pub mod trace;
 
 pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS};
+pub use trace::TraceRec;
 
 /// Per-thread counters (part of [`ThreadSlot`]).
 #[repr(C)]
@@ -312,8 +314,11 @@ pub mod loss {
     pub const IRQ_INSERT: u32 = 5;
     /// A followed child process could not be added (map full).
     pub const TGID_INSERT: u32 = 6;
+    /// The scheduler trace ring buffer (`--perfetto`) was full: a record
+    /// was dropped.
+    pub const SCHED_TRACE_RESERVE: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "thread_map_insert_failed",
@@ -323,6 +328,7 @@ pub mod loss {
         "preemptor_map_insert_failed",
         "irq_map_insert_failed",
         "tgid_map_insert_failed",
+        "sched_trace_ringbuf_reserve_failed",
     ];
 }
 
@@ -375,4 +381,6 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuTopo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceRec {}
 }

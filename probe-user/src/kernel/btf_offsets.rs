@@ -80,6 +80,17 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
     })
 }
 
+/// Offset of `task_struct.prio` (for the Perfetto trace's priorities);
+/// None when this kernel's BTF does not say.
+pub fn resolve_prio(btf: &[u8]) -> Option<u32> {
+    let info = TypeInformation::new(&Bytes(btf)).ok()?;
+    let task = info.id_of("task_struct")?;
+    match info.offset_of(task, "prio").ok()?.1 {
+        Offset::ByteOffset(b) if b <= 0x7fff => Some(b),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use probe_common::event;
 use crate::{
     kernel::{
         btf_offsets,
-        loader::{map_entries_for, Filter, LoadConfig, Probes, ThreadCounters},
+        loader::{map_entries_for, Filter, LoadConfig, Probes, SchedTraceConfig, ThreadCounters},
     },
     privileges,
     procfs::ProcFs,
@@ -71,6 +71,9 @@ pub struct RecordOptions {
     pub trace_events: bool,
     /// Send a launched command's stdout to /dev/null.
     pub quiet_command: bool,
+    /// Write the scheduler stream, IRQs, page faults and migrations into
+    /// this Perfetto trace (implies `trace_events`); the caller finishes it.
+    pub timeline: Option<crate::timeline::SharedTimeline>,
 }
 
 impl RecordOptions {
@@ -92,6 +95,7 @@ impl RecordOptions {
             stop: None,
             trace_events: false,
             quiet_command: false,
+            timeline: None,
         }
     }
 }
@@ -235,6 +239,10 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
+    let sched_trace = opts.timeline.as_ref().map(|_| SchedTraceConfig {
+        ring_bytes: crate::timeline::session::SCHED_RING_BYTES,
+        prio_off: btf_offsets::resolve_prio(&btf).unwrap_or(0),
+    });
     drop(btf);
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
@@ -268,7 +276,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
         self_stats: opts.self_stats,
-        trace_events: opts.trace_events,
+        trace_events: opts.trace_events || sched_trace.is_some(),
+        sched_trace,
     };
     let numa_start = numa::Sample::take(&r.tgids);
     // Windows start before the probes do, so the first events land in one.
@@ -327,7 +336,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             break EndReason::TargetExited;
         }
         // Kernel stream: outliers, thread exits, followed forks.
-        for ev in probes.drain_events() {
+        let evs = probes.drain_events();
+        if let Some(tl) = &opts.timeline {
+            crate::timeline::session::feed(tl, &mut probes, &evs)?;
+        }
+        for ev in evs {
             stream.take(&ev, &mut book, &proc);
         }
         // New processes for --comm / --cgroup.
@@ -403,7 +416,12 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc);
     let end_ns = monotonic_ns();
-    for ev in probes.drain_events() {
+    let evs = probes.drain_events();
+    if let Some(tl) = &opts.timeline {
+        crate::timeline::session::feed(tl, &mut probes, &evs)?;
+        crate::timeline::session::feed_end(tl, &probes);
+    }
+    for ev in evs {
         stream.take(&ev, &mut book, &proc);
     }
     if let Some(w) = end_ns.checked_div(window_ns) {
@@ -529,7 +547,7 @@ impl Stream {
 }
 
 /// IRQ number -> description from /proc/interrupts.
-fn irq_names() -> BTreeMap<u32, String> {
+pub(crate) fn irq_names() -> BTreeMap<u32, String> {
     let Ok(ints) = crate::node::irq::read_interrupts(&crate::node::Roots::default()) else {
         return BTreeMap::new();
     };
