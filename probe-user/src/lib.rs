@@ -17,10 +17,12 @@
 
 pub mod cli;
 pub mod cpulist;
+pub mod diagnose;
 pub mod experiment;
 pub mod kernel;
 pub mod load;
 pub mod node;
+pub mod out;
 pub mod privileges;
 pub mod procfs;
 pub mod record;

@@ -32,10 +32,16 @@ fn work_thread(opts: WorkloadOptions, seed: usize) -> u64 {
         .collect();
     let mut x: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut y = vec![0f32; n];
-    let end = Instant::now() + opts.duration;
+    // Durations are bounded by the CLI; saturate anyway rather than panic.
+    let far = |d: Duration| {
+        let now = Instant::now();
+        now.checked_add(d)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    };
+    let end = far(opts.duration);
     let mut steps = 0u64;
     while Instant::now() < end {
-        let burst_end = Instant::now() + opts.busy;
+        let burst_end = far(opts.busy);
         while Instant::now() < burst_end {
             matvec(&w, &x, &mut y);
             // Normalise to keep values bounded, and feed the output back.
@@ -52,7 +58,8 @@ fn work_thread(opts: WorkloadOptions, seed: usize) -> u64 {
     steps
 }
 
-/// Run the workload to completion; returns the total number of steps.
+/// Run the workload to completion; returns the total number of steps, or
+/// an error when a worker thread panicked (its steps are lost).
 pub fn run(opts: &WorkloadOptions) -> std::io::Result<u64> {
     let mut handles = Vec::new();
     for i in 0..opts.threads.max(1) {
@@ -63,9 +70,19 @@ pub fn run(opts: &WorkloadOptions) -> std::io::Result<u64> {
                 .spawn(move || work_thread(o, i))?,
         );
     }
-    let mut total = 0;
+    let mut total = 0u64;
+    let mut panicked = 0;
     for h in handles {
-        total += h.join().unwrap_or(0);
+        match h.join() {
+            Ok(n) => total = total.saturating_add(n),
+            Err(_) => panicked += 1,
+        }
+    }
+    if panicked > 0 {
+        return Err(std::io::Error::other(format!(
+            "{panicked} of {} workload thread(s) panicked (see the message above)",
+            opts.threads.max(1)
+        )));
     }
     Ok(total)
 }

@@ -82,6 +82,13 @@ pub fn time_scale() -> u64 {
         .unwrap_or(1)
 }
 
+/// How long a test waits for `tailprobe record` to attach: 20 s on the
+/// host (a debug build attaches in under 1 s on a busy 2-CPU machine),
+/// times [`time_scale`] (an emulated CPU is several times slower).
+pub fn attach_deadline() -> Duration {
+    Duration::from_secs(20 * time_scale())
+}
+
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -214,7 +221,8 @@ impl Recording {
             stdout,
             stderr_seen: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let limit = attach_deadline();
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match r.stderr_lines.recv_timeout(left) {
@@ -226,7 +234,7 @@ impl Recording {
                     }
                 }
                 Err(_) => panic!(
-                    "tailprobe did not attach within 30 s; stderr: {:?}",
+                    "tailprobe did not attach within {limit:?}; stderr: {:?}",
                     r.stderr_seen
                 ),
             }

@@ -58,7 +58,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Run one section only.
-        #[arg(long, value_parser = ["probes", "load"])]
+        #[arg(long, value_parser = ["probes", "attach", "load"])]
         only: Option<String>,
     },
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a

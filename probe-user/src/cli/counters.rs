@@ -68,14 +68,14 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
             "ipc": ipc,
         }))?;
     } else {
-        println!(
+        crate::out::println(format_args!(
             "pid {pid} ({comm}), {} thread(s), {:.2} s:",
             tids.len(),
             elapsed.as_secs_f64()
-        );
+        ))?;
         for c in &counts {
             match c.value {
-                Some(v) => println!(
+                Some(v) => crate::out::println(format_args!(
                     "  {:<18} {:>16}{}",
                     c.event,
                     v,
@@ -84,21 +84,21 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
                     } else {
                         ""
                     }
-                ),
-                None => println!(
+                ))?,
+                None => crate::out::println(format_args!(
                     "  {:<18} {:>16}  {}",
                     c.event,
                     "-",
                     c.note.as_deref().unwrap_or("not supported here")
-                ),
+                ))?,
             }
         }
         match ipc {
-            Some(i) => println!("  {:<18} {:>16.2}", "IPC", i),
-            None => println!(
+            Some(i) => crate::out::println(format_args!("  {:<18} {:>16.2}", "IPC", i))?,
+            None => crate::out::println(format_args!(
                 "  {:<18} {:>16}  not supported here (needs instructions and cycles)",
                 "IPC", "-"
-            ),
+            ))?,
         }
     }
     Ok(if exited {

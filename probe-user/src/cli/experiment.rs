@@ -18,6 +18,9 @@ use crate::{
     signals,
 };
 
+/// Exit code when a cell could not put the node back completely.
+pub const RESTORE_FAILED: i32 = 4;
+
 /// The shipped default plan (short: a few minutes on a 2-CPU machine).
 pub const DEFAULT_PLAN: &str = include_str!("../../../plans/default.toml");
 
@@ -33,9 +36,18 @@ pub const DEFAULT_PLAN: &str = include_str!("../../../plans/default.toml");
 /// reason. Every node change is journaled and restored; Ctrl-C stops after
 /// restoring and still writes what finished. Needs root.
 ///
+/// The request is the same in calibration and every cell: --api, --model
+/// (default: the first id of GET /v1/models, said in the output), --body or
+/// --data, --header, --prompt-tokens, --max-tokens, --no-stream. A server
+/// that answers errors or rejects the model stops the experiment at
+/// calibration, quoting its answer; answers incomplete above 1% refuse a
+/// cell or a capacity.
+///
 /// Exit codes: 0 success, 1 error (nothing changed when it is bad input:
 /// unwritable output, unknown governor, a CPU that does not exist, broken
-/// document markers), 2 bad usage, 3 some cells failed.
+/// document markers, a bad plan value), 2 bad usage, 3 some cells failed,
+/// 4 the node could not be put back completely after a cell (the results
+/// and stderr say which knob).
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
     /// Plan file (TOML; see plans/*.toml and docs/experiment.md)
@@ -67,9 +79,51 @@ pub struct ExperimentArgs {
     /// bare duration for p95.
     #[arg(long, value_parser = parse_slo)]
     pub slo: Option<SloPlan>,
-    /// Peak load of the whole fleet in requests/s (for N vs N+1).
+    /// Peak load of the whole fleet in requests/s (for N vs N+1; without
+    /// it the documents give per-server capacity and ratios only).
     #[arg(long)]
     pub fleet_load: Option<f64>,
+    /// Capacity search resolution: stop when the bracket is within this
+    /// share either side of its middle (0.05: +-5%).
+    #[arg(long)]
+    pub capacity_resolution: Option<f64>,
+    /// Adaptive repeats: add rounds until every configuration's p95
+    /// interval is within this share either side (0.1: +-10%), up to
+    /// --max-repeats or the time bound.
+    #[arg(long)]
+    pub target_interval: Option<f64>,
+    /// Most repeats adaptive repeats may reach.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_repeats: Option<u32>,
+    /// The API the requests speak [default: from --url's path; the built-in
+    /// server: completions].
+    #[arg(long, value_parser = ["completions", "chat", "embeddings", "plain"])]
+    pub api: Option<String>,
+    /// Model name to ask for [default: the first id GET /v1/models lists].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Request body template from a file ("{{id}}": request number).
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    pub body: Option<PathBuf>,
+    /// Request body template given inline.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Prompt length in words (generated body).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub prompt_tokens: Option<u32>,
+    /// max_tokens of each request (generated body).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_tokens: Option<u32>,
+    /// Ask for non-streamed answers.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not send "ignore_eos" / "min_tokens" (for servers that reject
+    /// unknown fields).
+    #[arg(long)]
+    pub no_ignore_eos: bool,
     /// Bound on the whole run; cells that would end later are skipped.
     #[arg(long, value_parser = super::parse_duration)]
     pub max_total: Option<Duration>,
@@ -200,8 +254,52 @@ impl ExperimentArgs {
         if let Some(v) = self.on_failure {
             p.on_failure = v;
         }
+        if let Some(v) = self.capacity_resolution {
+            p.capacity_resolution = v;
+        }
+        if self.target_interval.is_some() {
+            p.target_interval = self.target_interval;
+        }
+        if let Some(v) = self.max_repeats {
+            p.max_repeats = v;
+        }
+        if p.max_repeats < p.repeats {
+            p.max_repeats = p.repeats;
+        }
+        self.request_into(&mut p);
         p.validate()?;
         Ok(p)
+    }
+
+    fn request_into(&self, p: &mut Plan) {
+        let r = &mut p.request;
+        if self.api.is_some() {
+            r.api = self.api.clone();
+        }
+        if self.model.is_some() {
+            r.model = self.model.clone();
+        }
+        if let Some(b) = &self.body {
+            r.body_file = Some(b.display().to_string());
+            r.data = None;
+        }
+        if self.data.is_some() {
+            r.data = self.data.clone();
+            r.body_file = None;
+        }
+        r.headers.extend(self.headers.iter().cloned());
+        if self.no_stream {
+            r.stream = false;
+        }
+        if self.no_ignore_eos {
+            r.ignore_eos = false;
+        }
+        if let Some(v) = self.prompt_tokens {
+            p.prompt_tokens = v;
+        }
+        if let Some(v) = self.max_tokens {
+            p.max_tokens = v;
+        }
     }
 
     fn target(&self) -> Result<ServerTarget> {
@@ -242,11 +340,14 @@ fn print_summary(r: &Results, written: &[PathBuf]) {
     for c in &r.configs {
         match c.status {
             CellStatus::Ran => println!(
-                "  {:<55} p95 {:>8} ms  p99 {:>8} ms  Δp95 {}",
+                "  {:<55} p95 {} ms  vs baseline: {}",
                 c.label,
-                report_docs::fmt::est(&c.p95_ms, 2),
-                report_docs::fmt::est(&c.p99_ms, 2),
-                report_docs::fmt::delta(&c.delta_p95, " ms")
+                c.percentiles
+                    .as_ref()
+                    .and_then(|x| x.p95_ms)
+                    .map(|i| format!("{:.2} [{:.2}, {:.2}]", i.estimate, i.lo, i.hi))
+                    .unwrap_or_else(|| "not measured".into()),
+                effect_words(c.effects.iter().find(|e| e.metric == "p95_ms"))
             ),
             s => println!(
                 "  {:<55} {}: {}",
@@ -273,13 +374,77 @@ fn print_summary(r: &Results, written: &[PathBuf]) {
             );
         }
     }
+    for c in r.excluded() {
+        println!(
+            "  excluded cell {} ({}, repeat {}): {}{}",
+            c.order,
+            c.label,
+            c.repeat + 1,
+            c.excluded.as_ref().map_or("", |x| x.reason.as_str()),
+            c.excluded
+                .as_ref()
+                .and_then(|x| x.rerun_by)
+                .map(|o| format!("; re-run as cell {o}"))
+                .unwrap_or_default()
+        );
+    }
+    for c in &r.cells {
+        if let Some(rr) = c.restore.as_ref().filter(|x| !x.complete) {
+            eprintln!(
+                "tailprobe experiment: cell {} ({}): the node was not put back completely: {}",
+                c.order,
+                c.label,
+                rr.failures.join("; ")
+            );
+        }
+    }
+    for n in &r.notes {
+        println!("  note: {n}");
+    }
     for w in written {
         println!("  wrote {}", w.display());
     }
 }
 
+fn effect_words(e: Option<&crate::experiment::results::Effect>) -> String {
+    use crate::experiment::results::Outcome;
+    let Some(e) = e else {
+        return "(this is the baseline, or no comparison)".into();
+    };
+    let what = match e.outcome {
+        Outcome::Significant => "significant",
+        Outcome::WithinNoise => "within run-to-run noise",
+        Outcome::TooLittleData => "too little data to tell",
+    };
+    format!(
+        "x{:.2} [{:.2}, {:.2}] {what}",
+        e.ratio.estimate, e.ratio.lo, e.ratio.hi
+    )
+}
+
+/// Documents with broken markers are refused before anything is created
+/// (not even the output directory).
+fn check_markers(paths: &DocPaths) -> Result<()> {
+    for d in [&paths.baseline, &paths.summary] {
+        match std::fs::read_to_string(d) {
+            Ok(text) => {
+                report_docs::markers::spans(&text).with_context(|| {
+                    format!(
+                        "{} has broken tailprobe markers; fix them (or move the file away) and run again — nothing was changed or created",
+                        d.display()
+                    )
+                })?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
+        }
+    }
+    Ok(())
+}
+
 pub fn main(args: &ExperimentArgs) -> Result<i32> {
     let paths = args.paths();
+    check_markers(&paths)?;
     if let Some(rj) = &args.render {
         let text =
             std::fs::read_to_string(rj).with_context(|| format!("reading {}", rj.display()))?;
@@ -315,7 +480,9 @@ pub fn main(args: &ExperimentArgs) -> Result<i32> {
     let written = report_docs::write_all(&mut r, &paths)?;
     print_summary(&r, &written);
     let failed = r.cells.iter().any(|c| c.status == CellStatus::Failed);
-    Ok(if failed {
+    Ok(if r.restore_failed {
+        RESTORE_FAILED
+    } else if failed {
         super::exit::TARGET_EXITED
     } else {
         super::exit::OK

@@ -71,7 +71,7 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                     note: cf.pstate_note(),
                 })?;
             } else {
-                println!(
+                crate::out::println(format_args!(
                     "driver {}{}; available: {}",
                     cf.driver,
                     cf.pstate_mode
@@ -79,9 +79,9 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                         .map(|m| format!(" ({m} mode)"))
                         .unwrap_or_default(),
                     cf.available().join(" ")
-                );
+                ))?;
                 for p in &cf.policies {
-                    println!(
+                    crate::out::println(format_args!(
                         "{} CPUs {}: {}{}",
                         p.name,
                         p.cpus,
@@ -90,10 +90,10 @@ pub fn main(args: &GovernorArgs) -> Result<i32> {
                             .as_deref()
                             .map(|e| format!(" (EPP {e})"))
                             .unwrap_or_default()
-                    );
+                    ))?;
                 }
                 if let Some(n) = cf.pstate_note() {
-                    println!("note: {n}");
+                    crate::out::println(format_args!("note: {n}"))?;
                 }
             }
             Ok(super::exit::OK)

@@ -90,20 +90,20 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
             if *json {
                 nc::print_json(&rows)?;
             } else {
-                println!(
+                crate::out::println(format_args!(
                     "{:>5}  {:<12} {:<12} {:>12}  desc",
                     "irq", "allowed", "effective", "count"
-                );
+                ))?;
                 for r in &rows {
                     let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
-                    println!(
+                    crate::out::println(format_args!(
                         "{:>5}  {:<12} {:<12} {:>12}  {}",
                         r["irq"].as_u64().unwrap_or_default(),
                         s("affinity"),
                         s("effective"),
                         r["count"].as_u64().map_or("-".into(), |c| c.to_string()),
                         r["desc"].as_str().unwrap_or("")
-                    );
+                    ))?;
                 }
             }
             Ok(super::exit::OK)
@@ -183,38 +183,38 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
                     "moved": moved,
                 }))?;
             } else {
-                println!("interrupts over {:?} per CPU:", duration);
+                crate::out::println(format_args!("interrupts over {:?} per CPU:", duration))?;
                 for (c, n) in &totals {
-                    println!(
+                    crate::out::println(format_args!(
                         "  CPU{c}: {n}{}",
                         if server.contains(c) {
                             "  (server CPU)"
                         } else {
                             ""
                         }
-                    );
+                    ))?;
                 }
-                println!("top IRQs:");
+                crate::out::println(format_args!("top IRQs:"))?;
                 for r in d.iter().take(*top) {
                     let per: Vec<String> = r
                         .per_cpu
                         .iter()
                         .map(|(c, n)| format!("CPU{c}:{n}"))
                         .collect();
-                    println!(
+                    crate::out::println(format_args!(
                         "  {:>6} {:>10}  {}  {}",
                         r.name,
                         r.total,
                         per.join(" "),
                         r.desc
-                    );
+                    ))?;
                 }
                 if !server.is_empty() {
-                    println!(
+                    crate::out::println(format_args!(
                         "{} IRQ source(s) landed on the server's CPUs {}",
                         on_server.len(),
                         cpulist::Display(&server)
-                    );
+                    ))?;
                 }
             }
             Ok(restore_code)

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main.rs` dispatches.
 
 pub mod counters;
+pub mod diagnose;
 pub mod exec_gated;
 pub mod experiment;
 pub mod governor;
@@ -44,6 +45,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Record(record::RecordArgs),
+    Diagnose(diagnose::DiagnoseArgs),
     #[command(hide = true)]
     ExecGated(exec_gated::ExecGatedArgs),
     Workload(workload::WorkloadArgs),
@@ -57,15 +59,26 @@ pub enum Command {
     Counters(counters::CountersArgs),
     Numa(numa::NumaArgs),
     Restore(restore::RestoreArgs),
-    Experiment(experiment::ExperimentArgs),
+    Experiment(Box<experiment::ExperimentArgs>),
 }
 
-/// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax).
+/// The longest duration any argument accepts: 7 days. Longer values are
+/// refused by clap before anything starts (a deadline that far out could
+/// overflow the monotonic clock's arithmetic).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Parse "10s", "500ms", "2m", "1h 30m" (humantime syntax), above zero and
+/// at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
     if d.is_zero() {
         return Err("duration must be above zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than the maximum of 7 days (7d); give a shorter duration"
+        ));
     }
     Ok(d)
 }
@@ -86,5 +99,11 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_duration("7d").unwrap(), MAX_DURATION);
+        let e = parse_duration("7d 1s").unwrap_err();
+        assert!(e.contains("maximum of 7 days"), "{e}");
+        // humantime's own overflow is an error too, not a panic.
+        assert!(parse_duration("300000000000y").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
     }
 }

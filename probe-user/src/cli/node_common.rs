@@ -67,6 +67,7 @@ impl NodeArgs {
                     eprintln!("tailprobe:   {l}");
                 }
             }
+            Recovered::Adopted(0) => {}
             Recovered::Adopted(n) => eprintln!(
                 "tailprobe: {n} change(s) held from an earlier command are kept and will be restored with this run's"
             ),
@@ -83,12 +84,15 @@ pub fn not_available(na: &NotAvailable) -> i32 {
 
 /// Sleep for `d` in short slices; false when Ctrl-C/SIGTERM cut it short.
 pub fn sleep_unless_stopped(d: Duration) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
+    let start = Instant::now();
+    while start.elapsed() < d {
         if signals::stop_requested() {
             return false;
         }
-        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+        std::thread::sleep(
+            d.saturating_sub(start.elapsed())
+                .min(Duration::from_millis(50)),
+        );
     }
     !signals::stop_requested()
 }
@@ -146,11 +150,7 @@ pub fn report_restore(rep: &journal::RestoreReport) -> i32 {
 
 /// Print JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).context("serialising JSON")?
-    );
-    Ok(())
+    crate::out::print_json(v)
 }
 
 /// A CPU list argument (`0-3,8`), kept as one value.

@@ -9,7 +9,7 @@ use super::node_common::{self as nc, NodeArgs};
 use crate::{
     cpulist,
     node::{
-        affinity,
+        affinity, child,
         noise::{self, Kind, Place, PlaceError},
         pin,
     },
@@ -97,31 +97,7 @@ pub fn main(args: &NoiseArgs) -> Result<i32> {
     let cpus_s = cpulist::Display(&cpus).to_string();
     crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
     if let Some(sh) = &args.noise_cmd {
-        let mut cmd = std::process::Command::new("sh");
-        cmd.arg("-c").arg(sh);
-        let p = pin::Placement {
-            cpus: cpus.clone(),
-            mem_node: None,
-            why: format!("CPUs {cpus_s}"),
-        };
-        pin::pin_command(&mut cmd, &p)?;
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting the noise command {sh:?}"))?;
-        eprintln!(
-            "tailprobe: noise command pid {} on CPUs {cpus_s} for {:?}",
-            child.id(),
-            args.duration
-        );
-        let st = nc::wait_child(&mut child, Some(args.duration))?;
-        if args.json {
-            nc::print_json(&serde_json::json!({
-                "cpus": cpus_s, "noise_cmd": sh, "exit_code": st.code(),
-            }))?;
-        } else {
-            println!("noise command {sh:?} ran on CPUs {cpus_s}: {st}");
-        }
-        return Ok(super::exit::OK);
+        return run_noise_cmd(args, sh, &cpus);
     }
     let llc = cpus.first().and_then(|&c| noise::llc_bytes(&roots, c));
     let buf = noise::membw_buffer_bytes(llc);
@@ -154,13 +130,73 @@ pub fn main(args: &NoiseArgs) -> Result<i32> {
             "threads": reports,
         }))?;
     } else {
-        println!("noise on CPUs {cpus_s}:");
+        crate::out::println(format_args!("noise on CPUs {cpus_s}:"))?;
         for r in &reports {
-            println!(
+            crate::out::println(format_args!(
                 "  tid {} {:?}: ran on CPUs {}, {:.2} {}",
                 r.tid, r.kind, r.cpus_seen, r.volume, r.volume_unit
-            );
+            ))?;
         }
+    }
+    Ok(super::exit::OK)
+}
+
+/// Run `--noise-cmd` in its own process group on `cpus` until --duration,
+/// then stop the whole group (every process the command forked). A command
+/// that fails before the end is an error quoting its stderr.
+fn run_noise_cmd(args: &NoiseArgs, sh: &str, cpus: &[u32]) -> Result<i32> {
+    let cpus_s = cpulist::Display(cpus).to_string();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(sh)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let p = pin::Placement {
+        cpus: cpus.to_vec(),
+        mem_node: None,
+        why: format!("CPUs {cpus_s}"),
+    };
+    pin::pin_command(&mut cmd, &p)?;
+    let started = std::time::Instant::now();
+    let mut child =
+        child::spawn(&mut cmd).with_context(|| format!("starting the noise command {sh:?}"))?;
+    let tail = child.stderr.take().map(child::StderrTail::start);
+    eprintln!(
+        "tailprobe: noise command pid {} (process group {}) on CPUs {cpus_s} for {:?}",
+        child.id(),
+        child::group_of(&child).unwrap_or(0),
+        args.duration
+    );
+    let (st, ended) = child::wait(&mut child, Some(args.duration))
+        .with_context(|| format!("waiting for the noise command {sh:?}"))?;
+    let ran = started.elapsed();
+    let stderr = tail.map(|t| t.finish()).unwrap_or_default();
+    if ended == child::Ended::Exited && !st.success() {
+        bail!(
+            "the noise command {sh:?} failed after {:.1} s ({st}){}",
+            ran.as_secs_f64(),
+            if stderr.is_empty() {
+                " with no output on stderr".to_string()
+            } else {
+                format!("; its stderr:\n{stderr}")
+            }
+        );
+    }
+    let how = match ended {
+        child::Ended::Exited => "exited by itself",
+        child::Ended::TimeLimit => "stopped at --duration",
+        child::Ended::Interrupted => "stopped on Ctrl-C/SIGTERM",
+    };
+    if args.json {
+        nc::print_json(&serde_json::json!({
+            "cpus": cpus_s, "noise_cmd": sh, "exit_code": st.code(),
+            "ended": how, "ran_s": ran.as_secs_f64(),
+        }))?;
+    } else {
+        crate::out::println(format_args!(
+            "noise command {sh:?} ran on CPUs {cpus_s} for {:.1} s: {how} ({st}); its process group was stopped",
+            ran.as_secs_f64()
+        ))?;
     }
     Ok(super::exit::OK)
 }

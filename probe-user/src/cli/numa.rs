@@ -79,13 +79,13 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
         }))?;
     } else {
         let total: u64 = mem.kib_per_node.values().sum();
-        println!(
+        crate::out::println(format_args!(
             "pid {pid} ({comm}): {:.1} MiB resident in mappings, CPUs {}",
             total as f64 / 1024.0,
             cpulist::Display(&cpus)
-        );
+        ))?;
         for (n, k) in &mem.kib_per_node {
-            println!(
+            crate::out::println(format_args!(
                 "  node{n}: {:>10.1} MiB{}",
                 *k as f64 / 1024.0,
                 if local.contains(n) {
@@ -93,28 +93,28 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
                 } else {
                     "  (remote)"
                 }
-            );
+            ))?;
         }
         match share {
-            Some(s) => println!("remote share: {:.1}%", s * 100.0),
-            None => println!("remote share: no resident memory"),
+            Some(s) => crate::out::println(format_args!("remote share: {:.1}%", s * 100.0))?,
+            None => crate::out::println(format_args!("remote share: no resident memory"))?,
         }
-        println!("over {:?}:", args.duration);
+        crate::out::println(format_args!("over {:?}:", args.duration))?;
         for (n, m) in &d.numastat {
             let f = |k: &str| m.get(k).copied().unwrap_or(0);
-            println!(
+            crate::out::println(format_args!(
                 "  node{n} numastat: numa_hit +{} numa_miss +{} numa_foreign +{} local_node +{} other_node +{}",
                 f("numa_hit"), f("numa_miss"), f("numa_foreign"), f("local_node"), f("other_node")
-            );
+            ))?;
         }
         if d.vmstat.is_empty() {
-            println!("  vmstat NUMA counters: not available on this node (kernel without NUMA balancing counters)");
+            crate::out::println(format_args!("  vmstat NUMA counters: not available on this node (kernel without NUMA balancing counters)"))?;
         }
         for (k, v) in &d.vmstat {
-            println!("  {k} +{v}");
+            crate::out::println(format_args!("  {k} +{v}"))?;
         }
         if let Some(n) = note {
-            println!("note: {n}");
+            crate::out::println(format_args!("note: {n}"))?;
         }
     }
     Ok(super::exit::OK)

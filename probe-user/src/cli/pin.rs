@@ -55,13 +55,18 @@ pub fn main(args: &PinArgs) -> Result<i32> {
         |n| format!("bound to node{n}"),
     );
     if let Some(pid) = args.pid {
+        // Like every other command: no kernel threads, no zombies (a per-CPU
+        // kernel thread refuses a new affinity anyway).
+        crate::procfs::ProcFs::new(&roots.proc)
+            .check_target(pid)
+            .with_context(|| format!("checking pid {pid}"))?;
         let mut j = args.node.begin_journal()?;
         let threads = pin::repin(&roots, &mut j, pid, &placement.cpus)
             .with_context(|| format!("re-pinning pid {pid} to CPUs {cpus_s}"))?;
         let mut overridden = Vec::new();
         if let Some(d) = args.watch {
-            let end = Instant::now() + d;
-            while Instant::now() < end && nc::sleep_unless_stopped(Duration::from_millis(200)) {
+            let start = Instant::now();
+            while start.elapsed() < d && nc::sleep_unless_stopped(Duration::from_millis(200)) {
                 for (tid, now) in pin::overridden(&roots, pid, &placement.cpus) {
                     if !overridden.iter().any(|(t, _)| *t == tid) {
                         eprintln!(
@@ -92,13 +97,13 @@ pub fn main(args: &PinArgs) -> Result<i32> {
                 overridden: &overridden,
             })?;
         } else {
-            println!("pid {pid} pinned to {} (CPUs {cpus_s}); memory policy unchanged for a running process", placement.why);
-            println!(
+            crate::out::println(format_args!("pid {pid} pinned to {} (CPUs {cpus_s}); memory policy unchanged for a running process", placement.why))?;
+            crate::out::println(format_args!(
                 "{:>8}  {:<16} {:<12} {:<12}",
                 "tid", "comm", "before", "after"
-            );
+            ))?;
             for t in &threads {
-                println!(
+                crate::out::println(format_args!(
                     "{:>8}  {:<16} {:<12} {:<12}{}",
                     t.tid,
                     t.comm,
@@ -108,7 +113,7 @@ pub fn main(args: &PinArgs) -> Result<i32> {
                         .as_deref()
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
-                );
+                ))?;
             }
         }
         if args.watch.is_some() {

@@ -68,8 +68,8 @@ pub struct RecordArgs {
     #[arg(long)]
     pub trace_events: bool,
     /// Outliers kept in the report; more are counted, not kept.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_outliers: usize,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_outliers: u32,
     /// Do not time the probes (BPF run-time statistics cost ~20 ns per event).
     #[arg(long)]
     pub no_self_stats: bool,
@@ -87,6 +87,18 @@ pub struct RecordArgs {
     /// [default: twice the online CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub builtin_threads: Option<u16>,
+    /// Do not load the hard IRQ and softirq programs: no IRQ time, softirq
+    /// time or softirq raise delay in the report, five programs fewer to
+    /// verify at start and to run on every interrupt.
+    #[arg(long)]
+    pub no_irq: bool,
+    /// Run the loader and the ring-buffer reader at a raised priority,
+    /// `nice:N` (-20..19) or `fifo:N` (SCHED_FIFO 1..99), so that a
+    /// saturated machine does not starve the recorder. Set after the
+    /// target is started (it keeps its own). Trade-off: a real-time reader
+    /// preempts the server it observes whenever it runs (docs/record-json.md).
+    #[arg(long, value_parser = crate::record::priority::parse)]
+    pub priority: Option<crate::record::priority::Priority>,
     /// Command to launch and record (after `--`).
     /// Also write a Perfetto trace (protobuf) to FILE: the target's
     /// switches and wakeups and whoever ran in their place, IRQs on its
@@ -129,7 +141,11 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
             .builtin_threads
             .map(usize::from)
             .unwrap_or_else(super::workload::default_threads);
-        let secs = args.duration.unwrap_or(Duration::from_secs(10)).as_secs() + 5;
+        let secs = args
+            .duration
+            .unwrap_or(Duration::from_secs(10))
+            .as_secs()
+            .saturating_add(5);
         eprintln!(
             "tailprobe: no target given: recording the built-in workload ({threads} threads)"
         );
@@ -155,10 +171,12 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
     opts.window = args.window;
     opts.outlier_runq = args.outlier_runq;
     opts.outlier_irq = args.outlier_irq;
-    opts.max_outliers = args.max_outliers;
+    opts.max_outliers = args.max_outliers as usize;
     opts.self_stats = !args.no_self_stats;
     opts.trace_events = args.trace_events;
     opts.max_threads = args.max_threads;
+    opts.irq = !args.no_irq;
+    opts.priority = args.priority;
     opts.progress = !args.json;
     opts.on_attached = Some(record::Callback::new(|pid| {
         eprintln!("tailprobe: probes attached to pid {pid}")
@@ -174,21 +192,43 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
         eprintln!("tailprobe: {}", summary.line());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::out::print_json(&report)?;
     } else {
-        print!(
-            "{}",
-            text::render(&report, if args.all_threads { 0 } else { 20 })
-        );
+        crate::out::print_str(&text::render(
+            &report,
+            if args.all_threads { 0 } else { 20 },
+        ))?;
     }
-    Ok(match report.end_reason {
-        EndReason::TargetExited if !builtin => {
+    Ok(exit_code(&report, builtin))
+}
+
+/// The exit code a finished recording calls for: 3 when the target exited
+/// during the run; a launched command's own non-zero exit code (1 when it
+/// was killed by a signal); an error when the built-in workload failed.
+fn exit_code(report: &crate::report::RecordReport, builtin: bool) -> i32 {
+    let code = report.target.command_exit_code;
+    match report.end_reason {
+        EndReason::TargetExited if builtin && code != Some(0) => {
+            eprintln!(
+                "tailprobe: the built-in workload (pid {}) ended early (exit code {code:?})",
+                report.target.pid
+            );
+            super::exit::ERROR
+        }
+        EndReason::TargetExited => {
             eprintln!(
                 "tailprobe: pid {} exited during the run (exit code 3)",
                 report.target.pid
             );
             super::exit::TARGET_EXITED
         }
+        EndReason::CommandExited if code != Some(0) => {
+            eprintln!(
+                "tailprobe: the command exited with {} (tailprobe exits with it)",
+                code.map_or("a signal".to_string(), |c| format!("code {c}"))
+            );
+            code.filter(|c| *c != 0).unwrap_or(super::exit::ERROR)
+        }
         _ => super::exit::OK,
-    })
+    }
 }

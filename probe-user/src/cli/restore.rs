@@ -14,10 +14,13 @@ use crate::node::{
 ///
 /// A journal from another boot is shown and not applied (exit code 5): the
 /// reboot reset those knobs already; `--discard` removes it. Exit code 6
-/// when some knob could not be put back (the journal keeps it).
+/// when some knob could not be put back (the journal keeps it, out of the
+/// way of later commands, until a `restore` succeeds or `--discard` drops
+/// it).
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Remove a journal from another boot after showing it.
+    /// Remove a journal from another boot after showing it; drop changes
+    /// that still cannot be put back (after one more try) from the journal.
     #[arg(long)]
     pub discard: bool,
     #[command(flatten)]
@@ -55,8 +58,24 @@ pub fn main(args: &RestoreArgs) -> Result<i32> {
             Ok(exit::STALE_JOURNAL)
         }
         Found::Crashed(d) | Found::Held(d) => {
-            let rep = journal::restore_found(&path, std::path::Path::new("/proc"), &d, |_| false)?;
-            Ok(nc::report_restore(&rep))
+            let rep = journal::restore_all(&path, std::path::Path::new("/proc"), &d, args.discard)?;
+            let code = nc::report_restore(&rep);
+            if rep.is_complete() {
+                return Ok(code);
+            }
+            if args.discard {
+                eprintln!(
+                    "tailprobe: discarded {} change(s) that cannot be put back from {}",
+                    rep.failed.len(),
+                    path.display()
+                );
+                return Ok(super::exit::OK);
+            }
+            eprintln!(
+                "tailprobe: the journal keeps them; fix the cause and run `tailprobe restore` \
+                 again, or drop them with `tailprobe restore --discard`"
+            );
+            Ok(code)
         }
     }
 }

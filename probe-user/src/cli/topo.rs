@@ -29,9 +29,9 @@ pub fn main(args: &TopoArgs) -> Result<i32> {
     if args.json {
         print_json(&inv)?;
     } else if args.markdown {
-        print!("{}", inventory::render_markdown(&inv));
+        crate::out::print(format_args!("{}", inventory::render_markdown(&inv)))?;
     } else {
-        print!("{}", inventory::render_text(&inv));
+        crate::out::print(format_args!("{}", inventory::render_text(&inv)))?;
     }
     Ok(super::exit::OK)
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
 
 use crate::workload::{run, WorkloadOptions};
@@ -53,7 +53,7 @@ impl WorkloadArgs {
 }
 
 pub fn main(args: &WorkloadArgs) -> Result<i32> {
-    let steps = run(&args.options())?;
+    let steps = run(&args.options()).context("running the built-in workload")?;
     eprintln!("workload done: {steps} steps");
     Ok(super::exit::OK)
 }

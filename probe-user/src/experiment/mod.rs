@@ -16,8 +16,10 @@
 
 pub mod analysis;
 pub mod matrix;
+pub mod metrics;
 pub mod plan;
 pub mod raw;
 pub mod results;
 pub mod runner;
+pub mod schedule;
 pub mod summarise;

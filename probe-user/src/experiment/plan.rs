@@ -132,7 +132,11 @@ pub struct Plan {
     /// Seconds per sweep step.
     pub sweep_s: f64,
     pub slo: Option<SloPlan>,
-    /// Peak load of the whole fleet, requests/s (for N vs N+1).
+    /// Capacity search: stop bisecting when the bracket is within this
+    /// share either side of its middle (0.05: +-5%).
+    pub capacity_resolution: f64,
+    /// Peak load of the whole fleet, requests/s (for N vs N+1; absent: no
+    /// fleet figures, only per-server capacity and ratios).
     pub fleet_load_rps: Option<f64>,
     /// Share of a replica's capacity you plan to use (0.8: 20% headroom).
     pub headroom: f64,
@@ -140,7 +144,59 @@ pub struct Plan {
     /// recorded as skipped.
     pub max_total_s: f64,
     pub on_failure: OnFailure,
+    /// Adaptive repeats: keep adding rounds (alternating order) until every
+    /// configuration's p95 interval is within this share either side of
+    /// its estimate (0.1: +-10%), `max_repeats` or the time bound.
+    pub target_interval: Option<f64>,
+    pub max_repeats: u32,
+    /// Foreign run-queue wait above max(interference_share x the server's
+    /// run-queue wait, interference_min_ms) marks a cell disturbed.
+    pub interference_share: f64,
+    pub interference_min_ms: f64,
+    /// Re-run a disturbed cell once when the time bound allows (it is kept
+    /// out of the conclusions either way).
+    pub rerun_disturbed: bool,
+    /// The request every cell sends (calibration too).
+    pub request: RequestPlan,
 }
+
+/// What the load generator asks the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestPlan {
+    /// `completions`, `chat`, `embeddings` or `plain`; absent: from the
+    /// URL's path (the built-in server: completions).
+    pub api: Option<String>,
+    /// Model name; absent: the first id of `GET /v1/models`.
+    pub model: Option<String>,
+    /// A body template file (`{{id}}`: request number) instead of the
+    /// generated OpenAI body.
+    pub body_file: Option<String>,
+    /// The same, inline.
+    pub data: Option<String>,
+    /// Extra headers, "Name: value".
+    pub headers: Vec<String>,
+    pub stream: bool,
+    /// Send `ignore_eos` / `min_tokens` so answers are max_tokens long.
+    pub ignore_eos: bool,
+}
+
+impl Default for RequestPlan {
+    fn default() -> Self {
+        RequestPlan {
+            api: None,
+            model: None,
+            body_file: None,
+            data: None,
+            headers: Vec::new(),
+            stream: true,
+            ignore_eos: true,
+        }
+    }
+}
+
+/// API names a plan may give.
+pub const APIS: [&str; 4] = ["completions", "chat", "embeddings", "plain"];
 
 impl Default for Plan {
     fn default() -> Self {
@@ -169,10 +225,17 @@ impl Default for Plan {
                 percentile: 95.0,
                 e2e_ms: 50.0,
             }),
-            fleet_load_rps: Some(1000.0),
+            capacity_resolution: 0.05,
+            fleet_load_rps: None,
             headroom: 0.8,
             max_total_s: 240.0,
             on_failure: OnFailure::Continue,
+            target_interval: None,
+            max_repeats: 10,
+            interference_share: 0.05,
+            interference_min_ms: 10.0,
+            rerun_disturbed: true,
+            request: RequestPlan::default(),
         }
     }
 }
@@ -198,6 +261,30 @@ pub enum PlanError {
     Parse { path: String, message: String },
     #[error("plan: {0}")]
     Invalid(String),
+}
+
+impl RequestPlan {
+    fn validate(&self) -> Result<(), PlanError> {
+        let bad = |m: String| Err(PlanError::Invalid(m));
+        if let Some(a) = &self.api {
+            if !APIS.contains(&a.as_str()) {
+                return bad(format!("request.api {a:?}: use {}", APIS.join(", ")));
+            }
+        }
+        if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            return bad(
+                "request.model is empty: give a name or leave it out to discover it".into(),
+            );
+        }
+        if self.body_file.is_some() && self.data.is_some() {
+            return bad("request: give body_file or data, not both".into());
+        }
+        for h in &self.headers {
+            crate::load::target::parse_header(h)
+                .map_err(|e| PlanError::Invalid(format!("request.headers {h:?}: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 impl Plan {
@@ -236,6 +323,61 @@ impl Plan {
         if !(1..=100).contains(&self.repeats) {
             return bad(format!("repeats {} must be 1..=100", self.repeats));
         }
+        if !(self.repeats..=100).contains(&self.max_repeats) {
+            return bad(format!(
+                "max_repeats {} must be in repeats..=100 ({}..=100)",
+                self.max_repeats, self.repeats
+            ));
+        }
+        if let Some(t) = self.target_interval {
+            if !(t > 0.0 && t <= 1.0) {
+                return bad(format!(
+                    "target_interval {t} must be in (0, 1] (0.1: +-10% of the p95)"
+                ));
+            }
+        }
+        if !(self.interference_share >= 0.0 && self.interference_share <= 1.0) {
+            return bad(format!(
+                "interference_share {} must be in [0, 1]",
+                self.interference_share
+            ));
+        }
+        if !(self.interference_min_ms >= 0.0 && self.interference_min_ms.is_finite()) {
+            return bad(format!(
+                "interference_min_ms {} must be 0 or more",
+                self.interference_min_ms
+            ));
+        }
+        if !(self.capacity_resolution >= 0.005 && self.capacity_resolution <= 0.5) {
+            return bad(format!(
+                "capacity_resolution {} must be in [0.005, 0.5] (0.05: +-5%)",
+                self.capacity_resolution
+            ));
+        }
+        if self.prompt_tokens == 0 || self.max_tokens == 0 {
+            return bad(format!(
+                "prompt_tokens ({}) and max_tokens ({}) must be at least 1",
+                self.prompt_tokens, self.max_tokens
+            ));
+        }
+        if self.server.hidden == 0 || self.server.layers == 0 || self.server.workers == Some(0) {
+            return bad(format!(
+                "server: hidden ({}), layers ({}) and workers ({:?}) must be at least 1",
+                self.server.hidden, self.server.layers, self.server.workers
+            ));
+        }
+        if self.server.hidden > 16_384 || self.server.layers > 256 {
+            return bad(format!(
+                "server: hidden {} (at most 16384) and layers {} (at most 256)",
+                self.server.hidden, self.server.layers
+            ));
+        }
+        if self.noise_threads == Some(0) {
+            return bad(
+                "noise_threads must be at least 1 (leave it out for one per noise CPU)".into(),
+            );
+        }
+        self.request.validate()?;
         if !(self.measure_s > 0.0 && self.measure_s <= 3600.0) {
             return bad(format!("measure_s {} must be in (0, 3600]", self.measure_s));
         }
@@ -260,12 +402,13 @@ impl Plan {
             return bad("sweep_s must be above zero".into());
         }
         if let Some(s) = self.slo {
-            if ![50.0, 90.0, 95.0, 99.0].contains(&s.percentile) || s.e2e_ms <= 0.0 {
+            let known = [50.0, 90.0, 95.0, 99.0].contains(&s.percentile);
+            if !(known && s.e2e_ms > 0.0 && s.e2e_ms.is_finite()) {
                 return bad("slo: percentile one of 50, 90, 95, 99 and e2e_ms above zero".into());
             }
         }
         if let Some(f) = self.fleet_load_rps {
-            if f <= 0.0 {
+            if !(f > 0.0 && f.is_finite()) {
                 return bad("fleet_load_rps must be above zero".into());
             }
         }
@@ -278,17 +421,17 @@ impl Plan {
                 self.noise_kind
             ));
         }
-        if self.arrival != "poisson"
-            && self.arrival != "constant"
-            && !self.arrival.starts_with("gamma:")
-        {
+        if let Err(e) = self.arrival.parse::<crate::load::schedule::Arrival>() {
             return bad(format!(
-                "arrival {:?}: use poisson, constant or gamma:K",
+                "arrival {:?}: {e} (use poisson, constant or gamma:K with K above 0)",
                 self.arrival
             ));
         }
-        if self.max_total_s <= 0.0 {
+        if !(self.max_total_s > 0.0 && self.max_total_s.is_finite()) {
             return bad("max_total_s must be above zero".into());
+        }
+        if self.sweep_s.is_nan() || self.sweep_s > 600.0 {
+            return bad(format!("sweep_s {} must be at most 600", self.sweep_s));
         }
         for (k, v) in [
             ("local_cpus", &self.local_cpus),
@@ -330,6 +473,43 @@ mod tests {
         assert!(e.to_string().contains("local_cpus"), "{e}");
         let e = Plan::from_toml("headroom = 1.5", "x.toml").unwrap_err();
         assert!(e.to_string().contains("headroom"), "{e}");
+    }
+
+    #[test]
+    fn every_value_is_checked_before_anything_runs() {
+        for (text, word) in [
+            ("arrival = \"gamma:-1\"", "arrival"),
+            ("arrival = \"gamma:0\"", "arrival"),
+            ("arrival = \"bursty\"", "arrival"),
+            ("[server]\nhidden = 0", "hidden"),
+            ("[server]\nlayers = 0", "layers"),
+            ("[server]\nworkers = 0", "workers"),
+            ("prompt_tokens = 0", "prompt_tokens"),
+            ("max_tokens = 0", "max_tokens"),
+            ("noise_threads = 0", "noise_threads"),
+            ("measure_s = nan", "measure_s"),
+            ("max_total_s = inf", "max_total_s"),
+            ("fleet_load_rps = nan", "fleet_load_rps"),
+            ("[slo]\npercentile = 95.0\ne2e_ms = nan", "slo"),
+            ("target_interval = 0.0", "target_interval"),
+            ("repeats = 5\nmax_repeats = 3", "max_repeats"),
+            ("capacity_resolution = 0.9", "capacity_resolution"),
+            ("interference_share = 2.0", "interference_share"),
+            ("[request]\napi = \"grpc\"", "request.api"),
+            ("[request]\nmodel = \"\"", "request.model"),
+            ("[request]\nheaders = [\"no colon\"]", "request.headers"),
+            ("[request]\nbody_file = \"a\"\ndata = \"b\"", "not both"),
+        ] {
+            let e = Plan::from_toml(text, "x.toml").unwrap_err().to_string();
+            assert!(e.contains(word), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_invented_fleet_load() {
+        assert_eq!(Plan::default().fleet_load_rps, None);
+        let p = Plan::from_toml("fleet_load_rps = 300.0", "x.toml").unwrap();
+        assert_eq!(p.fleet_load_rps, Some(300.0));
     }
 
     #[test]

@@ -105,6 +105,253 @@ pub struct CellMetrics {
     /// (run-queue wait ms on the serving thread, server time ms), sampled.
     pub scatter: Vec<(f64, f64)>,
     pub tail: Option<TailSplit>,
+    /// Answers that came back cut short or empty (not successes, not in the
+    /// latency figures).
+    #[serde(default)]
+    pub incomplete: u64,
+    /// Output tokens per complete answer and tokens per second; None when
+    /// the answers carry no token count (plain HTTP) or none completed.
+    #[serde(default)]
+    pub tokens: Option<TokenStats>,
+    /// The server's lost CPU time by who took it, and whether anything
+    /// outside the experiment disturbed the cell.
+    #[serde(default)]
+    pub interference: Option<Interference>,
+    /// The slow-vs-typical gap of this cell in milliseconds.
+    #[serde(default)]
+    pub gap: Option<GapAttribution>,
+    /// The latency (ms) of every measured request, for the request-level
+    /// bootstrap; not written to results.json (the CDF is).
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
+}
+
+/// Output tokens of the complete answers of one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenStats {
+    /// `max_tokens` asked for.
+    pub requested: u32,
+    /// Answers the figures rest on.
+    pub answers: u64,
+    pub per_request_avg: f64,
+    pub per_request_min: u64,
+    pub per_request_p50: f64,
+    pub per_request_max: u64,
+    /// Output tokens of complete answers per second of measured load.
+    pub tokens_per_s: f64,
+}
+
+/// Who took CPU time from the server's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakerKind {
+    /// Another thread of the server itself.
+    Own,
+    /// The neighbour the plan started in this cell.
+    Neighbour,
+    /// The load generator and recorder (tailprobe itself).
+    LoadGenerator,
+    /// Kernel threads (kworker, ksoftirqd, migration, rcu...).
+    Kernel,
+    /// Anything else: not part of the experiment.
+    Other,
+}
+
+impl TakerKind {
+    pub fn words(self) -> &'static str {
+        match self {
+            TakerKind::Own => "the server's own threads",
+            TakerKind::Neighbour => "the planned neighbour",
+            TakerKind::LoadGenerator => "the load generator (tailprobe)",
+            TakerKind::Kernel => "kernel threads",
+            TakerKind::Other => "other processes",
+        }
+    }
+}
+
+/// One task that preempted the server's threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Taker {
+    pub kind: TakerKind,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Times it preempted a server thread.
+    pub count: u64,
+    /// Run-queue wait of the preempted server threads until they ran again.
+    pub ms: f64,
+}
+
+/// Lost CPU time of the server's threads in one cell, by who took it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interference {
+    /// The server threads' whole run-queue wait, ms.
+    pub runq_wait_ms: f64,
+    /// Wait that followed a preemption, per kind of preemptor (ms); kinds
+    /// with nothing are left out.
+    pub by_kind: Vec<(TakerKind, f64)>,
+    /// Wait after a wake-up (no task preempted the server): the CPU was
+    /// busy, the probes do not see with what.
+    pub after_wakeup_ms: f64,
+    /// The preemptors the probes kept (the 20 with the longest wait).
+    pub takers: Vec<Taker>,
+    /// Foreign time above this marks the cell disturbed (ms), and how it
+    /// was set ("5% of the run-queue wait, at least 10 ms").
+    pub threshold_ms: f64,
+    pub threshold_rule: String,
+    pub disturbed: Option<Disturbance>,
+}
+
+/// What disturbed a cell: the foreign tasks above the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disturbance {
+    /// Foreign tasks, longest first.
+    pub by: Vec<Taker>,
+    /// Their wait, ms.
+    pub total_ms: f64,
+    /// "disturbed by 4242 stress-ng (312 ms), 77 rustc (40 ms)".
+    pub text: String,
+}
+
+/// Why a cell is kept out of the conclusions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exclusion {
+    pub reason: String,
+    /// The `order` of the cell that re-ran it, if the budget allowed one.
+    pub rerun_by: Option<usize>,
+}
+
+/// What putting the node back after a cell did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Every journaled change was put back.
+    pub complete: bool,
+    /// What could not be put back, each with the reason.
+    pub failures: Vec<String>,
+}
+
+/// Components of the slow-vs-typical gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapComponent {
+    RunqWait,
+    IrqTime,
+    ServerQueue,
+    PageFaults,
+    Migrations,
+    Service,
+}
+
+impl GapComponent {
+    pub fn words(self) -> &'static str {
+        match self {
+            GapComponent::RunqWait => "run-queue wait",
+            GapComponent::IrqTime => "IRQ time",
+            GapComponent::ServerQueue => "server queueing",
+            GapComponent::PageFaults => "page faults",
+            GapComponent::Migrations => "migrations",
+            GapComponent::Service => "service",
+        }
+    }
+}
+
+/// One component's part of the gap.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GapPart {
+    pub component: GapComponent,
+    /// Mean per slow request, and per typical request (ms; for page faults
+    /// and migrations: counts per request, with `ms` None).
+    pub slow: f64,
+    pub typical: f64,
+    /// Milliseconds of the gap it explains (None for counts: the probes
+    /// do not time a fault or a migration).
+    pub gap_ms: Option<f64>,
+    /// gap_ms / gap, in %.
+    pub share_pct: Option<f64>,
+    /// Named in the documents: the share is at least `min_share_pct`.
+    pub named: bool,
+}
+
+/// How the gap between slow requests (above pXX) and typical ones (at or
+/// below p50) splits, in ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapAttribution {
+    /// "exact (serving thread)" or "time window (process-wide)".
+    pub method: String,
+    pub exact: bool,
+    /// The percentile that makes a request slow.
+    pub percentile: f64,
+    pub threshold_ms: f64,
+    pub slow_requests: usize,
+    pub typical_requests: usize,
+    pub slow_ms: f64,
+    pub typical_ms: f64,
+    pub gap_ms: f64,
+    pub parts: Vec<GapPart>,
+    /// A component below this share of the gap is not named (%).
+    pub min_share_pct: f64,
+}
+
+/// Three outcomes kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The interval excludes "no change".
+    Significant,
+    /// Enough data, and the interval includes "no change".
+    WithinNoise,
+    /// Too few repeats or requests to tell.
+    TooLittleData,
+}
+
+/// Which way a configuration moved a metric against the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Higher,
+    Lower,
+    Same,
+}
+
+/// An estimate with its interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub estimate: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// 0.95.
+    pub level: f64,
+}
+
+/// A configuration against the baseline on one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// `p50_ms`, `p95_ms`, `p99_ms`, `throughput_rps`.
+    pub metric: String,
+    pub baseline: f64,
+    pub value: f64,
+    /// value / baseline with its interval.
+    pub ratio: Interval,
+    pub method: String,
+    pub outcome: Outcome,
+    pub direction: Direction,
+    /// Repeats and requests behind each side.
+    pub repeats: (usize, usize),
+    pub requests: (u64, u64),
+    /// What would settle it (TooLittleData / WithinNoise), e.g. "3 or more
+    /// repeats per configuration".
+    pub settle: Option<String>,
+}
+
+/// Per-configuration percentiles pooled over repeats, with intervals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub method: String,
+    pub repeats: usize,
+    pub requests: u64,
+    pub p50_ms: Option<Interval>,
+    pub p95_ms: Option<Interval>,
+    pub p99_ms: Option<Interval>,
 }
 
 /// One run of one configuration.
@@ -124,6 +371,22 @@ pub struct CellResult {
     /// deltas), relative to the results directory.
     pub raw: Vec<String>,
     pub seconds: f64,
+    /// Kept out of the conclusions (disturbed, ...), with the reason.
+    #[serde(default)]
+    pub excluded: Option<Exclusion>,
+    /// This cell re-runs the cell with this `order`.
+    #[serde(default)]
+    pub rerun_of: Option<usize>,
+    /// None: nothing was journaled or the results predate the field.
+    #[serde(default)]
+    pub restore: Option<RestoreReport>,
+}
+
+impl CellResult {
+    /// Ran, measured and not excluded: what the conclusions rest on.
+    pub fn counts(&self) -> bool {
+        self.status == CellStatus::Ran && self.metrics.is_some() && self.excluded.is_none()
+    }
 }
 
 /// One configuration over its repeats.
@@ -151,6 +414,15 @@ pub struct ConfigSummary {
     pub delta_p99: Option<Delta>,
     pub delta_throughput: Option<Delta>,
     pub delta_runq: Option<Delta>,
+    /// Percentiles pooled over the repeats that count, with intervals.
+    #[serde(default)]
+    pub percentiles: Option<Percentiles>,
+    /// Against the baseline, one per metric (empty for the baseline).
+    #[serde(default)]
+    pub effects: Vec<Effect>,
+    /// Cells of this configuration kept out of the conclusions.
+    #[serde(default)]
+    pub excluded: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +481,9 @@ pub struct CorrelationResult {
 pub struct AttributionResult {
     pub method: String,
     pub per_config: Vec<(String, TailSplit)>,
+    /// The slow-vs-typical gap in ms per configuration.
+    #[serde(default)]
+    pub gaps: Vec<(String, GapAttribution)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +494,12 @@ pub struct CapacityResult {
     pub headroom: f64,
     pub rows: Vec<CapacityRow>,
     pub notes: Vec<String>,
+    /// The search stops when the bracket is this narrow (%, +-).
+    #[serde(default)]
+    pub resolution_pct: Option<f64>,
+    /// How the search went ("coarse ramp, then bisection").
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +529,9 @@ pub struct Results {
     /// Plots (SVG), relative to the results directory.
     pub plots: Vec<String>,
     pub notes: Vec<String>,
+    /// Some cell could not put the node back completely.
+    #[serde(default)]
+    pub restore_failed: bool,
 }
 
 impl Results {
@@ -259,5 +543,38 @@ impl Results {
 
     pub fn ran(&self) -> impl Iterator<Item = &ConfigSummary> {
         self.configs.iter().filter(|c| c.status == CellStatus::Ran)
+    }
+
+    /// Cells kept out of the conclusions.
+    pub fn excluded(&self) -> impl Iterator<Item = &CellResult> {
+        self.cells.iter().filter(|c| c.excluded.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_written_before_the_new_fields_still_load() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/examples/benchmarks/experiment/results.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let r: Results = serde_json::from_str(&text).unwrap();
+        assert!(!r.cells.is_empty());
+        assert!(r
+            .cells
+            .iter()
+            .all(|c| c.excluded.is_none() && c.restore.is_none()));
+        assert!(r.configs.iter().all(|c| c.effects.is_empty()));
+        assert!(!r.restore_failed);
+        // And a round trip keeps the new fields.
+        let mut r2 = r.clone();
+        r2.cells[0].excluded = Some(Exclusion {
+            reason: "disturbed by 42 stress (300 ms)".into(),
+            rerun_by: Some(9),
+        });
+        let back: Results = serde_json::from_str(&serde_json::to_string(&r2).unwrap()).unwrap();
+        assert_eq!(back.cells[0].excluded, r2.cells[0].excluded);
     }
 }

@@ -14,7 +14,11 @@ use probe_common::{
     ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
 };
 
-use super::{btf_offsets::TaskOffsets, tracefs, EBPF_OBJECT};
+use super::{
+    btf_offsets::TaskOffsets,
+    plan::{self, LeftOut, PlanInputs},
+    tracefs, EBPF_OBJECT,
+};
 
 /// BTF tracepoints every recording needs: (program, tracepoint).
 pub const REQUIRED: [(&str, &str); 6] = [
@@ -98,6 +102,8 @@ pub struct LoadConfig {
     pub trace_events: bool,
     /// The scheduler trace stream for `--perfetto` (None: off).
     pub sched_trace: Option<SchedTraceConfig>,
+    /// What decides which optional programs are left out.
+    pub plan: PlanInputs,
 }
 
 /// Map size for a target with `threads` threads now: room for many more to be
@@ -117,6 +123,12 @@ pub struct Probes {
     pub attached: Vec<&'static str>,
     /// Optional hooks this kernel lacks, with what is lost.
     pub unavailable: Vec<String>,
+    /// Optional programs this run did not load, and why.
+    pub left_out: Vec<LeftOut>,
+    /// CLOCK_MONOTONIC when the first program was attached, and when the
+    /// last one was.
+    pub first_attached_ns: u64,
+    pub all_attached_ns: u64,
     tracefs_mounted_by_us: Option<std::path::PathBuf>,
 }
 
@@ -159,144 +171,186 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 }
 
 impl Probes {
-    pub fn load_and_attach(cfg: &LoadConfig) -> Result<Self> {
-        raise_memlock_limit();
-        let btf =
-            Btf::from_sys_fs().context("reading the kernel's BTF from /sys/kernel/btf/vmlinux")?;
-        let (mode, tgid, follow) = match &cfg.filter {
-            Filter::Single {
-                tgid,
-                follow_children,
-            } => (filter::SINGLE_TGID, *tgid, u32::from(*follow_children)),
-            Filter::Set {
-                follow_children, ..
-            } => (filter::TGID_SET, 0, u32::from(*follow_children)),
-        };
-        let topo_valid = u32::from(cfg.topology.is_some());
-        let tid = cfg.tid.unwrap_or(0);
-        // mm_migrate_pages is a classic tracepoint: its layout comes from tracefs.
-        let tracefs = tracefs::ensure_mounted().ok();
-        let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
-        let mo = migrate.clone().unwrap_or_default();
-        let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .override_global("FILTER_MODE", &mode, true)
-            .override_global("TARGET_TGID", &tgid, true)
-            .override_global("TARGET_TID", &tid, true)
-            .override_global("FOLLOW_CHILDREN", &follow, true)
-            .override_global("TOPO_VALID", &topo_valid, true)
-            .override_global("WINDOW_NS", &cfg.window_ns, true)
-            .override_global("OUTLIER_RUNQ_NS", &cfg.outlier_runq_ns, true)
-            .override_global("OUTLIER_IRQ_NS", &cfg.outlier_irq_ns, true)
-            .override_global("TRACE_EVENTS", &u32::from(cfg.trace_events), true)
-            .override_global("TASK_PID_OFF", &cfg.offsets.pid, true)
-            .override_global("TASK_TGID_OFF", &cfg.offsets.tgid, true)
-            .override_global("TASK_CPU_OFF", &cfg.offsets.cpu, true)
-            .override_global("TASK_STATE_OFF", &cfg.offsets.state, true)
-            .override_global("TASK_COMM_OFF", &cfg.offsets.comm, true)
-            .override_global("MIGRATE_OFF_SUCCEEDED", &mo.succeeded, true)
-            .override_global("MIGRATE_OFF_FAILED", &mo.failed, true)
-            .override_global("MIGRATE_OFF_REASON", &mo.reason, true)
-            .map_max_entries("SLOTS", cfg.max_threads)
-            .map_max_entries("TGIDS", cfg.max_processes)
-            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
-            .override_global("SCHED_TRACE_ON", &st_on, true)
-            .override_global("TASK_PRIO_OFF", &st_prio, true)
-            .map_max_entries("SCHED_TRACE", st_bytes)
-            .load(EBPF_OBJECT)
-            .context("loading tailprobe's eBPF object into the kernel")?;
-        if let Some(topo) = &cfg.topology {
-            let mut m: Array<&mut MapData, CpuTopo> = Array::try_from(
-                ebpf.map_mut("CPU_TOPO")
-                    .ok_or_else(|| anyhow!("map CPU_TOPO missing"))?,
-            )?;
-            for (cpu, t) in topo {
-                if *cpu < MAX_CPUS {
-                    m.set(*cpu, t, 0)
-                        .with_context(|| format!("filling CPU_TOPO for CPU {cpu}"))?;
-                }
+    /// Load and attach with `kernel_btf`, the bytes of
+    /// `/sys/kernel/btf/vmlinux` the caller has already read (for the
+    /// offsets): they are parsed once more here, for the attach points'
+    /// type ids, on a second thread while aya's loader does its own parse
+    /// (aya 0.14's `EbpfLoader::new` always parses the kernel's BTF).
+    pub fn load_and_attach(cfg: &LoadConfig, kernel_btf: &[u8]) -> Result<Self> {
+        std::thread::scope(|s| {
+            let parsing = s.spawn(|| Btf::parse(kernel_btf, aya::Endianness::default()));
+            let ebpf = load(cfg);
+            let btf = parsing
+                .join()
+                .map_err(|_| anyhow!("the BTF parsing thread panicked"))?
+                .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+            let (ebpf, tracefs, migrate) = ebpf?;
+            attach(cfg, ebpf, &btf, tracefs, migrate)
+        })
+    }
+}
+
+type Tracefs = Option<(std::path::PathBuf, bool)>;
+
+/// Open the object with the run's settings, create and fill its maps.
+fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
+    raise_memlock_limit();
+    let (mode, tgid, follow) = match &cfg.filter {
+        Filter::Single {
+            tgid,
+            follow_children,
+        } => (filter::SINGLE_TGID, *tgid, u32::from(*follow_children)),
+        Filter::Set {
+            follow_children, ..
+        } => (filter::TGID_SET, 0, u32::from(*follow_children)),
+    };
+    let topo_valid = u32::from(cfg.topology.is_some());
+    let tid = cfg.tid.unwrap_or(0);
+    // mm_migrate_pages is a classic tracepoint: its layout comes from tracefs.
+    let tracefs = tracefs::ensure_mounted().ok();
+    let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
+    let mo = migrate.clone().unwrap_or_default();
+    let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
+    let mut ebpf = EbpfLoader::new()
+        .override_global("FILTER_MODE", &mode, true)
+        .override_global("TARGET_TGID", &tgid, true)
+        .override_global("TARGET_TID", &tid, true)
+        .override_global("FOLLOW_CHILDREN", &follow, true)
+        .override_global("TOPO_VALID", &topo_valid, true)
+        .override_global("WINDOW_NS", &cfg.window_ns, true)
+        .override_global("OUTLIER_RUNQ_NS", &cfg.outlier_runq_ns, true)
+        .override_global("OUTLIER_IRQ_NS", &cfg.outlier_irq_ns, true)
+        .override_global("TRACE_EVENTS", &u32::from(cfg.trace_events), true)
+        .override_global("TASK_PID_OFF", &cfg.offsets.pid, true)
+        .override_global("TASK_TGID_OFF", &cfg.offsets.tgid, true)
+        .override_global("TASK_CPU_OFF", &cfg.offsets.cpu, true)
+        .override_global("TASK_STATE_OFF", &cfg.offsets.state, true)
+        .override_global("TASK_COMM_OFF", &cfg.offsets.comm, true)
+        .override_global("MIGRATE_OFF_SUCCEEDED", &mo.succeeded, true)
+        .override_global("MIGRATE_OFF_FAILED", &mo.failed, true)
+        .override_global("MIGRATE_OFF_REASON", &mo.reason, true)
+        .map_max_entries("SLOTS", cfg.max_threads)
+        .map_max_entries("TGIDS", cfg.max_processes)
+        .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+        .override_global("SCHED_TRACE_ON", &st_on, true)
+        .override_global("TASK_PRIO_OFF", &st_prio, true)
+        .map_max_entries("SCHED_TRACE", st_bytes)
+        .load(EBPF_OBJECT)
+        .context("loading tailprobe's eBPF object into the kernel")?;
+    if let Some(topo) = &cfg.topology {
+        let mut m: Array<&mut MapData, CpuTopo> = Array::try_from(
+            ebpf.map_mut("CPU_TOPO")
+                .ok_or_else(|| anyhow!("map CPU_TOPO missing"))?,
+        )?;
+        for (cpu, t) in topo {
+            if *cpu < MAX_CPUS {
+                m.set(*cpu, t, 0)
+                    .with_context(|| format!("filling CPU_TOPO for CPU {cpu}"))?;
             }
         }
-        // The set holds every followed process in both modes: single mode
-        // may turn into set mode at run time (a followed fork).
-        let initial: Vec<u32> = match &cfg.filter {
-            Filter::Set { tgids, .. } => tgids.clone(),
-            Filter::Single { tgid, .. } => vec![*tgid],
-        };
-        {
-            let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-                ebpf.map_mut("TGIDS")
-                    .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-            )?;
-            for t in &initial {
-                m.insert(t, 1, 0)
-                    .with_context(|| format!("adding pid {t} to the followed set"))?;
-            }
+    }
+    // The set holds every followed process in both modes: single mode
+    // may turn into set mode at run time (a followed fork).
+    let initial: Vec<u32> = match &cfg.filter {
+        Filter::Set { tgids, .. } => tgids.clone(),
+        Filter::Single { tgid, .. } => vec![*tgid],
+    };
+    {
+        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+            ebpf.map_mut("TGIDS")
+                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
+        )?;
+        for t in &initial {
+            m.insert(t, 1, 0)
+                .with_context(|| format!("adding pid {t} to the followed set"))?;
         }
-        // Statistics first, so the very first runs are counted.
-        let stats_fd = if cfg.self_stats {
-            Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context(
-                "turning on BPF run-time statistics (BPF_ENABLE_STATS); use --no-self-stats to skip",
-            )?)
-        } else {
-            None
-        };
-        let mut attached = Vec::new();
-        for (prog, tp) in REQUIRED {
-            attach_btf(&mut ebpf, &btf, prog, tp)?;
-            attached.push(prog);
+    }
+    Ok((ebpf, tracefs, migrate))
+}
+
+/// Attach the programs the run needs, required ones first.
+fn attach(
+    cfg: &LoadConfig,
+    mut ebpf: Ebpf,
+    btf: &Btf,
+    tracefs: Tracefs,
+    migrate: Option<MigrateFormat>,
+) -> Result<Probes> {
+    // Statistics first, so the very first runs are counted.
+    let stats_fd = if cfg.self_stats {
+        Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context(
+            "turning on BPF run-time statistics (BPF_ENABLE_STATS); use --no-self-stats to skip",
+        )?)
+    } else {
+        None
+    };
+    let mut attached = Vec::new();
+    let mut first_attached_ns = 0;
+    for (prog, tp) in REQUIRED {
+        attach_btf(&mut ebpf, btf, prog, tp)?;
+        if attached.is_empty() {
+            first_attached_ns = crate::record::monotonic_ns();
         }
-        let mut unavailable = Vec::new();
-        for (prog, tp, what) in OPTIONAL {
-            match attach_btf(&mut ebpf, &btf, prog, tp) {
-                Ok(()) => attached.push(prog),
+        attached.push(prog);
+    }
+    let left_out = plan::left_out(&cfg.plan);
+    let mut unavailable = Vec::new();
+    for (prog, tp, what) in OPTIONAL {
+        if left_out.iter().any(|l| l.program == prog) {
+            continue;
+        }
+        match attach_btf(&mut ebpf, btf, prog, tp) {
+            Ok(()) => attached.push(prog),
+            Err(e) => unavailable.push(format!(
+                "{what}: tracepoint {tp} not available here ({e:#})"
+            )),
+        }
+    }
+    match (&migrate, tracefs.as_ref()) {
+        (Some(_), Some(_)) => {
+            let r: Result<()> = (|| {
+                let p: &mut TracePoint = ebpf
+                    .program_mut("mm_migrate_pages")
+                    .ok_or_else(|| anyhow!("program mm_migrate_pages missing"))?
+                    .try_into()?;
+                p.load()?;
+                p.attach("migrate", "mm_migrate_pages")?;
+                Ok(())
+            })();
+            match r {
+                Ok(()) => attached.push("mm_migrate_pages"),
                 Err(e) => unavailable.push(format!(
-                    "{what}: tracepoint {tp} not available here ({e:#})"
+                    "page migrations: migrate:mm_migrate_pages not attachable ({e:#})"
                 )),
             }
         }
-        match (&migrate, tracefs.as_ref()) {
-            (Some(_), Some(_)) => {
-                let r: Result<()> = (|| {
-                    let p: &mut TracePoint = ebpf
-                        .program_mut("mm_migrate_pages")
-                        .ok_or_else(|| anyhow!("program mm_migrate_pages missing"))?
-                        .try_into()?;
-                    p.load()?;
-                    p.attach("migrate", "mm_migrate_pages")?;
-                    Ok(())
-                })();
-                match r {
-                    Ok(()) => attached.push("mm_migrate_pages"),
-                    Err(e) => unavailable.push(format!(
-                        "page migrations: migrate:mm_migrate_pages not attachable ({e:#})"
-                    )),
-                }
-            }
-            _ => unavailable.push(
-                "page migrations: migrate:mm_migrate_pages has no readable format file (tracefs)"
-                    .into(),
-            ),
-        }
-        let events = ebpf
-            .take_map("EVENTS")
-            .map(RingBuf::try_from)
-            .transpose()
-            .context("opening the EVENTS ring buffer")?;
-        let sched_trace = sched_trace::take_ring(&mut ebpf, st_on != 0)?;
-        let tracefs_mounted_by_us = tracefs.and_then(|(p, ours)| ours.then_some(p));
-        Ok(Probes {
-            ebpf,
-            events,
-            sched_trace,
-            _stats_fd: stats_fd,
-            attached,
-            unavailable,
-            tracefs_mounted_by_us,
-        })
+        _ => unavailable.push(
+            "page migrations: migrate:mm_migrate_pages has no readable format file (tracefs)"
+                .into(),
+        ),
     }
+    let events = ebpf
+        .take_map("EVENTS")
+        .map(RingBuf::try_from)
+        .transpose()
+        .context("opening the EVENTS ring buffer")?;
+    let sched_trace = sched_trace::take_ring(&mut ebpf, cfg.sched_trace.is_some())?;
+    let tracefs_mounted_by_us = tracefs.and_then(|(p, ours)| ours.then_some(p));
+    Ok(Probes {
+        ebpf,
+        events,
+        sched_trace,
+        _stats_fd: stats_fd,
+        attached,
+        unavailable,
+        left_out,
+        first_attached_ns,
+        all_attached_ns: crate::record::monotonic_ns(),
+        tracefs_mounted_by_us,
+    })
+}
 
+impl Probes {
     /// Add a process to the followed set (TGID_SET mode).
     pub fn follow(&mut self, tgid: u32) -> Result<()> {
         let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(

@@ -92,6 +92,19 @@ pub struct JournalData {
     /// Seconds since the epoch when the first change was journaled.
     pub created_unix: u64,
     pub entries: Vec<Entry>,
+    /// Changes that could not be put back, with the reason: reported once
+    /// when the restore failed, kept out of later sessions' restores (so
+    /// they do not fail every later command), retried by `tailprobe restore`
+    /// and dropped by `tailprobe restore --discard`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrestorable: Vec<Unrestorable>,
+}
+
+/// A journaled change whose restore failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrestorable {
+    pub entry: Entry,
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +266,9 @@ fn load(path: &Path) -> Result<Option<JournalData>, JournalError> {
 fn classify(data: JournalData, boot: &str) -> Found {
     if data.boot_id != boot {
         Found::Stale(data)
-    } else if data.held {
+    } else if data.held || data.entries.is_empty() {
+        // Only unrestorable entries left: nothing for a new session to
+        // restore, so not a crash to recover from.
         Found::Held(data)
     } else {
         Found::Crashed(data)
@@ -314,8 +329,9 @@ pub fn inspect(path: &Path, proc: &Path) -> Result<(Found, Option<fs::File>), Jo
     Ok((found, Some(lock)))
 }
 
-/// Apply a found journal's restore and rewrite or remove the file: entries
-/// that failed stay in it (marked not held, so the next start retries).
+/// Apply a found journal's restore and rewrite or remove the file: the
+/// `keep` entries stay as they are; entries that fail move to
+/// `unrestorable` with the reason (the caller reports them, once).
 pub fn restore_found(
     path: &Path,
     proc: &Path,
@@ -325,21 +341,89 @@ pub fn restore_found(
     let (to_restore, kept): (Vec<Entry>, Vec<Entry>) =
         data.entries.iter().cloned().partition(|e| !keep(e));
     let rep = restore_entries(&to_restore, proc);
-    let mut left: Vec<Entry> = kept;
-    left.extend(rep.failed.iter().map(|(e, _)| e.clone()));
-    if left.is_empty() {
-        match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(JournalError::Write(path.to_path_buf(), e)),
-        }
-    } else {
-        let mut d = data.clone();
-        d.entries = left;
-        d.held = d.held && rep.failed.is_empty();
-        write(path, &d)?;
-    }
+    let mut d = data.clone();
+    d.entries = kept;
+    d.unrestorable
+        .extend(rep.failed.iter().map(|(e, why)| Unrestorable {
+            entry: e.clone(),
+            reason: why.clone(),
+        }));
+    save_or_remove(path, &d)?;
     Ok(rep)
+}
+
+/// Write `d`, or remove the file when nothing is left in it.
+fn save_or_remove(path: &Path, d: &JournalData) -> Result<(), JournalError> {
+    if d.entries.is_empty() && d.unrestorable.is_empty() {
+        return match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(JournalError::Write(path.to_path_buf(), e)),
+        };
+    }
+    write(path, d)
+}
+
+/// `tailprobe restore`: put back every entry, retrying the unrestorable
+/// ones too. With `discard`, entries that still fail are dropped from the
+/// journal (the report lists them); without, they stay for a later retry.
+pub fn restore_all(
+    path: &Path,
+    proc: &Path,
+    data: &JournalData,
+    discard: bool,
+) -> Result<RestoreReport, JournalError> {
+    let mut all = data.entries.clone();
+    all.extend(data.unrestorable.iter().map(|u| u.entry.clone()));
+    let rep = restore_entries(&all, proc);
+    let mut d = data.clone();
+    d.entries.clear();
+    d.unrestorable = if discard {
+        Vec::new()
+    } else {
+        rep.failed
+            .iter()
+            .map(|(e, why)| Unrestorable {
+                entry: e.clone(),
+                reason: why.clone(),
+            })
+            .collect()
+    };
+    d.held = true;
+    save_or_remove(path, &d)?;
+    Ok(rep)
+}
+
+/// Remove `.<journal>.tmp.*` files a killed writer left beside the journal
+/// (we hold the lock, so no writer is running). Only regular files owned by
+/// us are removed; a link is removed as a link, never followed.
+fn remove_stale_temp_files(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for e in rd.flatten() {
+        let ours = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+            && e.metadata()
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        if ours {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 fn write(path: &Path, d: &JournalData) -> Result<(), JournalError> {
@@ -388,6 +472,7 @@ impl Journal {
                 pid: 0,
             });
         };
+        remove_stale_temp_files(path);
         let boot = boot_id(proc)?;
         let mut data = JournalData {
             version: VERSION,
@@ -396,6 +481,7 @@ impl Journal {
             held: false,
             created_unix: now_unix(),
             entries: Vec::new(),
+            unrestorable: Vec::new(),
         };
         let recovered = match found {
             Found::Nothing => Recovered::Nothing,
@@ -409,14 +495,21 @@ impl Journal {
             }
             Found::Crashed(d) => {
                 let rep = restore_found(path, proc, &d, |_| false)?;
-                // What could not be restored stays ours to retry at the end.
-                data.entries = rep.failed.iter().map(|(e, _)| e.clone()).collect();
+                // What could not be restored is reported now (once) and
+                // kept aside for `tailprobe restore` / `--discard`.
+                data.unrestorable = d.unrestorable;
+                data.unrestorable
+                    .extend(rep.failed.iter().map(|(e, why)| Unrestorable {
+                        entry: e.clone(),
+                        reason: why.clone(),
+                    }));
                 Recovered::Crash(rep)
             }
             Found::Held(d) => {
                 let n = d.entries.len();
                 data.created_unix = d.created_unix;
                 data.entries = d.entries;
+                data.unrestorable = d.unrestorable;
                 Recovered::Adopted(n)
             }
         };
@@ -518,21 +611,24 @@ impl Journal {
                 source: io::Error::from_raw_os_error(libc::ESRCH),
             }
         })?;
-        self.record(
-            Knob::ThreadAffinity {
-                pid,
-                tid,
-                start_time,
-            },
-            cpulist::Display(&before).to_string(),
-        )?;
-        let r = affinity::set_thread_affinity(tid, cpus).map_err(|source| JournalError::Affinity {
+        let knob = Knob::ThreadAffinity {
             pid,
             tid,
-            source,
-        });
+            start_time,
+        };
+        let fresh = !self.data.entries.iter().any(|e| e.knob == knob);
+        self.record(knob, cpulist::Display(&before).to_string())?;
+        if let Err(source) = affinity::set_thread_affinity(tid, cpus) {
+            // Refused (a per-CPU kernel thread: EINVAL): nothing changed, so
+            // nothing to restore; a kept entry would fail every restore.
+            if fresh {
+                self.data.entries.pop();
+                self.persist()?;
+            }
+            return Err(JournalError::Affinity { pid, tid, source });
+        }
         self.after_change();
-        r
+        Ok(())
     }
 
     /// Keep the changes in place after this process exits; `tailprobe
@@ -554,14 +650,15 @@ impl Journal {
     }
 
     fn restore_now(&mut self) -> Result<RestoreReport, JournalError> {
-        if self.data.entries.is_empty() {
-            // Nothing changed; a stray file from `begin` may still exist.
-            let _ = fs::remove_file(&self.path);
-            return Ok(RestoreReport::default());
-        }
         let d = self.data.clone();
         let rep = restore_found(&self.path, &self.proc, &d, |_| false)?;
-        self.data.entries = rep.failed.iter().map(|(e, _)| e.clone()).collect();
+        self.data.entries.clear();
+        self.data
+            .unrestorable
+            .extend(rep.failed.iter().map(|(e, why)| Unrestorable {
+                entry: e.clone(),
+                reason: why.clone(),
+            }));
         Ok(rep)
     }
 }
@@ -658,6 +755,7 @@ mod tests {
                 },
                 original: "5".into(),
             }],
+            unrestorable: Vec::new(),
         };
         write(&jp, &data).unwrap();
         let (j, rec) = Journal::begin(&jp, &proc).unwrap();
@@ -691,6 +789,7 @@ mod tests {
                 },
                 original: "old".into(),
             }],
+            unrestorable: Vec::new(),
         };
         write(&jp, &data).unwrap();
         let e = Journal::begin(&jp, &proc).unwrap_err();
@@ -720,6 +819,89 @@ mod tests {
         assert_eq!(rep.restored.len(), 2);
         assert_eq!(fs::read_to_string(&a).unwrap(), "a0\n");
         assert_eq!(fs::read_to_string(&b).unwrap(), "b0\n");
+    }
+
+    #[test]
+    fn an_unrestorable_change_is_reported_once_and_can_be_discarded() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        // A knob that cannot be written back (its directory is gone).
+        let gone = d.path().join("gone/smp_affinity_list");
+        let ok = d.path().join("ok");
+        fs::write(&ok, "a\n").unwrap();
+        let jp = d.path().join("journal.json");
+        let data = JournalData {
+            version: VERSION,
+            boot_id: "boot-a".into(),
+            owner_pid: 999_999,
+            held: false,
+            created_unix: 0,
+            entries: vec![Entry {
+                knob: Knob::File {
+                    path: gone.clone(),
+                    what: "affinity of IRQ 9".into(),
+                },
+                original: "1".into(),
+            }],
+            unrestorable: Vec::new(),
+        };
+        write(&jp, &data).unwrap();
+        // The next session reports the failure once...
+        let (mut j, rec) = Journal::begin(&jp, &proc).unwrap();
+        match rec {
+            Recovered::Crash(rep) => assert_eq!(rep.failed.len(), 1),
+            other => panic!("expected a crash recovery, got {other:?}"),
+        }
+        j.set_file(&ok, "ok", "b").unwrap();
+        let rep = j.restore().unwrap();
+        assert_eq!((rep.restored.len(), rep.failed.len()), (1, 0));
+        assert_eq!(fs::read_to_string(&ok).unwrap(), "a\n");
+        // ...and later sessions neither retry nor fail on it.
+        for _ in 0..2 {
+            let (j, rec) = Journal::begin(&jp, &proc).unwrap();
+            assert!(matches!(rec, Recovered::Adopted(0)), "{rec:?}");
+            let rep = j.restore().unwrap();
+            assert!(rep.is_complete());
+        }
+        let on_disk: JournalData = serde_json::from_slice(&fs::read(&jp).unwrap()).unwrap();
+        assert_eq!(on_disk.unrestorable.len(), 1);
+        assert!(on_disk.entries.is_empty());
+        // `restore` retries and keeps it; `restore --discard` drops it.
+        let rep = restore_all(&jp, &proc, &on_disk, false).unwrap();
+        assert_eq!(rep.failed.len(), 1);
+        assert!(jp.exists());
+        let rep = restore_all(&jp, &proc, &on_disk, true).unwrap();
+        assert_eq!(rep.failed.len(), 1);
+        assert!(!jp.exists());
+    }
+
+    #[test]
+    fn a_refused_thread_affinity_leaves_no_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let jp = d.path().join("journal.json");
+        let (mut j, _) = Journal::begin(&jp, Path::new("/proc")).unwrap();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        // CPU 100000 does not exist: the kernel refuses the mask (EINVAL).
+        let e = j
+            .set_thread_affinity(std::process::id(), tid, &[100_000])
+            .unwrap_err();
+        assert!(matches!(e, JournalError::Affinity { .. }), "{e}");
+        assert!(j.entries().is_empty());
+    }
+
+    #[test]
+    fn a_killed_writers_temp_file_is_removed_at_the_next_start() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = fake_proc(d.path(), "boot-a");
+        let jp = d.path().join("journal.json");
+        let stale = d.path().join(".journal.json.tmp.AbC123");
+        fs::write(&stale, "{").unwrap();
+        let other = d.path().join(".other.json.tmp.x");
+        fs::write(&other, "keep").unwrap();
+        let (_j, _) = Journal::begin(&jp, &proc).unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists());
     }
 
     #[test]

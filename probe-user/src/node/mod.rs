@@ -10,6 +10,8 @@
 //! - `irq`: `/proc/interrupts` deltas and IRQ affinity (`tailprobe irq`).
 //! - `counters`: perf_event_open counters of a process (`tailprobe counters`).
 //! - `numa`: pages per node, numastat and vmstat deltas (`tailprobe numa`).
+//! - `child`: processes we start, each in its own process group that dies
+//!   with us (SIGKILL included).
 //! - `journal`: every change is journaled before it is made and restored
 //!   afterwards, also after a crash (`tailprobe restore`).
 //!
@@ -17,6 +19,7 @@
 //! it at fixture trees captured from real machines.
 
 pub mod affinity;
+pub mod child;
 pub mod counters;
 pub mod fsx;
 pub mod governor;

@@ -279,7 +279,10 @@ pub fn run(
     buf_bytes: u64,
     duration: Duration,
 ) -> std::io::Result<Vec<ThreadReport>> {
-    let deadline = Instant::now() + duration;
+    // Bounded by the CLI (7 days); never panic on a larger value.
+    let deadline = Instant::now()
+        .checked_add(duration)
+        .ok_or_else(|| std::io::Error::other(format!("duration {duration:?} is too long")))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for k in split(kind, threads) {

@@ -49,6 +49,8 @@ pub struct Inputs {
     pub outlier_thresholds: (u64, u64),
     pub prog_stats: Option<Vec<ProgStats>>,
     pub unavailable: Vec<String>,
+    pub left_out: Vec<crate::kernel::plan::LeftOut>,
+    pub attach_ms: crate::report::AttachTime,
     pub book: ThreadBook,
     pub offsets: TaskOffsets,
     pub topology_known: bool,
@@ -327,6 +329,8 @@ pub fn build(inp: Inputs) -> RecordReport {
         task_offsets: inp.offsets,
         topology_known: inp.topology_known,
         unavailable: inp.unavailable,
+        left_out: inp.left_out,
+        attach_ms: inp.attach_ms,
         notes: inp.notes,
     }
 }

@@ -3,6 +3,7 @@
 
 mod assemble;
 mod numa;
+pub mod priority;
 pub mod target;
 mod watch;
 pub mod windows;
@@ -13,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -25,10 +26,11 @@ use crate::{
     kernel::{
         btf_offsets,
         loader::{map_entries_for, Filter, LoadConfig, Probes, SchedTraceConfig, ThreadCounters},
+        plan::PlanInputs,
     },
     privileges,
     procfs::ProcFs,
-    report::{EndReason, Outlier, RecordReport, Target},
+    report::{AttachTime, EndReason, Outlier, RecordReport, Target},
     signals, sysfs,
 };
 
@@ -71,6 +73,10 @@ pub struct RecordOptions {
     pub trace_events: bool,
     /// Send a launched command's stdout to /dev/null.
     pub quiet_command: bool,
+    /// Charge hard IRQ and softirq time (false: those programs are not loaded).
+    pub irq: bool,
+    /// Raise the recording thread's priority after the target is started.
+    pub priority: Option<priority::Priority>,
     /// Write the scheduler stream, IRQs, page faults and migrations into
     /// this Perfetto trace (implies `trace_events`); the caller finishes it.
     pub timeline: Option<crate::timeline::SharedTimeline>,
@@ -95,6 +101,8 @@ impl RecordOptions {
             stop: None,
             trace_events: false,
             quiet_command: false,
+            irq: true,
+            priority: None,
             timeline: None,
         }
     }
@@ -114,6 +122,14 @@ impl Callback {
     pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> Self {
         Callback(Arc::new(f))
     }
+}
+
+static PROCESS_START_NS: OnceLock<u64> = OnceLock::new();
+
+/// Stamp the process's start (first thing in `main`): `attach_ms` counts
+/// from here. Without it, from the start of [`run`].
+pub fn mark_process_start() {
+    PROCESS_START_NS.get_or_init(monotonic_ns);
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
@@ -227,6 +243,7 @@ fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Resul
 }
 
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
+    mark_process_start();
     privileges::require_root("tailprobe record")?;
     privileges::require_btf()?;
     let proc = ProcFs::default();
@@ -234,8 +251,15 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         TargetSpec::Command(argv) => Some(target::Launched::start(argv, opts.quiet_command)?),
         _ => None,
     };
+    // After the target is started, so that it keeps its own priority.
+    if let Some(p) = opts.priority {
+        priority::apply(p).with_context(|| {
+            format!("setting the recorder's priority to {p} (needs CAP_SYS_NICE; drop --priority)")
+        })?;
+    }
     let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
     let mut notes = r.notes;
+    // Read once: scanned here for the offsets, parsed by the loader.
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
@@ -243,7 +267,6 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         ring_bytes: crate::timeline::session::SCHED_RING_BYTES,
         prio_off: btf_offsets::resolve_prio(&btf).unwrap_or(0),
     });
-    drop(btf);
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
     let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
@@ -262,6 +285,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         }
     };
     let window_ns = opts.window.as_nanos() as u64;
+    let numa_start = numa::Sample::take(&r.tgids);
     let cfg = LoadConfig {
         filter,
         tid: r.tid,
@@ -278,11 +302,17 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         self_stats: opts.self_stats,
         trace_events: opts.trace_events || sched_trace.is_some(),
         sched_trace,
+        plan: PlanInputs {
+            irq: opts.irq,
+            numa_nodes: numa_start.nodes,
+            numa_balancing: numa_start.balancing,
+        },
     };
-    let numa_start = numa::Sample::take(&r.tgids);
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
-    let mut probes = Probes::load_and_attach(&cfg)?;
+    let mut probes = Probes::load_and_attach(&cfg, &btf)?;
+    drop(btf);
+    let attach_ms = attach_time(&probes, opts.priority);
     if let Some(l) = launched.as_mut() {
         l.release()?;
     }
@@ -471,6 +501,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
         prog_stats: opts.self_stats.then_some(prog_stats),
         unavailable: probes.unavailable.clone(),
+        left_out: probes.left_out.clone(),
+        attach_ms,
         book,
         offsets,
         topology_known: topology.is_some(),
@@ -483,6 +515,19 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
     Ok(report)
+}
+
+fn attach_time(probes: &Probes, prio: Option<priority::Priority>) -> AttachTime {
+    let start = PROCESS_START_NS.get().copied().unwrap_or(0);
+    let ms = |t: u64| t.saturating_sub(start) as f64 / 1e6;
+    AttachTime {
+        first: ms(probes.first_attached_ns),
+        all: ms(probes.all_attached_ns),
+        process_start_monotonic_ns: start,
+        first_attached_monotonic_ns: probes.first_attached_ns,
+        all_attached_monotonic_ns: probes.all_attached_ns,
+        priority: prio.map_or_else(|| "default".to_string(), |p| p.to_string()),
+    }
 }
 
 fn merge_counters(into: &mut BTreeMap<u32, ThreadCounters>, tid: u32, c: ThreadCounters) {

@@ -8,11 +8,12 @@ use std::{
     os::fd::FromRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::procfs::ProcFs;
+use crate::{node::child, procfs::ProcFs};
 
 /// How the user named the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,9 +138,9 @@ impl Launched {
         if quiet {
             cmd.stdout(std::process::Stdio::null());
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {:?}", argv[0]))?;
+        check_runnable(&argv[0])?;
+        // Its own process group, killed with us (SIGKILL included).
+        let child = child::spawn(&mut cmd).with_context(|| format!("starting {:?}", argv[0]))?;
         drop(rd_file);
         Ok(Launched {
             child,
@@ -165,11 +166,35 @@ impl Drop for Launched {
     fn drop(&mut self) {
         // Never released: closing the gate makes the child fail before exec.
         drop(self.gate.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        // SIGTERM to its group, 2 s, then SIGKILL to whatever is left, so
+        // nothing the command forked outlives the recording.
+        if let Err(e) = child::stop(&mut self.child, Duration::from_secs(2)) {
+            eprintln!(
+                "tailprobe: stopping the launched command (pid {}): {e}",
+                self.child.id()
+            );
         }
-        let _ = self.child.wait();
     }
+}
+
+/// Refuse a command that cannot be run before anything is attached: a path
+/// that is not an executable file, or a name not found on `$PATH`.
+pub fn check_runnable(prog: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        if !runnable(Path::new(prog)) {
+            bail!("cannot run {prog:?}: no executable file at that path");
+        }
+        return Ok(());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| runnable(&d.join(prog))) {
+        return Ok(());
+    }
+    bail!("cannot run {prog:?}: command not found on $PATH");
 }
 
 /// The gated child's side (`tailprobe exec-gated --fd N -- CMD`): wait for

@@ -322,7 +322,25 @@ pub struct RecordReport {
     pub topology_known: bool,
     /// Hooks this kernel lacks, and what is therefore not measured.
     pub unavailable: Vec<String>,
+    /// Optional programs this run did not load, and why.
+    pub left_out: Vec<crate::kernel::plan::LeftOut>,
+    /// How long tailprobe took to attach (docs/record-json.md).
+    pub attach_ms: AttachTime,
     pub notes: Vec<String>,
+}
+
+/// Time to attach, from tailprobe's process start (the start of `main`,
+/// about a millisecond after exec) to the first program attached and to
+/// all of them, with the CLOCK_MONOTONIC stamps for outside comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachTime {
+    pub first: f64,
+    pub all: f64,
+    pub process_start_monotonic_ns: u64,
+    pub first_attached_monotonic_ns: u64,
+    pub all_attached_monotonic_ns: u64,
+    /// `--priority` the loader and reader ran at ("default" when not raised).
+    pub priority: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

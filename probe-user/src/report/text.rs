@@ -286,6 +286,15 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     for u in &r.unavailable {
         let _ = writeln!(o, "not measured: {u}");
     }
+    for l in &r.left_out {
+        let _ = writeln!(o, "not loaded: {} ({})", l.program, l.reason);
+    }
+    let a = &r.attach_ms;
+    let _ = writeln!(
+        o,
+        "attached in {:.0} ms (first program {:.0} ms after start, priority {})",
+        a.all, a.first, a.priority
+    );
     for note in &r.notes {
         let _ = writeln!(o, "note: {note}");
     }

@@ -177,13 +177,17 @@ impl Timeline {
     pub fn create(opts: &TraceOptions) -> Result<Timeline> {
         let mut w = PacketWriter::create(&opts.path, opts.max_bytes)?;
         let (boot, mono) = clock_pair();
+        // Without a suspend the two clocks are equal and the read order can
+        // make boot a few ns "before" mono: the offset is then 0, and the
+        // snapshot states exactly the offset applied.
+        let offset = boot.saturating_sub(mono);
         let [sys, rel, ver, mach] = uname();
-        w.write(&packets::clock_snapshot(boot, mono), "clock", 0)?;
+        w.write(&packets::clock_snapshot(boot, boot - offset), "clock", 0)?;
         w.write(&packets::system_info(&sys, &rel, &ver, &mach), "system", 0)?;
         Ok(Timeline {
             w,
             sched: CpuBundles::new(crate::record::irq_names()),
-            offset: boot.saturating_sub(mono),
+            offset,
             processes: BTreeSet::new(),
             threads: BTreeSet::new(),
             events: BTreeMap::new(),

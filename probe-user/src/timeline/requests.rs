@@ -81,9 +81,10 @@ impl Served {
 const MATCH_WINDOW: usize = 256;
 
 /// Pair each served request with the generator request it answered: the
-/// latest-sent unmatched request sent before the server queued it and
-/// ended no earlier than the server finished it. Returns, per `reqs`
-/// index, the `served` index.
+/// latest-sent unmatched request that was in flight (sent, not yet ended)
+/// when the server queued it. (The server stamps its end after handing
+/// over the last bytes, so it may end after the client did.) Returns, per
+/// `reqs` index, the `served` index.
 pub fn match_served(reqs: &[Req], served: &[Served]) -> Vec<Option<usize>> {
     let mut by_sent: Vec<usize> = (0..reqs.len()).collect();
     by_sent.sort_by_key(|i| reqs[*i].sent_ns);
@@ -96,7 +97,7 @@ pub fn match_served(reqs: &[Req], served: &[Served]) -> Vec<Option<usize>> {
         let lo = upto.saturating_sub(MATCH_WINDOW);
         for k in (lo..upto).rev() {
             let ri = by_sent[k];
-            if out[ri].is_none() && reqs[ri].end_ns >= s.end_ns {
+            if out[ri].is_none() && reqs[ri].end_ns >= s.queued_ns {
                 out[ri] = Some(si);
                 break;
             }
@@ -253,9 +254,13 @@ mod tests {
     fn served_requests_match_the_request_that_was_in_flight() {
         // Two overlapping requests; the server queued each just after its send.
         let reqs = vec![req(0, 100, 500), req(1, 200, 300), req(2, 1000, 1100)];
-        let srv = vec![served(7, 205, 290), served(8, 105, 480)];
+        // The server may stamp its end after the client saw the last byte.
+        let srv = vec![served(7, 205, 301), served(8, 105, 480)];
         let m = match_served(&reqs, &srv);
         assert_eq!(m, vec![Some(1), Some(0), None]);
+        // Queued after every request in flight ended: no match.
+        let late = vec![served(9, 1200, 1300)];
+        assert_eq!(match_served(&reqs, &late), vec![None, None, None]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! replaced in place in the document, between its own markers, so sections
 //! run separately keep the others.
 
+mod attach;
 mod load;
 mod probes;
 
@@ -16,7 +17,11 @@ const DOC: &str = "docs/benchmarks.md";
 type Section = fn(bool) -> Result<String>;
 
 /// The sections, in the order they run.
-const SECTIONS: &[(&str, Section)] = &[("probes", probes::run), ("load", load::run)];
+const SECTIONS: &[(&str, Section)] = &[
+    ("probes", probes::run),
+    ("attach", attach::run),
+    ("load", load::run),
+];
 
 /// Run every section, or only the one named, writing each into the document
 /// as soon as it is done.

@@ -288,7 +288,7 @@ fn have(program: &str) -> bool {
 }
 
 /// Install the Debian packages whose programs are missing, idempotently.
-fn ensure_tools() -> Result<()> {
+pub(super) fn ensure_tools() -> Result<()> {
     let wanted = [
         (RUNQLAT, "libbpf-tools"),
         ("bpftool", "bpftool"),

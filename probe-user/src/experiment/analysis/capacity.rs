@@ -8,18 +8,137 @@
 use serde::{Deserialize, Serialize};
 
 /// One step of a rate sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub offered_rps: f64,
     pub achieved_rps: f64,
     /// The SLO percentile of end-to-end latency from the intended time, ms.
     pub pctl_ms: f64,
     pub errors: u64,
+    /// Requests the percentile rests on (measured, complete).
+    #[serde(default)]
+    pub samples: u64,
+    /// Answers cut short or empty.
+    #[serde(default)]
+    pub incomplete: u64,
+    /// `ramp` or `bisect`.
+    #[serde(default)]
+    pub phase: String,
 }
 
 impl SweepPoint {
     pub fn passes(&self, slo_ms: f64) -> bool {
         self.errors == 0 && self.pctl_ms <= slo_ms
+    }
+
+    /// Incomplete answers as a share of the answers and failures.
+    pub fn incomplete_share(&self) -> f64 {
+        let n = self.samples + self.incomplete + self.errors;
+        if n == 0 {
+            0.0
+        } else {
+            self.incomplete as f64 / n as f64
+        }
+    }
+}
+
+/// How the capacity of one configuration is searched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPlan {
+    /// Coarse ramp, requests/s, ascending.
+    pub ramp: Vec<f64>,
+    /// Past the ramp, each step offers this much more while the SLO holds.
+    pub growth: f64,
+    /// Stop when the bracket is within this share either side of its middle.
+    pub resolution: f64,
+    pub max_steps: usize,
+    /// Incomplete answers above this share refuse the configuration.
+    pub max_incomplete: f64,
+}
+
+/// What the search does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Probe { rate: f64, phase: &'static str },
+    Done(SearchEnd),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchEnd {
+    /// The bracket is within the resolution.
+    Found,
+    /// Even the lowest rate tried failed.
+    BelowLowest,
+    /// Out of steps before the bracket closed (or before anything failed).
+    OutOfSteps,
+    /// Answers incomplete above the threshold.
+    TooIncomplete,
+}
+
+/// Highest passing rate below the lowest failing one, and that failing one.
+pub fn bracket(points: &[SweepPoint], slo_ms: f64) -> (Option<f64>, Option<f64>) {
+    let fail = points
+        .iter()
+        .filter(|p| !p.passes(slo_ms))
+        .map(|p| p.offered_rps)
+        .min_by(f64::total_cmp);
+    let pass = points
+        .iter()
+        .filter(|p| p.passes(slo_ms) && fail.is_none_or(|f| p.offered_rps < f))
+        .map(|p| p.offered_rps)
+        .max_by(f64::total_cmp);
+    (pass, fail)
+}
+
+/// The next rate to offer, from the points measured so far.
+pub fn next_step(points: &[SweepPoint], slo_ms: f64, plan: &SearchPlan) -> Step {
+    if points
+        .iter()
+        .any(|p| p.incomplete_share() > plan.max_incomplete)
+    {
+        return Step::Done(SearchEnd::TooIncomplete);
+    }
+    let (pass, fail) = bracket(points, slo_ms);
+    if let (Some(p), Some(f)) = (pass, fail) {
+        if (f - p) / (f + p) <= plan.resolution {
+            return Step::Done(SearchEnd::Found);
+        }
+    }
+    if points.len() >= plan.max_steps {
+        return Step::Done(SearchEnd::OutOfSteps);
+    }
+    let highest = points.iter().map(|p| p.offered_rps).max_by(f64::total_cmp);
+    let lowest = points.iter().map(|p| p.offered_rps).min_by(f64::total_cmp);
+    match (pass, fail) {
+        (_, None) => {
+            let next = plan
+                .ramp
+                .iter()
+                .copied()
+                .find(|r| highest.is_none_or(|h| *r > h))
+                .or_else(|| highest.map(|h| h * plan.growth));
+            match next {
+                Some(rate) => Step::Probe {
+                    rate,
+                    phase: "ramp",
+                },
+                None => Step::Done(SearchEnd::OutOfSteps),
+            }
+        }
+        (None, Some(_)) => {
+            let floor = plan.ramp.first().copied().unwrap_or(1.0) / 8.0;
+            match lowest {
+                Some(l) if l / 2.0 >= floor => Step::Probe {
+                    rate: l / 2.0,
+                    phase: "ramp down",
+                },
+                _ => Step::Done(SearchEnd::BelowLowest),
+            }
+        }
+        (Some(p), Some(f)) => Step::Probe {
+            rate: (p + f) / 2.0,
+            phase: "bisect",
+        },
     }
 }
 
@@ -60,6 +179,14 @@ pub struct CapacityRow {
     /// capacity / baseline capacity.
     pub ratio_vs_baseline: Option<f64>,
     pub points: Vec<SweepPoint>,
+    /// The search's bracket: highest rate that passed, lowest that failed.
+    #[serde(default)]
+    pub passed_rps: Option<f64>,
+    #[serde(default)]
+    pub failed_rps: Option<f64>,
+    /// Why no capacity was reported (answers incomplete, time bound...).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// Fill in replicas, savings and ratios. `rows[baseline]` is the reference.
@@ -102,6 +229,9 @@ mod tests {
             achieved_rps: rate,
             pctl_ms: p,
             errors: 0,
+            samples: 100,
+            incomplete: 0,
+            phase: "ramp".into(),
         }
     }
 
@@ -124,6 +254,66 @@ mod tests {
         );
     }
 
+    fn plan() -> SearchPlan {
+        SearchPlan {
+            ramp: vec![30.0, 50.0, 70.0, 90.0],
+            growth: 1.25,
+            resolution: 0.05,
+            max_steps: 14,
+            max_incomplete: 0.01,
+        }
+    }
+
+    /// A server whose p95 is 10 ms up to `cap` req/s and 500 ms beyond.
+    fn search(cap: f64) -> (Vec<SweepPoint>, Step) {
+        let mut pts: Vec<SweepPoint> = Vec::new();
+        loop {
+            match next_step(&pts, 50.0, &plan()) {
+                Step::Probe { rate, phase } => {
+                    let mut p = pt(rate, if rate <= cap { 10.0 } else { 500.0 });
+                    p.phase = phase.into();
+                    pts.push(p);
+                }
+                done => return (pts, done),
+            }
+        }
+    }
+
+    #[test]
+    fn ramp_then_bisection_to_the_resolution() {
+        for cap in [37.0, 64.0, 81.0, 88.0, 140.0] {
+            let (pts, end) = search(cap);
+            assert_eq!(end, Step::Done(SearchEnd::Found), "cap {cap}: {pts:?}");
+            let (p, f) = bracket(&pts, 50.0);
+            let (p, f) = (p.unwrap(), f.unwrap());
+            assert!(p <= cap && cap < f, "cap {cap}: [{p}, {f}]");
+            assert!((f - p) / (f + p) <= 0.05, "cap {cap}: [{p}, {f}]");
+            assert_eq!(capacity(&pts, 50.0), Some(p));
+            assert!(pts.iter().any(|x| x.phase == "bisect"), "{pts:?}");
+        }
+        // Two configurations 10% apart get different capacities (the old
+        // four-point sweep gave both 70).
+        let a = capacity(&search(75.0).0, 50.0).unwrap();
+        let b = capacity(&search(83.0).0, 50.0).unwrap();
+        assert!(b > a, "{a} {b}");
+    }
+
+    #[test]
+    fn below_the_lowest_rate_and_incomplete_answers_end_the_search() {
+        let (pts, end) = search(2.0);
+        assert_eq!(end, Step::Done(SearchEnd::BelowLowest), "{pts:?}");
+        assert_eq!(capacity(&pts, 50.0), None);
+        let mut cut = pt(30.0, 10.0);
+        cut.incomplete = 5;
+        assert_eq!(
+            next_step(&[cut], 50.0, &plan()),
+            Step::Done(SearchEnd::TooIncomplete)
+        );
+        // A pass above a failure is noise, not the bracket.
+        let pts = [pt(30.0, 10.0), pt(50.0, 90.0), pt(70.0, 10.0)];
+        assert_eq!(bracket(&pts, 50.0), (Some(30.0), Some(50.0)));
+    }
+
     #[test]
     fn replicas_n_vs_n_plus_one() {
         // 1000 rps at 100 rps x 0.8 = 80 per replica: 12.5 -> 13; N+1 = 14.
@@ -140,6 +330,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
             CapacityRow {
                 label: "noisy".into(),
@@ -149,6 +342,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
             CapacityRow {
                 label: "none".into(),
@@ -158,6 +354,9 @@ mod tests {
                 saved_vs_worst: None,
                 ratio_vs_baseline: None,
                 points: vec![],
+                passed_rps: None,
+                failed_rps: None,
+                refused: None,
             },
         ];
         let r = fleet(rows, Some(0), Some(1000.0), 0.8);

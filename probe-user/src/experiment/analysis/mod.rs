@@ -3,7 +3,10 @@
 //! capacity and fleet size.
 
 pub mod attribution;
+pub mod bootstrap;
 pub mod capacity;
 pub mod correlate;
+pub mod gap;
+pub mod interference;
 pub mod rank;
 pub mod stats;
