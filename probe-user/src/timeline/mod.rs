@@ -172,6 +172,19 @@ fn proc_comm(path: String) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
+/// A process's command line (its first 8 arguments), empty when gone.
+fn proc_cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .take(8)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Timeline {
     /// Create the file and write the clock snapshot and the system info.
     pub fn create(opts: &TraceOptions) -> Result<Timeline> {
@@ -227,8 +240,11 @@ impl Timeline {
             let name = proc_comm(format!("/proc/{tgid}/comm"))
                 .or_else(|| comm.map(str::to_string))
                 .unwrap_or_else(|| format!("pid {tgid}"));
-            self.w
-                .write(&packets::process_track(tgid, &name), "descriptor", 0)?;
+            self.w.write(
+                &packets::process_track(tgid, &name, proc_cmdline(tgid)),
+                "descriptor",
+                0,
+            )?;
         }
         if self.threads.insert(tid) {
             let name = proc_comm(format!("/proc/{tgid}/task/{tid}/comm"))
@@ -243,8 +259,11 @@ impl Timeline {
     /// Name a process (e.g. the load generator) before its tracks appear.
     pub fn name_process(&mut self, pid: u32, name: &str) -> Result<()> {
         if self.processes.insert(pid) {
-            self.w
-                .write(&packets::process_track(pid, name), "descriptor", 0)?;
+            self.w.write(
+                &packets::process_track(pid, name, proc_cmdline(pid)),
+                "descriptor",
+                0,
+            )?;
         }
         Ok(())
     }

@@ -87,10 +87,11 @@ pub fn system_info(sysname: &str, release: &str, version: &str, machine: &str) -
     on_sequence(p)
 }
 
-pub fn process_track(pid: u32, name: &str) -> TracePacket {
+pub fn process_track(pid: u32, name: &str, cmdline: Vec<String>) -> TracePacket {
     let mut pd = ProcessDescriptor::new();
     pd.set_pid(pid as i32);
     pd.set_process_name(name.to_string());
+    pd.cmdline = cmdline;
     let mut td = TrackDescriptor::new();
     td.set_uuid(process_uuid(pid));
     td.process = Some(pd).into();

@@ -118,7 +118,9 @@ pub fn load_with_trace(
             p
         }
     };
-    let tl = Timeline::create(trace)?.shared();
+    let mut t = Timeline::create(trace)?;
+    t.name_process(std::process::id(), "tailprobe load")?;
+    let tl = t.shared();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<()>();
     let mut ro = RecordOptions::new(TargetSpec::Pid(pid));
