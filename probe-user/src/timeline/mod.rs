@@ -31,10 +31,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use probe_common::{event, trace::kind, Event, TraceRec};
+use probe_common::{event, trace::kind, Event};
 use serde::Serialize;
 
 pub use perfetto_protos as protos;
+/// The kernel's trace records, for callers that make traces themselves.
+pub use probe_common::{trace::kind as rec_kind, TraceRec};
 pub use requests::{Req, Served};
 pub use writer::WriteError;
 
