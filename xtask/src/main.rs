@@ -156,6 +156,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "tailprobe-tests",
@@ -184,6 +185,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "-p",
             "tailprobe-tests",
             "--",

@@ -15,10 +15,11 @@ use crate::{
 /// Name the CPU-side causes of a process's tail latency, with the evidence.
 ///
 /// Records the target like `tailprobe record` (sched, IRQ, page fault
-/// probes), snapshots its CPU cgroup's throttling counters around the run,
-/// then runs one detector per cause: preemption by other processes,
-/// one saturated thread, CFS throttling, stop-the-world pauses, IRQ and
-/// softirq time. Each has a stated rule and threshold (docs/diagnose.md); a
+/// probes, plus who woke whom among its threads), snapshots its CPU
+/// cgroup's throttling counters around the run, then runs one detector per
+/// cause: preemption by other processes, one saturated thread, CFS
+/// throttling, stop-the-world pauses, IRQ and softirq time, lock convoys /
+/// GIL contention. Each has a stated rule and threshold (docs/diagnose.md); a
 /// cause below its threshold is not printed, and "no CPU-side cause found"
 /// is a valid answer. Findings are ranked by the target thread-time they
 /// cost. Needs root.

@@ -4,13 +4,16 @@
 //! - `finding`: the finding model and the ranking (pure);
 //! - one module per detector (pure, each with its rule and threshold):
 //!   `preemption`, `saturation`, `throttling` (with `cgroup_cpu`, the
-//!   cgroup reader), `pauses`, `irq`;
+//!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
 //! - `render`: the text report (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
 
 pub mod cgroup_cpu;
+pub mod convoy;
 pub mod finding;
+pub mod frequency;
 pub mod irq;
+pub mod numa;
 pub mod pauses;
 pub mod preemption;
 pub mod render;
@@ -53,6 +56,33 @@ pub struct CgroupSnapshots {
     pub after: Vec<Level>,
 }
 
+/// Facts about the node the NUMA and frequency detectors need (read from
+/// sysfs by [`NodeFacts::read`], or built by tests).
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    /// NUMA node -> its CPUs.
+    pub nodes: Vec<(u32, Vec<u32>)>,
+    /// The accelerators' node, when known.
+    pub device_node: Option<u32>,
+    /// cpufreq, or why it is not there.
+    pub freq: Result<crate::node::governor::CpuFreq, String>,
+    /// cpuidle states of every online CPU.
+    pub idle: Vec<frequency::IdleState>,
+}
+
+impl NodeFacts {
+    pub fn read(roots: &crate::node::Roots) -> NodeFacts {
+        let (nodes, device_node) = numa::read_topology(roots);
+        let cpus: Vec<u32> = nodes.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+        NodeFacts {
+            nodes,
+            device_node,
+            freq: crate::node::governor::read(roots).map_err(|e| e.0),
+            idle: frequency::read_idle_states(roots, &cpus),
+        }
+    }
+}
+
 /// The whole answer: ranked findings, what every detector did, and the
 /// numbers they worked from.
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +118,7 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     ropts.quiet_command = true;
     // Diagnose needs sums, windows and preemptors, not the outlier stream.
     ropts.max_outliers = 1000;
+    ropts.wake_edges = true;
     let before: Arc<Mutex<Option<StartSnapshot>>> = Arc::new(Mutex::new(None));
     let slot = before.clone();
     ropts.on_attached = Some(Callback::new(move |pid| {
@@ -114,7 +145,8 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
             }
         });
     let cgroups = preemptor_cgroups(root, &report);
-    Ok(analyse(&report, cg.as_ref(), &cgroups))
+    let facts = NodeFacts::read(&crate::node::Roots::default());
+    Ok(analyse(&report, cg.as_ref(), &cgroups, &facts))
 }
 
 /// The CPU-controller cgroup path of every process that preempted the
@@ -135,6 +167,7 @@ pub fn analyse(
     report: &RecordReport,
     cg: Option<&CgroupSnapshots>,
     cgroups: &BTreeMap<u32, String>,
+    facts: &NodeFacts,
 ) -> Diagnosis {
     let duration = report.duration_ns;
     let mut findings: Vec<Finding> = Vec::new();
@@ -212,6 +245,49 @@ pub fn analyse(
     });
     push("irq", irq::RULE, irq, None);
 
+    let wakers_seen = !report
+        .unavailable
+        .iter()
+        .any(|u| u.starts_with("who woke whom"));
+    let (convoy, na) = if wakers_seen {
+        (
+            convoy::detect(&report.threads, &report.wake_edges, duration),
+            None,
+        )
+    } else {
+        (
+            None,
+            Some("the waker program could not be attached (see notes)".to_string()),
+        )
+    };
+    push("lock_convoy", convoy::RULE, convoy, na);
+
+    let cpu_oncpu: Vec<(u32, u64)> = report
+        .cpus
+        .iter()
+        .filter(|c| c.target_oncpu_ns > 0)
+        .map(|c| (c.cpu, c.target_oncpu_ns))
+        .collect();
+    let (f, na) = split(numa::detect(&numa::Input {
+        nodes: &facts.nodes,
+        device_node: facts.device_node,
+        kib_per_node: &report.numa.kib_per_node_end,
+        cpu_oncpu: &cpu_oncpu,
+        task_events: report.numa.task_events,
+        duration_ns: duration,
+    }));
+    push("numa", numa::RULE, f, na);
+
+    let target_cpus: Vec<u32> = cpu_oncpu.iter().map(|(c, _)| *c).collect();
+    let (f, na) = split(frequency::detect(&frequency::Input {
+        freq: facts.freq.as_ref().map_err(String::as_str),
+        idle: &facts.idle,
+        cpus: &target_cpus,
+        wakeups: report.process.wakeups,
+        duration_ns: duration,
+    }));
+    push("frequency_idle", frequency::RULE, f, na);
+
     rank(&mut findings);
     let mut notes = report.notes.clone();
     if report.lossy {
@@ -235,5 +311,13 @@ pub fn analyse(
         cgroup_path: cg.map(|c| c.cgroup.path.clone()),
         lossy: report.lossy,
         notes,
+    }
+}
+
+/// A detector's answer as (finding, not-available reason).
+fn split(r: Result<Option<Finding>, String>) -> (Option<Finding>, Option<String>) {
+    match r {
+        Ok(f) => (f, None),
+        Err(why) => (None, Some(why)),
     }
 }

@@ -30,14 +30,18 @@ pub fn text(d: &Diagnosis) -> String {
             d.findings.len()
         );
         for (i, f) in d.findings.iter().enumerate() {
+            let lost = if f.impact_ns == 0 {
+                "time lost not measured".to_string()
+            } else {
+                format!("{:.1} ms of target thread-time", ms(f.impact_ns))
+            };
             let _ = writeln!(
                 o,
-                "{}. {} [{}, confidence {}, {:.1} ms of target thread-time]",
+                "{}. {} [{}, confidence {}, {lost}]",
                 i + 1,
                 f.what,
                 f.detector,
                 f.confidence.word(),
-                ms(f.impact_ns)
             );
             for e in &f.evidence {
                 let _ = writeln!(o, "   - {}", e.text);

@@ -13,7 +13,7 @@ use crate::experiment::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Nothing to judge: the baseline did not run.
+    /// Nothing to judge: no baseline run counts (not run, or excluded).
     NotAssessed,
     Low,
     Medium,
@@ -24,7 +24,7 @@ impl Level {
     pub fn words(self) -> &'static str {
         match self {
             Level::NotAssessed => {
-                "not assessed (the baseline did not run, so there is nothing to compare)"
+                "not assessed (no baseline run counts toward the conclusions, so there is nothing to compare)"
             }
             Level::Low => "Low",
             Level::Medium => "Medium",
@@ -177,7 +177,8 @@ pub fn recommendations(r: &Results, dropin_link: Option<&str>) -> Vec<Recommenda
 /// settle the open questions.
 pub fn no_change(r: &Results) -> String {
     if r.baseline().is_none() {
-        return "None: the baseline did not run, so no effect was measured.".into();
+        return "None: no baseline run counts toward the conclusions, so no effect was measured."
+            .into();
     }
     let unsettled: Vec<Effect> = verdict::neighbour_effects(r)
         .into_iter()

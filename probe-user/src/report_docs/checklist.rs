@@ -266,8 +266,11 @@ fn capacity(r: &Results) -> Check {
             "no capacity sweep in this run".into(),
         );
     };
+    // The baseline's sweep, whether or not its latency cells count.
     let Some(b) = r
-        .baseline()
+        .configs
+        .iter()
+        .find(|x| x.config.is_baseline())
         .and_then(|b| c.rows.iter().find(|x| x.label == b.label))
     else {
         return check(

@@ -182,7 +182,7 @@ fn all_cells_not_applicable() {
         "{s}"
     );
     assert!(!s.contains("| pass |"), "{s}");
-    assert!(s.contains("None: the baseline did not run"));
+    assert!(s.contains("None: no baseline run counts"));
     let b = baseline_doc(&r);
     assert!(b.contains("81 cells not applicable on this node"));
     assert!(b.contains("None from this run: no neighbour cell ran."));
@@ -240,4 +240,33 @@ fn incomplete_answers_are_counted_apart() {
     }
     let s = summary_doc(&r);
     assert!(s.contains("60 answers came back cut short or empty"), "{s}");
+}
+
+#[test]
+fn real_run_with_every_cell_disturbed() {
+    let r = recorded_all_disturbed();
+    assert!(r
+        .cells
+        .iter()
+        .all(|c| c.excluded.is_some() || c.metrics.is_none()));
+    let s = summary_doc(&r);
+    assert!(
+        s.contains("**Risk level: not assessed (no baseline run counts"),
+        "{s}"
+    );
+    assert!(s.contains("kept out of every conclusion here: cell 0 (`governor as found / unpinned / no noise`, repeat 1): disturbed by 9466 rust-lld (25 ms)"), "{s}");
+    assert!(
+        !s.contains("no neighbour or setting measurably moved"),
+        "{s}"
+    );
+    // Only the capacity search (not subject to exclusion) passes.
+    assert_eq!(s.matches("| pass |").count(), 1, "{s}");
+    assert!(s.contains("| Capacity at the SLO measured | pass | 26 requests/s per server"));
+    assert!(!s.contains("significant)"), "{s}");
+    let b = baseline_doc(&r);
+    assert!(b.contains("| 1 | governor as found / unpinned / noise same node | 1 | 6663.1 | 139.6 | 115.1 | 156.8 | 515.4 | 2869.8 | 2866.4 | **disturbed by 4619 rustc (746 ms), 4243 rustc (484 ms), 9468 rust-lld (330 ms), and 12 more**: excluded, re-run as cell 3 |"), "{b}");
+    assert!(b.contains(
+        "All 8 measured cells were kept out of the conclusions: this run supports no conclusion."
+    ));
+    assert!(b.contains("No configuration has a run that counts"));
 }

@@ -90,6 +90,13 @@ pub fn feynman(r: &Results) -> String {
         let _ = writeln!(s, "{c}");
     }
     let worst = verdict::worst_neighbour(r);
+    if r.baseline().is_none() {
+        let _ = writeln!(
+            s,
+            "This run has no baseline measurement that counts, so it cannot yet say what moves the tail on this machine."
+        );
+        return s;
+    }
     let mut told = false;
     if let Some(e) = &worst {
         if let Some(n) = neighbour(r, e) {
@@ -103,11 +110,18 @@ pub fn feynman(r: &Results) -> String {
     let p = slo_percentile(r);
     if told {
         let _ = writeln!(s, "So the work is not to make the average faster; it is to keep the clerks uninterrupted (the right CPUs, the right memory, no neighbours), because that is what moves the number of servers you pay for.");
-    } else if verdict::best_gain(r).is_none() {
+    } else if verdict::best_gain(r).is_none()
+        && !(verdict::neighbour_effects(r).is_empty() && verdict::tuning_effects(r).is_empty())
+    {
         let _ = writeln!(
             s,
-            "In this run no neighbour or setting measurably moved {}; the capacity above is the number to plan with.",
-            verdict::tail_words(p)
+            "In this run no neighbour or setting measurably moved {}{}.",
+            verdict::tail_words(p),
+            if capacity(r).is_some() {
+                "; the capacity above is the number to plan with"
+            } else {
+                ""
+            }
         );
     }
     s

@@ -36,7 +36,8 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Axis bounds for a log axis: a decade-ish margin around the data.
+/// Axis bounds for a log axis: whole decades around the data, so every
+/// decade gets its ticks (plotters labels from the first power of ten).
 fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = vals
         .filter(|v| v.is_finite() && *v > 0.0)
@@ -44,7 +45,9 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() || hi <= 0.0 {
         return (0.1, 1000.0);
     }
-    (lo / 1.5, hi * 1.5)
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil());
+    (lo, if hi > lo { hi } else { lo * 10.0 })
 }
 
 /// Latency CDF per series, (fraction, ms) points; x logarithmic so the
@@ -67,6 +70,9 @@ pub fn cdf(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, 
         chart
             .configure_mesh()
             .x_desc("latency, ms (end of answer - intended send; log scale)")
+            // Enough key points for plotters to tick 1..9 inside each decade.
+            .x_labels(30)
+            .light_line_style(WHITE)
             .y_desc("fraction of requests")
             .x_label_formatter(&|v| tick(*v))
             .draw()
@@ -131,7 +137,8 @@ pub fn bars(
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(longest * 7 + 16)
-            .build_cartesian_2d(0f64..xmax.max(1e-9), (0..n).into_segmented())
+            // A discrete usize range includes its end: 0..n-1 is n bands.
+            .build_cartesian_2d(0f64..xmax.max(1e-9), (0..n - 1).into_segmented())
             .map_err(&e)?;
         chart
             .configure_mesh()
@@ -146,10 +153,18 @@ pub fn bars(
             .map_err(&e)?;
         chart
             .draw_series(
-                Histogram::horizontal(&chart)
-                    .style(color(0).mix(0.55).filled())
-                    .margin(10)
-                    .data(rows.iter().enumerate().map(|(i, r)| (i, r.1))),
+                // One rectangle per band, in row order (deterministic SVG).
+                rows.iter().enumerate().map(|(i, r)| {
+                    let mut b = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(i)),
+                            (r.1, SegmentValue::Exact(i + 1)),
+                        ],
+                        color(0).mix(0.55).filled(),
+                    );
+                    b.set_margin(10, 10, 0, 0);
+                    b
+                }),
             )
             .map_err(&e)?;
         chart

@@ -66,6 +66,12 @@ pub fn answers_section(r: &Results) -> String {
         "Per configuration, summed over the repeats that count. Incomplete answers (cut short or empty) are not successes and are not in any latency figure.\n\n\
          | configuration | complete | errors | timeouts | incomplete | output tokens per answer (avg, min-max; asked) | output tokens/s |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
+    if r.ran().next().is_none() {
+        let _ = writeln!(
+            s,
+            "No configuration has a run that counts toward the conclusions."
+        );
+    }
     for c in r.ran() {
         let cells = counted(r, &c.label);
         let ms: Vec<_> = cells.iter().filter_map(|x| x.metrics.as_ref()).collect();
@@ -134,9 +140,13 @@ pub fn interference_section(r: &Results) -> String {
         };
         let verdict = match (&i.disturbed, &c.excluded) {
             (Some(d), Some(x)) => format!(
-                "**{}**: excluded ({}){}",
+                "**{}**: excluded{}{}",
                 d.text,
-                x.reason,
+                if x.reason.starts_with(&d.text) {
+                    String::new()
+                } else {
+                    format!(" ({})", x.reason)
+                },
                 x.rerun_by
                     .map(|o| format!(", re-run as cell {o}"))
                     .unwrap_or_else(|| ", not re-run (time budget)".into())
@@ -169,6 +179,11 @@ pub fn interference_section(r: &Results) -> String {
         "\n{}",
         if excluded.is_empty() {
             "No cell was kept out of the conclusions.".to_string()
+        } else if !r.cells.iter().any(|c| c.counts()) {
+            format!(
+                "All {} measured cells were kept out of the conclusions: this run supports no conclusion. Run it again when the machine is quiet (the processes named above are what to stop).",
+                excluded.len()
+            )
         } else {
             format!(
                 "{} cell(s) kept out of the conclusions; every figure and verdict in these documents rests on the other cells.",

@@ -13,6 +13,14 @@ pub fn recorded() -> Results {
     serde_json::from_str(include_str!("testdata/recorded.json")).expect("recorded results parse")
 }
 
+/// A real `tailprobe experiment --plan plans/tiny.toml` on the shared VM
+/// while five engineers were compiling (load average 80-230): every cell
+/// disturbed by rustc / rust-lld / opt and kept out of the conclusions.
+pub fn recorded_all_disturbed() -> Results {
+    serde_json::from_str(include_str!("testdata/all_disturbed.json"))
+        .expect("recorded results parse")
+}
+
 /// Replace a configuration's p95 (and its repeats' p95) by `vals`.
 pub fn set_p95(r: &mut Results, label: &str, vals: &[f64]) {
     let c = r

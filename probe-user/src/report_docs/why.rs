@@ -232,16 +232,23 @@ fn component_of(signal: &str) -> Option<&'static str> {
 }
 
 /// The correlated signal that may be named: it ranks with latency (rho >=
-/// 0.3) and its component explains at least `NAME_SHARE_PCT` of the gap.
-/// Count signals (switches, migrations, faults) have no milliseconds and
-/// are never named.
+/// 0.3) and explains at least the gap's naming share: the analysis' own
+/// share of the gap when the results carry it, else the share of its
+/// component in the attribution. Count signals (switches, migrations,
+/// faults) have no milliseconds and are never named.
 pub fn nameable<'a>(
     rows: &'a [SignalCorrelation],
     g: &Gap,
 ) -> Option<(&'a SignalCorrelation, f64)> {
     rows.iter()
         .filter(|x| x.rho.is_some_and(|r| r >= 0.3))
-        .filter_map(|x| Some((x, g.share_of(component_of(&x.signal)?)?)))
+        .filter_map(|x| {
+            let share = match x.gap_share_pct {
+                Some(s) => s,
+                None => g.share_of(component_of(&x.signal)?)?,
+            };
+            Some((x, share))
+        })
         .filter(|(_, s)| *s >= g.min_share)
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
@@ -286,5 +293,16 @@ mod tests {
             .iter()
             .any(|x| x.signal == "IRQ time stolen" && x.rho.unwrap() > 0.8));
         assert!(nameable(&cor.pooled, &g).is_none());
+        // The analysis' own share, when present, decides.
+        let mut rows = cor.pooled.clone();
+        for x in rows.iter_mut() {
+            x.gap_share_pct = match x.signal.as_str() {
+                "run-queue wait" => Some(42.0),
+                "IRQ time stolen" => Some(0.3),
+                _ => None,
+            };
+        }
+        let (x, share) = nameable(&rows, &g).unwrap();
+        assert_eq!((x.signal.as_str(), share), ("run-queue wait", 42.0));
     }
 }

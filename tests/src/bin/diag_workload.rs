@@ -13,6 +13,9 @@
 //!   every PERIOD_US.
 //! - `sleeper PERIOD_US SPIN_US`: one thread waking every PERIOD_US to
 //!   spin SPIN_US (a quiet, lightly loaded server).
+//! - `mutex THREADS HOLD_US OUTSIDE_US`: threads taking one mutex, holding
+//!   it HOLD_US (spinning) and spinning OUTSIDE_US between (a lock convoy);
+//!   `mutexes` with the same arguments gives each thread its own mutex.
 //! - `udp-flood`: sends UDP datagrams over loopback to itself as fast as it
 //!   can (softirq load; where it is processed is up to RPS).
 
@@ -81,6 +84,24 @@ fn duty(threads: u64, spin_us: u64, period_us: u64) {
     }
 }
 
+fn mutex(threads: u64, hold_us: u64, outside_us: u64, shared: bool) {
+    let one = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+    for i in 0..threads {
+        let m = if shared {
+            one.clone()
+        } else {
+            std::sync::Arc::new(std::sync::Mutex::new(0u64))
+        };
+        named(&format!("locker{i}"), move || loop {
+            if let Ok(mut g) = m.lock() {
+                spin(Duration::from_micros(hold_us));
+                *g += 1;
+            }
+            spin(Duration::from_micros(outside_us));
+        });
+    }
+}
+
 fn udp_flood() {
     use std::os::fd::AsRawFd as _;
     // To a loopback port nobody listens on: each datagram's receive softirq
@@ -135,6 +156,7 @@ fn main() {
                 spin(Duration::from_micros(work));
             })
         }
+        "mutex" | "mutexes" => mutex(arg(&args, 1), arg(&args, 2), arg(&args, 3), mode == "mutex"),
         "udp-flood" => named("flood", udp_flood),
         other => panic!("unknown mode {other:?}"),
     }

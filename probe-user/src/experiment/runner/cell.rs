@@ -283,7 +283,7 @@ impl Runner<'_> {
         s: &mut Setup,
         raw: Raw,
     ) -> Result<(), String> {
-        if let Some(why) = super::server::answers_problem(&raw.load, self.connections()) {
+        if let Some(why) = super::server::cell_problem(&raw.load, self.connections()) {
             return Err(why);
         }
         let p = self.plan();

@@ -228,7 +228,7 @@ fn correlation_of(data: &[(Config, super::CellData)]) -> Option<CorrelationResul
         return None;
     }
     Some(CorrelationResult {
-        method: "Spearman rank correlation of each request's latency (end - intended) with the server's kernel signals in the 10 ms windows it was in flight (overlap-weighted), CLOCK_MONOTONIC on both sides".into(),
+        method: "Spearman rank correlation of each request's latency (end - intended) with the server's kernel signals per unit of its time in flight (times as a share of it, counts per ms; from the 10 ms windows it was in flight, overlap-weighted), CLOCK_MONOTONIC on both sides; a signal is named only when it is a time that explains at least 10% of the slow-vs-typical gap".into(),
         cells: data.len(),
         pooled: correlate::correlate(&flights, &sig),
         baseline: if bflights.is_empty() {

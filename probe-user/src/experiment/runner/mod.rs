@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result};
 
 pub use self::{
     node::{node_facts, node_info},
-    server::{answers_problem, request_spec},
+    server::{answers_problem, cell_problem, request_spec},
 };
 use super::{
     analysis::{

@@ -51,20 +51,11 @@ impl Server {
         }
     }
 
+    /// SIGTERM to the server's process group, SIGKILL to what is left
+    /// after 5 s (children it forked included).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not
-            // reaped yet (so the pid cannot have been reused).
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = crate::node::child::stop(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -159,9 +150,51 @@ pub fn request_spec(plan: &Plan, target: &ServerTarget) -> Result<RequestSpec> {
     })
 }
 
-/// Why a calibration or a cell cannot use these answers (None: usable).
+/// Why a cell cannot use these answers (None: usable): nothing complete,
+/// or answers incomplete above 1%. Errors and timeouts are outcomes of a
+/// cell, counted in its figures.
+pub fn cell_problem(rep: &LoadReport, connections: usize) -> Option<String> {
+    if rep.ok == 0 {
+        return Some(format!(
+            "no request succeeded ({} attempted: errors {:?}, timeouts {}, incomplete {}){}",
+            rep.attempted(),
+            rep.error_kinds,
+            rep.timeouts,
+            rep.incomplete,
+            rep.error_sample
+                .as_ref()
+                .map(|s| format!("; the server answered {s}"))
+                .unwrap_or_default()
+        ));
+    }
+    incomplete_problem(rep, connections)
+}
+
+/// Answers incomplete above 1%, with the likely cause.
+fn incomplete_problem(rep: &LoadReport, connections: usize) -> Option<String> {
+    rep.too_incomplete(INCOMPLETE_THRESHOLD).then(|| {
+        format!(
+            "{} of {} answers ({:.1}%) were incomplete (above {:.0}%: {:?}) with {connections} connections: {}",
+            rep.incomplete,
+            rep.attempted(),
+            100.0 * rep.incomplete_share(),
+            INCOMPLETE_THRESHOLD * 100.0,
+            rep.incomplete_kinds,
+            incomplete_cause(&rep.incomplete_kinds, connections > 1)
+        )
+    })
+}
+
+/// Why calibration cannot use these answers (None: usable): errors,
+/// timeouts or incomplete answers above 1%, or nothing measured.
 pub fn answers_problem(rep: &LoadReport, connections: usize) -> Option<String> {
     let attempted = rep.attempted();
+    if attempted == 0 {
+        return Some(format!(
+            "no measured request ended (after {} warm-up requests): the server answered too slowly for the time given",
+            rep.warmup_excluded
+        ));
+    }
     if rep.ok == 0 || (rep.errors + rep.timeouts) as f64 > INCOMPLETE_THRESHOLD * attempted as f64 {
         return Some(format!(
             "{} of {attempted} requests failed (errors {:?}, timeouts {}){}",
@@ -174,17 +207,7 @@ pub fn answers_problem(rep: &LoadReport, connections: usize) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    if rep.too_incomplete(INCOMPLETE_THRESHOLD) {
-        return Some(format!(
-            "{} of {attempted} answers ({:.1}%) were incomplete (above {:.0}%: {:?}) with {connections} connections: {}",
-            rep.incomplete,
-            100.0 * rep.incomplete_share(),
-            INCOMPLETE_THRESHOLD * 100.0,
-            rep.incomplete_kinds,
-            incomplete_cause(&rep.incomplete_kinds, connections > 1)
-        ));
-    }
-    None
+    incomplete_problem(rep, connections)
 }
 
 impl Runner<'_> {
@@ -341,7 +364,7 @@ impl Runner<'_> {
             .resolve(&srv.url, Duration::from_secs(10))
             .map_err(|e| anyhow!("discovering the model: {e}"));
         let rep = found.and_then(|()| {
-            let lo = self.load_options(&srv.url, None, 2.5, 20, None)?;
+            let lo = self.load_options(&srv.url, None, 2.5, self.connections() as u64, None)?;
             load::run(&lo).context("calibration load")
         });
         srv.stop();
