@@ -5,8 +5,10 @@
 #![no_std]
 
 pub mod hist;
+pub mod trace;
 
 pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS};
+pub use trace::TraceRec;
 
 /// Per-thread counters (part of [`ThreadSlot`]).
 #[repr(C)]
@@ -314,8 +316,11 @@ pub mod loss {
     pub const TGID_INSERT: u32 = 6;
     /// Insert into the waker -> wakee map failed (map full).
     pub const WAKE_EDGE_INSERT: u32 = 7;
+    /// The scheduler trace ring buffer (`--perfetto`) was full: a record
+    /// was dropped.
+    pub const SCHED_TRACE_RESERVE: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "thread_map_insert_failed",
@@ -326,6 +331,7 @@ pub mod loss {
         "irq_map_insert_failed",
         "tgid_map_insert_failed",
         "wake_edge_map_insert_failed",
+        "sched_trace_ringbuf_reserve_failed",
     ];
 }
 
@@ -378,6 +384,8 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuTopo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceRec {}
 }
 
 /// Key of the `WAKE_EDGES` map: waker thread id in the high half, woken

@@ -11,6 +11,7 @@
 mod maps;
 mod probes;
 mod task;
+mod trace;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -100,3 +100,17 @@ pub fn comm(task: u64) -> Option<[u8; 16]> {
     };
     Some(b)
 }
+
+/// Offset of `task_struct.prio` (0: not resolved, the read is skipped).
+#[unsafe(no_mangle)]
+static TASK_PRIO_OFF: u32 = 0;
+
+/// Kernel priority of a task (`task_struct.prio`: 0-99 RT, 100-139 normal).
+#[inline(always)]
+pub fn prio(task: u64) -> Option<u32> {
+    let off = global(&TASK_PRIO_OFF);
+    if off == 0 {
+        return None;
+    }
+    read_u32(task, off)
+}

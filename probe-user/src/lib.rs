@@ -32,4 +32,5 @@ pub mod serve;
 pub mod signals;
 pub mod stats;
 pub mod sysfs;
+pub mod timeline;
 pub mod workload;

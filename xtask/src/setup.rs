@@ -89,6 +89,12 @@ fn run_checked(c: &mut Command, what: &str, hint: &str) -> Result<()> {
 
 /// Returns true when everything was already in place.
 pub fn run(check_only: bool) -> Result<bool> {
+    let py_ok = crate::pydeps::ensure(check_only)?;
+    Ok(ebpf_toolchain(check_only)? && py_ok)
+}
+
+/// Nightly, LLVM and bpf-linker; true when everything was already in place.
+fn ebpf_toolchain(check_only: bool) -> Result<bool> {
     let mut missing = Vec::new();
     let major = nightly_llvm_major()?;
     if major != EXPECTED_LLVM_MAJOR {

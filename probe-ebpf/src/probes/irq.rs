@@ -111,6 +111,9 @@ fn charge(hard: bool, tid: u32, tgid: u32, ns: u64, t: u64, aux: u32) {
             }
         }
     }
+    if crate::trace::on() {
+        crate::trace::irq(hard, tid, tgid, t.saturating_sub(ns), ns, aux);
+    }
     let kind = if hard {
         event::HARDIRQ_OUTLIER
     } else {

@@ -22,7 +22,7 @@ use crate::{
         atomic_add, count_loss, cpu_stats, emit, hist_record, outlier_runq_ns,
         switch_sides_are_targets, thread_slot, tid_passes, window, ON_CPU, PREEMPTORS,
     },
-    task,
+    task, trace,
 };
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -38,10 +38,39 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // Cheapest possible exit for the common case: neither side is ours.
     let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid);
     if !prev_ours && !next_ours {
+        if trace::on() {
+            let s = trace::Sides {
+                prev_pid,
+                prev_tgid,
+                next,
+                next_pid,
+                next_tgid,
+            };
+            // SAFETY: helper with no preconditions.
+            trace::switch_other(&ctx, &s, unsafe { bpf_ktime_get_ns() });
+        }
         return 0;
     }
     // SAFETY: helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if trace::on() {
+        let (p, n) = (
+            prev_ours && tid_passes(prev_pid),
+            next_ours && tid_passes(next_pid),
+        );
+        let s = trace::Sides {
+            prev_pid,
+            prev_tgid,
+            next,
+            next_pid,
+            next_tgid,
+        };
+        if p || n {
+            trace::switch_target(&ctx, &s, n, now);
+        } else {
+            trace::switch_other(&ctx, &s, now);
+        }
+    }
     let win = window(now);
     let cpu = cpu_stats();
     if prev_ours && tid_passes(prev_pid) {

@@ -5,7 +5,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 
 use crate::{
     maps::{is_target, runq_enter, thread_slot},
-    task,
+    task, trace,
 };
 
 #[btf_tracepoint(function = "sched_wakeup")]
@@ -31,7 +31,11 @@ fn on_wakeup(ctx: &BtfTracePointContext) {
         return;
     };
     // SAFETY: helper with no preconditions.
-    runq_enter(t, unsafe { bpf_ktime_get_ns() });
+    let now = unsafe { bpf_ktime_get_ns() };
+    runq_enter(t, now);
+    if trace::on() {
+        trace::waking(p, pid, tgid, now);
+    }
     // SAFETY: pointer from a map lookup (wakeups of one task are serialised
     // by its pi_lock).
     unsafe { (*t).stats.wakeups += 1 };

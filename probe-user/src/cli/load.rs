@@ -135,6 +135,20 @@ pub struct LoadArgs {
     /// No progress line, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write a Perfetto trace (protobuf) to FILE: every request as
+    /// slices on its own track, the server's threads as the kernel ran them,
+    /// flows from requests to the thread that served them (built-in server).
+    /// Needs root; open it at ui.perfetto.dev (docs/timeline.md).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// With --perfetto: the process whose threads to record [default: the
+    /// built-in server's, from its /debug/requests].
+    #[arg(long, value_name = "PID", requires = "perfetto")]
+    pub record_pid: Option<u32>,
+    /// Cap on the trace's size in MB; events past it are left out, counted
+    /// and named in a note (stderr and the trace).
+    #[arg(long, default_value_t = crate::timeline::DEFAULT_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=1_000_000), requires = "perfetto")]
+    pub perfetto_max_mb: u64,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -247,7 +261,17 @@ pub fn main(args: &LoadArgs) -> Result<i32> {
         );
     }
     let opts = args.options(request)?;
-    let report = load::run(&opts).with_context(|| format!("load on {}", args.url))?;
+    let report = match &args.perfetto {
+        None => load::run(&opts).with_context(|| format!("load on {}", args.url))?,
+        Some(path) => {
+            crate::privileges::require_root("tailprobe load --perfetto")?;
+            let t = crate::timeline::TraceOptions::new(path, args.perfetto_max_mb);
+            let (report, summary) =
+                crate::timeline::session::load_with_trace(&opts, &args.url, args.record_pid, &t)?;
+            eprintln!("tailprobe: {}", summary.line());
+            report
+        }
+    };
     if args.json {
         crate::out::print_json(&report)?;
     } else {

@@ -103,6 +103,16 @@ pub struct RecordArgs {
     #[arg(long, value_parser = crate::record::priority::parse)]
     pub priority: Option<crate::record::priority::Priority>,
     /// Command to launch and record (after `--`).
+    /// Also write a Perfetto trace (protobuf) to FILE: the target's
+    /// switches and wakeups and whoever ran in their place, IRQs on its
+    /// threads, page faults and migrations; open it at ui.perfetto.dev
+    /// (docs/timeline.md). Implies --trace-events.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Cap on the trace's size in MB; events past it are left out, counted
+    /// and named in a note (stderr and the trace).
+    #[arg(long, default_value_t = crate::timeline::DEFAULT_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=1_000_000), requires = "perfetto")]
+    pub perfetto_max_mb: u64,
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -175,7 +185,15 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
         eprintln!("tailprobe: probes attached to pid {pid}")
     }));
     opts.quiet_command = builtin || args.json;
+    if let Some(path) = &args.perfetto {
+        let t = crate::timeline::TraceOptions::new(path, args.perfetto_max_mb);
+        opts.timeline = Some(crate::timeline::Timeline::create(&t)?.shared());
+    }
     let report = record::run(&opts)?;
+    if let Some(tl) = opts.timeline.take() {
+        let summary = crate::timeline::session::finish(tl)?;
+        eprintln!("tailprobe: {}", summary.line());
+    }
     if args.json {
         crate::out::print_json(&report)?;
     } else {

@@ -40,6 +40,12 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
     super::btf_scan::resolve(btf)
 }
 
+/// Offset of `task_struct.prio` (for the Perfetto trace's priorities);
+/// None when this kernel's BTF does not say.
+pub fn resolve_prio(btf: &[u8]) -> Option<u32> {
+    super::btf_scan::task_member(btf, "prio")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +272,31 @@ mod tests {
         };
         let off = both(&btf).expect("offsets from 6.18's BTF");
         assert_eq!(off.tgid, off.pid + 4, "{off:?}");
+    }
+
+    /// `task_struct.prio` (the Perfetto trace's priorities) from the scanner
+    /// agrees with btfparse on the captured kernels.
+    #[test]
+    fn prio_offset_agrees_with_btfparse() {
+        for name in [
+            "vmlinux-6.1.0-50-amd64.btf.xz",
+            "vmlinux-6.18.44-fc-v1098.btf.xz",
+        ] {
+            let Some(btf) = fixture(name) else {
+                return;
+            };
+            let info = TypeInformation::new(&Bytes(&btf)).expect("btfparse");
+            let task = info.id_of("task_struct").expect("task_struct");
+            let want = match info.offset_of(task, "prio").expect("prio").1 {
+                Offset::ByteOffset(b) => b,
+                other => panic!("prio is not at a byte offset: {other:?}"),
+            };
+            assert_eq!(resolve_prio(&btf), Some(want), "{name}");
+            assert_eq!(
+                super::super::btf_scan::task_member(&btf, "no_such_member"),
+                None
+            );
+        }
     }
 
     /// A member inside an anonymous union is found at the union's offset

@@ -285,3 +285,13 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
         comm: field(&["comm"], "task_struct.comm")?,
     })
 }
+
+/// Byte offset of one more `task_struct` member (e.g. `prio` for the
+/// Perfetto trace); None when absent, a bit-field, or beyond 0x7fff.
+pub fn task_member(btf: &[u8], name: &str) -> Option<u32> {
+    let mut scan = Scan::new(btf).ok()?;
+    let task = scan.find_struct("task_struct").ok()??;
+    let m = scan.path_offset(task, name).ok()??;
+    let bytes = m.bits / 8;
+    (!m.bitfield && bytes <= 0x7fff).then_some(bytes)
+}

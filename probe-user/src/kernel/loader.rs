@@ -74,6 +74,9 @@ pub enum Filter {
     },
 }
 
+mod sched_trace;
+pub use sched_trace::SchedTraceConfig;
+
 /// What the programs are told before loading.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -97,6 +100,8 @@ pub struct LoadConfig {
     pub self_stats: bool,
     /// Stream every page fault and migration of the target too.
     pub trace_events: bool,
+    /// The scheduler trace stream for `--perfetto` (None: off).
+    pub sched_trace: Option<SchedTraceConfig>,
     /// What decides which optional programs are left out.
     pub plan: PlanInputs,
 }
@@ -112,6 +117,7 @@ pub fn map_entries_for(threads: usize) -> u32 {
 pub struct Probes {
     ebpf: Ebpf,
     events: Option<RingBuf<MapData>>,
+    sched_trace: Option<RingBuf<MapData>>,
     _stats_fd: Option<OwnedFd>,
     /// Programs attached, in attach order.
     pub attached: Vec<&'static str>,
@@ -204,6 +210,7 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
     let tracefs = tracefs::ensure_mounted().ok();
     let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
     let mo = migrate.clone().unwrap_or_default();
+    let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
     let mut ebpf = EbpfLoader::new()
         .override_global("FILTER_MODE", &mode, true)
         .override_global("TARGET_TGID", &tgid, true)
@@ -225,6 +232,9 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
         .map_max_entries("SLOTS", cfg.max_threads)
         .map_max_entries("TGIDS", cfg.max_processes)
         .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+        .override_global("SCHED_TRACE_ON", &st_on, true)
+        .override_global("TASK_PRIO_OFF", &st_prio, true)
+        .map_max_entries("SCHED_TRACE", st_bytes)
         .load(EBPF_OBJECT)
         .context("loading tailprobe's eBPF object into the kernel")?;
     if let Some(topo) = &cfg.topology {
@@ -324,10 +334,12 @@ fn attach(
         .map(RingBuf::try_from)
         .transpose()
         .context("opening the EVENTS ring buffer")?;
+    let sched_trace = sched_trace::take_ring(&mut ebpf, cfg.sched_trace.is_some())?;
     let tracefs_mounted_by_us = tracefs.and_then(|(p, ours)| ours.then_some(p));
     Ok(Probes {
         ebpf,
         events,
+        sched_trace,
         _stats_fd: stats_fd,
         attached,
         unavailable,

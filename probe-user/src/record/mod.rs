@@ -25,7 +25,7 @@ use probe_common::event;
 use crate::{
     kernel::{
         btf_offsets,
-        loader::{map_entries_for, Filter, LoadConfig, Probes, ThreadCounters},
+        loader::{map_entries_for, Filter, LoadConfig, Probes, SchedTraceConfig, ThreadCounters},
         plan::PlanInputs,
     },
     privileges,
@@ -80,6 +80,9 @@ pub struct RecordOptions {
     /// Also count who woke whom among the target's threads (an extra
     /// program on sched_wakeup; `report.wake_edges`).
     pub wake_edges: bool,
+    /// Write the scheduler stream, IRQs, page faults and migrations into
+    /// this Perfetto trace (implies `trace_events`); the caller finishes it.
+    pub timeline: Option<crate::timeline::SharedTimeline>,
 }
 
 impl RecordOptions {
@@ -104,6 +107,7 @@ impl RecordOptions {
             irq: true,
             priority: None,
             wake_edges: false,
+            timeline: None,
         }
     }
 }
@@ -263,6 +267,10 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
+    let sched_trace = opts.timeline.as_ref().map(|_| SchedTraceConfig {
+        ring_bytes: crate::timeline::session::SCHED_RING_BYTES,
+        prio_off: btf_offsets::resolve_prio(&btf).unwrap_or(0),
+    });
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
     let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
@@ -296,7 +304,8 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
         self_stats: opts.self_stats,
-        trace_events: opts.trace_events,
+        trace_events: opts.trace_events || sched_trace.is_some(),
+        sched_trace,
         plan: PlanInputs {
             irq: opts.irq,
             numa_nodes: numa_start.nodes,
@@ -368,7 +377,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             break EndReason::TargetExited;
         }
         // Kernel stream: outliers, thread exits, followed forks.
-        for ev in probes.drain_events() {
+        let evs = probes.drain_events();
+        if let Some(tl) = &opts.timeline {
+            crate::timeline::session::feed(tl, &mut probes, &evs)?;
+        }
+        for ev in evs {
             stream.take(&ev, &mut book, &proc);
         }
         // New processes for --comm / --cgroup.
@@ -444,7 +457,12 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
-    for ev in probes.drain_events() {
+    let evs = probes.drain_events();
+    if let Some(tl) = &opts.timeline {
+        crate::timeline::session::feed(tl, &mut probes, &evs)?;
+        crate::timeline::session::feed_end(tl, &probes);
+    }
+    for ev in evs {
         stream.take(&ev, &mut book, &proc);
     }
     if let Some(w) = end_ns.checked_div(window_ns) {
@@ -598,7 +616,7 @@ impl Stream {
 }
 
 /// IRQ number -> description from /proc/interrupts.
-fn irq_names() -> BTreeMap<u32, String> {
+pub(crate) fn irq_names() -> BTreeMap<u32, String> {
     let Ok(ints) = crate::node::irq::read_interrupts(&crate::node::Roots::default()) else {
         return BTreeMap::new();
     };
