@@ -312,8 +312,10 @@ pub mod loss {
     pub const IRQ_INSERT: u32 = 5;
     /// A followed child process could not be added (map full).
     pub const TGID_INSERT: u32 = 6;
+    /// Insert into the waker -> wakee map failed (map full).
+    pub const WAKE_EDGE_INSERT: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "thread_map_insert_failed",
@@ -323,6 +325,7 @@ pub mod loss {
         "preemptor_map_insert_failed",
         "irq_map_insert_failed",
         "tgid_map_insert_failed",
+        "wake_edge_map_insert_failed",
     ];
 }
 
@@ -375,4 +378,10 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuTopo {}
+}
+
+/// Key of the `WAKE_EDGES` map: waker thread id in the high half, woken
+/// thread id in the low half (both threads of the target).
+pub fn wake_edge_key(waker: u32, wakee: u32) -> u64 {
+    ((waker as u64) << 32) | wakee as u64
 }

@@ -355,3 +355,9 @@ pub unsafe fn atomic_add(p: *mut u64, v: u64) {
         );
     }
 }
+
+/// Waker -> woken thread, both of the target: wakeups counted
+/// (`wake_edge_key`). Filled only when the `sched_wakeup_edges` program is
+/// attached (`tailprobe diagnose`).
+#[map]
+pub static WAKE_EDGES: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod cpulist;
+pub mod diagnose;
 pub mod experiment;
 pub mod kernel;
 pub mod load;

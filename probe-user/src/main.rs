@@ -8,6 +8,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Record(a) => tailprobe::cli::record::main(a),
+        Command::Diagnose(a) => tailprobe::cli::diagnose::main(a),
         Command::ExecGated(a) => tailprobe::cli::exec_gated::main(a),
         Command::Workload(a) => tailprobe::cli::workload::main(a),
         Command::Load(a) => tailprobe::cli::load::main(a),

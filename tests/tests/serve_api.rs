@@ -1,6 +1,8 @@
 //! The built-in server: concurrent requests, streaming through the load
 //! generator, malformed and oversized requests, a client that disconnects
-//! mid-stream, and the per-request worker records.
+//! mid-stream or mid-prefill, the per-request worker records, and the
+//! limits that shed abuse (header timeout, accept at the fd limit, prompt
+//! cap, served model names).
 
 mod load_support;
 
@@ -251,6 +253,237 @@ fn the_load_generator_reads_its_streams() {
         assert!(ttft.avg <= e2e.avg);
         assert_eq!(l.itl.as_ref().expect("itl").count, 20 * 11);
         assert_eq!(l.tpot.as_ref().expect("tpot").count, 20);
+    }
+    s.stop();
+}
+
+fn hardened(opts: ServeOptions) -> Server {
+    Server::start(ServeOptions {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        ..opts
+    })
+    .expect("server starts")
+}
+
+/// Whether the server has closed `c` (EOF or reset), without waiting.
+fn closed_by_server(c: &mut TcpStream) -> bool {
+    c.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 512];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            // An error answer before the close is fine; keep reading.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn half_open_connections_are_closed_after_the_header_timeout() {
+    let s = hardened(ServeOptions {
+        workers: 1,
+        hidden: 16,
+        layers: 1,
+        header_timeout: Duration::from_millis(500),
+        ..ServeOptions::default()
+    });
+    let a = s.addr();
+    let t = Instant::now();
+    let mut conns: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut c = TcpStream::connect(a).expect("connect");
+            if i % 2 == 1 {
+                // Half a request head, never finished.
+                c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    .expect("partial head");
+            }
+            c
+        })
+        .collect();
+    // Others are still served meanwhile.
+    assert_eq!(get(a, "/health").0, 200);
+    // Closed within the timeout plus slack for a loaded machine.
+    let open = loop {
+        let mut open = 0;
+        for c in conns.iter_mut() {
+            open += usize::from(!closed_by_server(c));
+        }
+        if open == 0 || t.elapsed() > Duration::from_secs(4) {
+            break open;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        open,
+        0,
+        "idle connections still open {:?} after connecting, with a 500 ms header timeout",
+        t.elapsed()
+    );
+    assert_eq!(get(a, "/health").0, 200);
+    s.stop();
+}
+
+#[test]
+fn health_is_answered_at_the_fd_limit_and_accept_does_not_spin() {
+    // 48 descriptors: the server's own (runtime, threads, stdio) plus a few
+    // connections; 120 idle connections exhaust them.
+    let srv = load_support::ServeProc::start(
+        &[
+            "--workers",
+            "1",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--header-timeout",
+            "1s",
+        ],
+        Some(48),
+    );
+    let a = srv.addr();
+    let idle: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(a).expect("connect (kernel backlog)"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = srv.child.id();
+    let cpu0 = load_support::cpu_seconds(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let share = (load_support::cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    // /health queues behind the idle connections; the header timeout
+    // frees descriptors and accept picks it up.
+    let t = Instant::now();
+    let (status, body) = get(a, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let (_, m) = get(a, "/metrics");
+    let backoffs: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("tailprobe_serve_accept_backoffs_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("backoff counter");
+    assert!(backoffs >= 1.0, "the fd limit was never reached:\n{m}");
+    assert!(
+        share < 0.3,
+        "the server used {:.0}% of a CPU while out of descriptors (spinning accept)",
+        share * 100.0
+    );
+    drop(idle);
+}
+
+#[test]
+fn prompts_over_the_cap_get_400_stating_the_limit() {
+    let s = hardened(ServeOptions {
+        workers: 1,
+        hidden: 16,
+        layers: 1,
+        max_prompt_tokens: 100,
+        ..ServeOptions::default()
+    });
+    let a = s.addr();
+    let words = |n: usize| vec!["w"; n].join(" ");
+    let (status, body) = post(
+        a,
+        "/v1/completions",
+        &format!(r#"{{"prompt":"{}","max_tokens":2}}"#, words(101)),
+    );
+    assert_eq!(status, 400, "{body}");
+    let msg = json(&body)["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("101 tokens") && msg.contains("limit is 100"),
+        "{msg}"
+    );
+    let (status, body) = post(
+        a,
+        "/v1/completions",
+        &format!(r#"{{"prompt":"{}","max_tokens":2}}"#, words(100)),
+    );
+    assert_eq!(status, 200, "{body}");
+    s.stop();
+}
+
+#[test]
+fn a_client_that_leaves_during_prefill_frees_the_worker() {
+    // 20,000 prompt tokens x 8 layers of 512x512: tens of seconds of
+    // prefill (far more in a debug build); the client leaves after 300 ms.
+    let s = hardened(ServeOptions {
+        workers: 1,
+        hidden: 512,
+        layers: 8,
+        max_body: 1 << 20,
+        max_prompt_tokens: 100_000,
+        ..ServeOptions::default()
+    });
+    let a = s.addr();
+    let prompt = vec!["w"; 20_000].join(" ");
+    let body = format!(r#"{{"prompt":"{prompt}","max_tokens":4,"stream":true}}"#);
+    let mut c = TcpStream::connect(a).expect("connect");
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    let left = Instant::now();
+    let rec = loop {
+        let (_, b) = get(a, "/debug/requests");
+        if let Some(r) = json(&b)["requests"]
+            .as_array()
+            .and_then(|r| r.first())
+            .cloned()
+        {
+            break r;
+        }
+        // A debug build takes minutes for the whole prefill; 10 s leaves
+        // room for a loaded machine.
+        if left.elapsed() > Duration::from_secs(10 * tailprobe_tests::time_scale()) {
+            // Stopping would wait for the worker to finish the prefill.
+            std::mem::forget(s);
+            panic!("the worker was still prefilling 10 s after the client left");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rec["outcome"], "cancelled", "{rec}");
+    assert_eq!(rec["output_tokens"], 0, "{rec}");
+    s.stop();
+}
+
+#[test]
+fn unknown_models_get_404_like_vllm() {
+    let s = hardened(ServeOptions {
+        workers: 1,
+        hidden: 16,
+        layers: 1,
+        served_model_names: vec!["org/real".into()],
+        ..ServeOptions::default()
+    });
+    let a = s.addr();
+    let (status, body) = get(a, "/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["data"][0]["id"], "org/real");
+    let (status, body) = post(
+        a,
+        "/v1/completions",
+        r#"{"model":"nope","prompt":"a","max_tokens":2}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    let e = &json(&body)["error"];
+    assert_eq!(e["message"], "The model `nope` does not exist.");
+    assert_eq!(e["type"], "NotFoundError");
+    for req in [
+        r#"{"model":"org/real","prompt":"a","max_tokens":2}"#,
+        r#"{"prompt":"a","max_tokens":2}"#,
+    ] {
+        let (status, body) = post(a, "/v1/completions", req);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["model"], "org/real");
     }
     s.stop();
 }

@@ -155,6 +155,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "tailprobe-tests",
@@ -183,6 +184,7 @@ fn test(no_lint: bool) -> Result<()> {
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",
+            "--no-fail-fast",
             "-p",
             "tailprobe-tests",
             "--",

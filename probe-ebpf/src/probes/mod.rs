@@ -7,3 +7,4 @@ mod process;
 mod sched_migrate;
 mod sched_switch;
 mod sched_wakeup;
+mod wake_edges;

@@ -40,6 +40,10 @@ pub enum ApiMode {
 /// from the intended time (coordinated-omission safe), with the uncorrected
 /// latency and the schedule lag beside it.
 ///
+/// OpenAI answers count as ok only when complete (content and a
+/// finish_reason or usage consistent with max_tokens); cut or empty ones
+/// are "incomplete", counted apart and kept out of the latency figures.
+///
 /// Stops after --n-requests, at --duration (10s when neither is given), or
 /// on Ctrl-C. Timestamps in --requests-out are CLOCK_MONOTONIC ns, the clock
 /// of kernel events. JSON schemas: docs/load.md.
@@ -256,13 +260,19 @@ pub fn main(args: &LoadArgs) -> Result<i32> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         bail!(
-            "no request succeeded ({} timeouts; errors: {}); is the server at {} up?",
+            "no request succeeded ({} incomplete, {} timeouts; errors: {}){}; is the server at {} up, and is the request right for it?",
+            report.incomplete,
             report.timeouts,
             if kinds.is_empty() {
                 "none".into()
             } else {
                 kinds.join(", ")
             },
+            report
+                .error_sample
+                .as_ref()
+                .map(|e| format!("; the server answered {e}"))
+                .unwrap_or_default(),
             args.url
         );
     }

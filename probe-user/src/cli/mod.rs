@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; `main.rs` dispatches.
 
 pub mod counters;
+pub mod diagnose;
 pub mod exec_gated;
 pub mod experiment;
 pub mod governor;
@@ -44,6 +45,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Record(record::RecordArgs),
+    Diagnose(diagnose::DiagnoseArgs),
     #[command(hide = true)]
     ExecGated(exec_gated::ExecGatedArgs),
     Workload(workload::WorkloadArgs),

@@ -24,6 +24,11 @@ use crate::{
 /// each --layers dense --hidden x --hidden matrix-vector products, in
 /// --workers named threads (tp-serve-wN) behind a bounded queue.
 ///
+/// Limits shed abuse: --header-timeout, --body-timeout, --max-body,
+/// --max-prompt-tokens, --max-tokens-limit, --queue; accept backs off when
+/// out of file descriptors; a client that leaves stops its work
+/// (docs/load.md).
+///
 /// Stops at --duration or on Ctrl-C.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -54,9 +59,27 @@ pub struct ServeArgs {
     /// Largest max_tokens accepted.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_tokens_limit: u32,
-    /// Model name reported when the request names none.
+    /// Longest prompt in tokens (whitespace-separated words); longer ones
+    /// get 400 stating the limit (prefill costs CPU per prompt token).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_prompt_tokens: u32,
+    /// A connection that has not sent a whole request head this long after
+    /// connecting (or after its previous answer) is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+    /// A request body that has not arrived this long after its head gets
+    /// 408.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
+    /// Model name reported when the request names none (any name is
+    /// accepted unless --served-model-name is given).
     #[arg(long, default_value = "tailprobe-sim")]
     pub model_name: String,
+    /// Serve only these model names, like vLLM's --served-model-name
+    /// (repeatable): GET /v1/models lists them, and a request naming
+    /// another model gets 404 with an OpenAI-style error.
+    #[arg(long)]
+    pub served_model_name: Vec<String>,
     /// Also write every served request (worker, tid, CLOCK_MONOTONIC times)
     /// to this file, JSON Lines.
     #[arg(long)]
@@ -64,6 +87,15 @@ pub struct ServeArgs {
     /// Stop after this long [default: until Ctrl-C].
     #[arg(long, short, value_parser = super::parse_duration)]
     pub duration: Option<Duration>,
+}
+
+/// A timeout from 1 ms to 1 hour.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = super::parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: expected from 1ms to 1h"));
+    }
+    Ok(d)
 }
 
 impl ServeArgs {
@@ -78,7 +110,11 @@ impl ServeArgs {
             queue: self.queue as usize,
             max_body: self.max_body as usize,
             max_tokens_limit: self.max_tokens_limit,
+            max_prompt_tokens: self.max_prompt_tokens as usize,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
             model_name: self.model_name.clone(),
+            served_model_names: self.served_model_name.clone(),
             requests_out: self.requests_out.clone(),
             ..d
         }

@@ -371,6 +371,18 @@ impl Probes {
         Ok(out)
     }
 
+    /// One thread's run-queue total so far: 0 when it has no slot yet,
+    /// None when the map cannot be read.
+    pub fn thread_runq_total(&self, tid: u32) -> Option<u64> {
+        let slots: HashMap<&MapData, u32, ThreadSlot> =
+            HashMap::try_from(map(&self.ebpf, "SLOTS").ok()?).ok()?;
+        match slots.get(&tid, 0) {
+            Ok(s) => Some(s.stats.runq_total_ns),
+            Err(aya::maps::MapError::KeyNotFound) => Some(0),
+            Err(_) => None,
+        }
+    }
+
     /// Read one exited thread's counters and free its slot.
     pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
         let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(
@@ -455,6 +467,27 @@ impl Probes {
         for item in m.iter() {
             let (pid, p) = item.context("reading the PREEMPTORS map")?;
             out.insert(pid, p);
+        }
+        Ok(out)
+    }
+
+    /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
+    /// not part of a plain recording.
+    pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
+        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
+            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_wakeup")?;
+        self.attached.push("sched_wakeup_edges");
+        Ok(())
+    }
+
+    /// Wakeups between the target's threads: (waker tid, woken tid) -> count.
+    pub fn read_wake_edges(&self) -> Result<BTreeMap<(u32, u32), u64>> {
+        let m: HashMap<&MapData, u64, u64> = HashMap::try_from(map(&self.ebpf, "WAKE_EDGES")?)?;
+        let mut out = BTreeMap::new();
+        for item in m.iter() {
+            let (k, n) = item.context("reading the WAKE_EDGES map")?;
+            out.insert(((k >> 32) as u32, k as u32), n);
         }
         Ok(out)
     }

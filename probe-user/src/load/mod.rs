@@ -23,6 +23,8 @@ pub mod client;
 pub mod complete;
 pub mod h1;
 pub mod progress;
+#[cfg(test)]
+mod props;
 pub mod records;
 pub mod report;
 pub mod schedule;

@@ -432,9 +432,26 @@ pub fn text(r: &LoadReport) -> String {
         r.throughput_rps, r.window_s
     );
     if r.output_tokens > 0 {
+        let per = r
+            .output_tokens_per_request
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "; per ok request min {:.0}, p50 {:.0}, mean {:.1}, max {:.0}{}",
+                    t.min,
+                    t.p50.value,
+                    t.avg,
+                    t.max,
+                    c.expect
+                        .max_tokens
+                        .map(|m| format!(" ({m} asked)"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "output tokens: {} ({:.1} tok/s)",
+            "output tokens: {} ({:.1} tok/s){per}",
             r.output_tokens, r.output_tokens_per_s
         );
     }

@@ -202,8 +202,8 @@ pub fn models_url(url: &str) -> Result<String, TargetError> {
 pub enum DiscoverError {
     #[error(transparent)]
     Url(#[from] TargetError),
-    #[error("cannot reach {url}: {source}; is the server up? (give --model to skip discovery)")]
-    Unreachable { url: String, source: std::io::Error },
+    #[error("cannot reach {url}: {cause}; is the server up? (give --model to skip discovery)")]
+    Unreachable { url: String, cause: std::io::Error },
     #[error("GET {url} answered HTTP {status}: {answer}; give the model with --model")]
     Status {
         url: String,
@@ -227,9 +227,9 @@ pub fn discover_model(
 ) -> Result<String, DiscoverError> {
     let murl = models_url(url)?;
     let t = Target::new(&murl, "GET", headers, None)?;
-    let (status, body) = get(&t, timeout).map_err(|source| DiscoverError::Unreachable {
+    let (status, body) = get(&t, timeout).map_err(|cause| DiscoverError::Unreachable {
         url: murl.clone(),
-        source,
+        cause,
     })?;
     if !(200..300).contains(&status) {
         return Err(DiscoverError::Status {

@@ -119,14 +119,117 @@ pub fn open_owned(path: &Path, create: bool) -> io::Result<fs::File> {
     Ok(f)
 }
 
+/// Refuse a directory another user controls: it must be owned by us or
+/// root, and if others may write to it, have the sticky bit (like /tmp), so
+/// nobody else can rename or replace what we create in it. `dir` is
+/// resolved through links (a link to another user's directory is refused
+/// for what it points to).
+pub fn check_dir_trusted(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let md = fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = md.permissions().mode();
+    let why = if !md.is_dir() {
+        Some("is not a directory".to_string())
+    } else if md.uid() != me && md.uid() != 0 {
+        Some(format!(
+            "is owned by uid {}, not by us (uid {me}) or root",
+            md.uid()
+        ))
+    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        Some(format!(
+            "is writable by other users (mode {:o}) without the sticky bit",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {why}; refusing to keep files there (choose another directory)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 /// A fresh private directory under the system temporary directory
 /// (`mkdtemp`: random name, mode 0700, created by us), removed when the
 /// returned guard drops. Nothing another user created can be taken for it.
+///
+/// It holds an owner file (`.tailprobe-owner`: our pid and its start time),
+/// and directories with the same prefix that a killed run left behind (ours,
+/// mode 0700, owner no longer running) are removed first.
 pub fn private_temp_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
+    remove_stale_temp_dirs(&std::env::temp_dir(), prefix);
+    let d = tempfile::Builder::new()
         .prefix(prefix)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
+        .tempdir()?;
+    let me = std::process::id();
+    let start = own_start_time(me).unwrap_or(0);
+    let mut f = create_new_private(&d.path().join(OWNER_FILE))?;
+    f.write_all(format!("{me} {start}\n").as_bytes())?;
+    Ok(d)
+}
+
+const OWNER_FILE: &str = ".tailprobe-owner";
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
+fn own_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    if matches!(f.next()?, "Z" | "X") {
+        return None;
+    }
+    f.nth(18)?.parse().ok()
+}
+
+/// Remove `<tmp>/<prefix>*` directories that are ours (uid, mode 0700, not
+/// a link) and whose owner file names a process that is no longer running.
+pub fn remove_stale_temp_dirs(tmp: &Path, prefix: &str) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Ok(rd) = fs::read_dir(tmp) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for e in rd.flatten() {
+        let named = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix));
+        // DirEntry::metadata does not follow a symlink.
+        let ours = e.metadata().is_ok_and(|m| {
+            m.file_type().is_dir() && m.uid() == me && m.permissions().mode() & 0o777 == 0o700
+        });
+        if !(named && ours) {
+            continue;
+        }
+        let Ok(mut f) = open_owned(&e.path().join(OWNER_FILE), false) else {
+            continue;
+        };
+        let mut text = String::new();
+        if io::Read::read_to_string(&mut f, &mut text).is_err() {
+            continue;
+        }
+        let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) else {
+            continue;
+        };
+        let alive = u32::try_from(pid)
+            .ok()
+            .and_then(own_start_time)
+            .is_some_and(|s| s == start);
+        if !alive {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Numbered entries of a directory whose names are `<prefix><n>`, sorted.
@@ -217,6 +320,43 @@ mod tests {
         assert_ne!(a.path(), b.path());
         let m = fs::metadata(a.path()).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_directory_others_control_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_dir_trusted(d.path()).is_ok());
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_dir_trusted(d.path()).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_dir_trusted(d.path()).is_ok());
+    }
+
+    #[test]
+    fn a_dead_runs_temp_dir_is_removed_and_a_live_ones_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |name: &str, owner: &str| {
+            let d = tmp.path().join(name);
+            fs::create_dir(&d).unwrap();
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+            fs::write(d.join(OWNER_FILE), owner).unwrap();
+            d
+        };
+        let me = std::process::id();
+        let live = mk(
+            "tp-x-live",
+            &format!("{me} {}", own_start_time(me).unwrap()),
+        );
+        // Our pid with another start time: a dead run whose pid was reused.
+        let dead = mk("tp-x-dead", &format!("{me} 1"));
+        let other = mk("other-dead", "4000000 1");
+        remove_stale_temp_dirs(tmp.path(), "tp-x-");
+        assert!(live.exists());
+        assert!(!dead.exists());
+        assert!(other.exists(), "another prefix is not ours to clean");
     }
 
     #[test]

@@ -230,6 +230,12 @@ fn try_lock(path: &Path) -> Result<Option<fs::File>, JournalError> {
     let lp = lock_path(path);
     if let Some(dir) = lp.parent() {
         fs::create_dir_all(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        fsx::check_dir_trusted(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
     }
     let f = fsx::open_owned(&lp, true).map_err(|e| JournalError::Write(lp.clone(), e))?;
     // SAFETY: the descriptor is open for the lifetime of `f`; flock only

@@ -25,7 +25,8 @@ pub fn parse_numa_maps(text: &str) -> ProcessNuma {
         let (Some(_addr), Some(policy)) = (it.next(), it.next()) else {
             continue;
         };
-        *out.policies.entry(policy.to_string()).or_default() += 1;
+        let e = out.policies.entry(policy.to_string()).or_default();
+        *e = e.saturating_add(1);
         let mut page_kib = 4u64;
         let mut nodes: Vec<(u32, u64)> = Vec::new();
         for tok in it {
@@ -40,7 +41,9 @@ pub fn parse_numa_maps(text: &str) -> ProcessNuma {
             }
         }
         for (n, p) in nodes {
-            *out.kib_per_node.entry(n).or_default() += p * page_kib;
+            // Saturating: a corrupt line must not overflow (or panic).
+            let e = out.kib_per_node.entry(n).or_default();
+            *e = e.saturating_add(p.saturating_mul(page_kib));
         }
     }
     out
@@ -54,17 +57,18 @@ pub fn read_process(roots: &Roots, pid: u32) -> io::Result<ProcessNuma> {
 /// Share of the memory on nodes outside `local` (0.0 ..= 1.0); `None`
 /// with no memory.
 pub fn remote_share(p: &ProcessNuma, local: &[u32]) -> Option<f64> {
-    let total: u64 = p.kib_per_node.values().sum();
-    if total == 0 {
+    // In f64: huge (corrupt) counts must not overflow an integer sum.
+    let total: f64 = p.kib_per_node.values().map(|&k| k as f64).sum();
+    if total == 0.0 {
         return None;
     }
-    let remote: u64 = p
+    let remote: f64 = p
         .kib_per_node
         .iter()
         .filter(|(n, _)| !local.contains(n))
-        .map(|(_, k)| k)
+        .map(|(_, &k)| k as f64)
         .sum();
-    Some(remote as f64 / total as f64)
+    Some(remote / total)
 }
 
 /// `key value` lines (numastat, vmstat) into a map.
@@ -194,5 +198,17 @@ mod tests {
         let n = vec![(0, vec![0, 1]), (1, vec![2, 3])];
         assert_eq!(local_nodes(&n, &[1, 2]), vec![0, 1]);
         assert_eq!(local_nodes(&n, &[3]), vec![1]);
+    }
+
+    #[test]
+    fn huge_page_counts_saturate_instead_of_overflowing() {
+        let p = parse_numa_maps(
+            "7f00 default N0=18446744073709551615 kernelpagesize_kB=4\n\
+             7f01 default N0=5 N1=18446744073709551615 kernelpagesize_kB=2048\n",
+        );
+        assert_eq!(p.kib_per_node[&0], u64::MAX);
+        assert_eq!(p.kib_per_node[&1], u64::MAX);
+        let share = remote_share(&p, &[0]).unwrap();
+        assert!((share - 0.5).abs() < 1e-9, "{share}");
     }
 }

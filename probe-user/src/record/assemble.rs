@@ -123,7 +123,12 @@ pub fn build(inp: Inputs) -> RecordReport {
         let info = inp.book.get(*tid);
         let kernel = info.and_then(|i| Some(kernel_delta(i.before?, i.after?)));
         if let Some(k) = &kernel {
-            ours_for_kernel += s.runq_total_ns;
+            // Ours over the kernel's window: our total read next to each
+            // of its two snapshots (else from attach to the end).
+            ours_for_kernel += match info.map(|i| (i.ours_before, i.ours_after)) {
+                Some((Some(b), Some(a))) => a.saturating_sub(b),
+                _ => s.runq_total_ns,
+            };
             let sum = kernel_sum.get_or_insert(KernelAccounting {
                 runq_wait_ns: 0,
                 oncpu_ns: 0,
@@ -332,6 +337,7 @@ pub fn build(inp: Inputs) -> RecordReport {
         left_out: inp.left_out,
         attach_ms: inp.attach_ms,
         notes: inp.notes,
+        wake_edges: Vec::new(),
     }
 }
 

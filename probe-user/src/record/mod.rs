@@ -77,6 +77,9 @@ pub struct RecordOptions {
     pub irq: bool,
     /// Raise the recording thread's priority after the target is started.
     pub priority: Option<priority::Priority>,
+    /// Also count who woke whom among the target's threads (an extra
+    /// program on sched_wakeup; `report.wake_edges`).
+    pub wake_edges: bool,
 }
 
 impl RecordOptions {
@@ -100,6 +103,7 @@ impl RecordOptions {
             quiet_command: false,
             irq: true,
             priority: None,
+            wake_edges: false,
         }
     }
 }
@@ -302,6 +306,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
     let mut probes = Probes::load_and_attach(&cfg, &btf)?;
+    if opts.wake_edges {
+        if let Err(e) = probes.attach_wake_edges(&btf) {
+            probes.unavailable.push(format!(
+                "who woke whom: sched_wakeup_edges not attachable ({e:#})"
+            ));
+        }
+    }
     drop(btf);
     let attach_ms = attach_time(&probes, opts.priority);
     if let Some(l) = launched.as_mut() {
@@ -309,7 +320,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let start_ns = monotonic_ns();
     let started = Instant::now();
-    let mut book = ThreadBook::start(&proc, &r.tgids, r.tid);
+    let mut book = ThreadBook::start(&proc, &r.tgids, r.tid, &|t| probes.thread_runq_total(t));
     let main_pid = r.tgids.first().copied().unwrap_or(0);
     if let Some(cb) = &opts.on_attached {
         (cb.0)(main_pid);
@@ -369,7 +380,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         for tgid in found {
             if !book.processes().contains(&tgid) {
                 probes.follow(tgid)?;
-                book.add_process(&proc, tgid, true);
+                book.add_process(&proc, tgid);
             }
         }
         book.refresh(&proc);
@@ -431,7 +442,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Kernel accounting first, then our maps, then detach (drop).
-    book.finish(&proc);
+    book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
     for ev in probes.drain_events() {
         stream.take(&ev, &mut book, &proc);
@@ -444,6 +455,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         merge_counters(&mut counters, tid, c);
     }
     let prog_stats = probes.program_stats();
+    let wake_edges = if probes.attached.contains(&"sched_wakeup_edges") {
+        probes.read_wake_edges()?
+    } else {
+        BTreeMap::new()
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -496,6 +512,14 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.wake_edges = wake_edges
+        .into_iter()
+        .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {
+            waker_tid,
+            wakee_tid,
+            count,
+        })
+        .collect();
     Ok(report)
 }
 
@@ -548,7 +572,7 @@ impl Stream {
                 return;
             }
             event::PROCESS_FORK => {
-                book.add_process(proc, ev.aux, true);
+                book.add_process(proc, ev.aux);
                 return;
             }
             _ => return,

@@ -8,6 +8,12 @@ use crate::procfs::{parse::SchedStat, ProcFs};
 /// (schedstat, voluntary switches, involuntary switches) of one thread.
 pub type KernelSnapshot = (SchedStat, u64, u64);
 
+/// Our run-queue total of a thread right now (its SLOTS entry; 0 when it
+/// has none yet), read next to each kernel snapshot so that both sides of
+/// the comparison cover the same window even when reading /proc for
+/// thousands of threads takes seconds (a starved recorder).
+pub type OursNow<'a> = &'a dyn Fn(u32) -> Option<u64>;
+
 #[derive(Debug, Clone, Default)]
 pub struct ThreadInfo {
     pub tgid: u32,
@@ -16,6 +22,9 @@ pub struct ThreadInfo {
     pub alive_at_end: bool,
     pub before: Option<KernelSnapshot>,
     pub after: Option<KernelSnapshot>,
+    /// Our run-queue total at the `before` and `after` snapshots.
+    pub ours_before: Option<u64>,
+    pub ours_after: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -38,21 +47,25 @@ fn snapshot(proc: &ProcFs, tgid: u32, tid: u32) -> Option<KernelSnapshot> {
 
 impl ThreadBook {
     /// Take the first snapshot, right after attach.
-    pub fn start(proc: &ProcFs, tgids: &[u32], only_tid: Option<u32>) -> Self {
+    pub fn start(proc: &ProcFs, tgids: &[u32], only_tid: Option<u32>, ours: OursNow) -> Self {
         let mut book = ThreadBook {
             tgids: BTreeSet::new(),
             threads: BTreeMap::new(),
             only_tid,
         };
         for &tgid in tgids {
-            book.add_process(proc, tgid, false);
+            book.add(proc, tgid, false, ours);
         }
         book
     }
 
-    /// Follow another process; `new` when it appeared during the run (its
-    /// threads started from zero).
-    pub fn add_process(&mut self, proc: &ProcFs, tgid: u32, new: bool) {
+    /// Follow another process that appeared during the run (its threads
+    /// started from zero).
+    pub fn add_process(&mut self, proc: &ProcFs, tgid: u32) {
+        self.add(proc, tgid, true, &|_| Some(0));
+    }
+
+    fn add(&mut self, proc: &ProcFs, tgid: u32, new: bool, ours: OursNow) {
         if !self.tgids.insert(tgid) {
             return;
         }
@@ -60,15 +73,17 @@ impl ThreadBook {
             if self.only_tid.is_some_and(|t| t != tid) {
                 continue;
             }
+            let (before, ours_before) = if new {
+                (Some((SchedStat::default(), 0, 0)), Some(0))
+            } else {
+                (snapshot(proc, tgid, tid), ours(tid))
+            };
             let info = ThreadInfo {
                 tgid,
                 comm: proc.thread_comm(tgid, tid).unwrap_or_default(),
                 created_during_run: new,
-                before: if new {
-                    Some((SchedStat::default(), 0, 0))
-                } else {
-                    snapshot(proc, tgid, tid)
-                },
+                before,
+                ours_before,
                 ..Default::default()
             };
             self.threads.insert(tid, info);
@@ -92,6 +107,7 @@ impl ThreadBook {
                     comm: proc.thread_comm(tgid, tid).unwrap_or_default(),
                     created_during_run: true,
                     before: Some((SchedStat::default(), 0, 0)),
+                    ours_before: Some(0),
                     ..Default::default()
                 });
             }
@@ -109,10 +125,11 @@ impl ThreadBook {
     }
 
     /// Take the closing snapshot, just before the maps are read.
-    pub fn finish(&mut self, proc: &ProcFs) {
+    pub fn finish(&mut self, proc: &ProcFs, ours: OursNow) {
         self.refresh(proc);
         for (tid, info) in self.threads.iter_mut() {
             info.after = snapshot(proc, info.tgid, *tid);
+            info.ours_after = ours(*tid);
             info.alive_at_end = info.after.is_some() && proc.is_alive(info.tgid);
             if let Some(c) = proc.thread_comm(info.tgid, *tid) {
                 info.comm = c;

@@ -327,6 +327,18 @@ pub struct RecordReport {
     /// How long tailprobe took to attach (docs/record-json.md).
     pub attach_ms: AttachTime,
     pub notes: Vec<String>,
+    /// Wakeups between the target's threads (only when the waker program
+    /// was attached, as `tailprobe diagnose` does; absent otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wake_edges: Vec<WakeEdge>,
+}
+
+/// One thread of the target waking another, and how often.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct WakeEdge {
+    pub waker_tid: u32,
+    pub wakee_tid: u32,
+    pub count: u64,
 }
 
 /// Time to attach, from tailprobe's process start (the start of `main`,

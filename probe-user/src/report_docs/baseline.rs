@@ -1,16 +1,19 @@
 //! `day05_numa_baseline.md`: one marked section per topic, each a table,
-//! generated observations and a recommendation drawn from the data. Pure.
+//! observations computed from the results (`verdict`, `why`) and a
+//! recommendation only where a significant effect supports one. Pure.
 
 use std::fmt::Write as _;
 
-use super::fmt::{delta, est, opt};
+use super::{
+    fmt::{est, not_run_lines, opt},
+    runs,
+    verdict::{self, ms, slo_percentile, Effect},
+    why,
+};
 use crate::experiment::{
-    analysis::{
-        correlate,
-        stats::{delta as est_delta, Estimate},
-    },
+    analysis::stats::Estimate,
     plan::{NoiseAxis, Pinning},
-    results::{CellStatus, ConfigSummary, Results},
+    results::{ConfigSummary, Results},
 };
 
 pub const TITLE: &str = "# Inference node baseline: governor, noise, scheduler, NUMA, IRQs";
@@ -23,77 +26,53 @@ pub fn preamble() -> String {
     )
 }
 
-fn status_cell(c: &ConfigSummary) -> String {
-    match c.status {
-        CellStatus::Ran => format!("ran x{}", c.repeats),
-        s => format!("{}: {}", s.words(), c.reason.as_deref().unwrap_or("")),
-    }
-}
-
+/// Table of the configurations that ran, each against its reference.
 fn latency_table(
     s: &mut String,
     rows: &[&ConfigSummary],
-    base_of: &dyn Fn(&ConfigSummary) -> Option<ConfigSummary>,
+    reference: &dyn Fn(&ConfigSummary) -> Option<Effect>,
 ) {
     let _ = writeln!(
         s,
-        "| configuration | status | p50 ms | p95 ms | p99 ms | throughput req/s | Δ p95 vs reference |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "| configuration | repeats | p50 ms | p95 ms | p99 ms | throughput req/s | change vs reference |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
     for c in rows {
-        let d = match (base_of(c), c.status) {
-            (Some(b), CellStatus::Ran) if b.config != c.config => match (&b.p95_ms, &c.p95_ms) {
-                (Some(a), Some(x)) => {
-                    delta(&Some(est_delta(a, x)), " ms") + &format!(" vs {}", b.label)
-                }
-                _ => "–".into(),
-            },
-            (Some(_), CellStatus::Ran) => "reference".into(),
-            _ => "–".into(),
+        let d = match reference(c) {
+            Some(e) => format!(
+                "{} ({}) vs `{}`",
+                e.pct_words(),
+                e.outcome.words(),
+                e.reference
+            ),
+            None => "reference".into(),
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {d} |",
             c.label,
-            status_cell(c),
+            c.repeats,
             est(&c.p50_ms, 2),
             est(&c.p95_ms, 2),
             est(&c.p99_ms, 2),
             est(&c.throughput_rps, 1),
-            d
         );
     }
 }
 
-fn pct_change(a: &Option<Estimate>, b: &Option<Estimate>) -> Option<(f64, bool, f64, f64)> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let d = est_delta(a, b);
-    Some((d.pct?, d.significant, a.mean, b.mean))
+fn not_run(s: &mut String, rows: &[&ConfigSummary]) {
+    let owned: Vec<ConfigSummary> = rows.iter().map(|c| (*c).clone()).collect();
+    let lines = not_run_lines(&owned);
+    if !lines.is_empty() {
+        let _ = writeln!(s, "\nNot run:\n\n{}", lines.join("\n"));
+    }
 }
 
-/// "Run" section: what ran, where, and the links.
+/// "Run" section: what ran, where, how it was judged, and the links.
 pub fn run_section(r: &Results, results_link: &str, plot_links: &[(String, String)]) -> String {
-    let mut s = String::new();
-    let ran = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Ran)
-        .count();
-    let na = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::NotApplicable)
-        .count();
-    let failed = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .count();
-    let skipped = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Skipped)
-        .count();
-    let _ = writeln!(s, "## Run\n");
+    let mut s = String::from("## Run\n\n");
+    s.push_str(&runs::restore_banner(r));
+    let n = |st| r.cells.iter().filter(|c| c.status == st).count();
+    use crate::experiment::results::CellStatus as S;
     let _ = writeln!(
         s,
         "- Node: `{}`, kernel {}, CPUs {}, {} NUMA node(s); cpufreq: {}; accelerators: {}.",
@@ -114,7 +93,7 @@ pub fn run_section(r: &Results, results_link: &str, plot_links: &[(String, Strin
     }
     let _ = writeln!(
         s,
-        "- Plan `{}`: {} governor(s) x {} placement(s) x {} noise setting(s) x {} repeats, {} s warm-up + {} s measured per cell, order alternating across repeats.",
+        "- Plan `{}`: {} governor(s) x {} placement(s) x {} neighbour setting(s) x {} repeats, {} s warm-up + {} s measured per cell, order alternating across repeats.",
         r.plan.name,
         r.plan.governors.len(),
         r.plan.pinning.len(),
@@ -123,15 +102,28 @@ pub fn run_section(r: &Results, results_link: &str, plot_links: &[(String, Strin
         r.plan.warmup_s,
         r.plan.measure_s
     );
+    let excluded = r.excluded().count();
     let _ = writeln!(
         s,
-        "- Cells: {ran} ran, {na} not applicable on this node, {failed} failed, {skipped} skipped; {:.0} s in all{}.",
+        "- Cells: {} ran ({excluded} of them kept out of the conclusions), {} not applicable on this node, {} failed, {} skipped; {:.0} s in all{}.",
+        n(S::Ran),
+        n(S::NotApplicable),
+        n(S::Failed),
+        n(S::Skipped),
         r.elapsed_s,
         if r.interrupted { " (interrupted by Ctrl-C: what finished is below)" } else { "" }
     );
+    let method = r
+        .configs
+        .iter()
+        .flat_map(|c| c.effects.iter())
+        .map(|e| e.method.clone())
+        .next()
+        .unwrap_or_else(|| verdict::WELCH.to_string());
     let _ = writeln!(
         s,
-        "- Latency is end - intended send (coordinated-omission safe), in ms; ± is the 95% confidence interval over repeats (Student t); \"within noise\" means the interval of the difference includes zero."
+        "- Latency is end of answer minus intended send (coordinated-omission safe), in ms; ± is the 95% interval over repeats (Student t). A change is called *significant* when its 95% interval excludes no change, *within run-to-run noise* when it does not, and *too little data to tell* when the data cannot say (with what would settle it). Method for changes against the baseline: {method}; against other references: {}.",
+        verdict::WELCH
     );
     let _ = writeln!(s, "- Every figure: [`results.json`]({results_link}).");
     for (name, link) in plot_links {
@@ -147,58 +139,45 @@ pub fn governor_section(r: &Results) -> String {
         .iter()
         .filter(|c| c.config.pinning == Pinning::Unpinned && c.config.noise == NoiseAxis::None)
         .collect();
+    let ran: Vec<&ConfigSummary> = r
+        .ran()
+        .filter(|c| rows.iter().any(|x| x.label == c.label))
+        .collect();
+    let p = slo_percentile(r);
     let base = r.baseline().cloned();
-    latency_table(&mut s, &rows, &|_| base.clone());
+    latency_table(&mut s, &ran, &|c| {
+        let b = base.as_ref()?;
+        (b.label != c.label).then(|| verdict::compare(b, c, p))?
+    });
+    not_run(&mut s, &rows);
     let _ = writeln!(s, "\nObservations:\n");
-    let others: Vec<&&ConfigSummary> = rows
-        .iter()
-        .filter(|c| c.config.governor != "current")
-        .collect();
-    let ran: Vec<&&&ConfigSummary> = others
-        .iter()
-        .filter(|c| c.status == CellStatus::Ran)
-        .collect();
-    let found = r.node.facts.current_governor.clone();
     let _ = writeln!(
         s,
         "- Governor as found: {}.",
-        found
+        r.node
+            .facts
+            .current_governor
             .as_deref()
             .map(|g| format!("`{g}`"))
             .unwrap_or_else(|| format!("none ({})", r.node.cpufreq))
     );
-    for c in &others {
-        if c.status != CellStatus::Ran {
-            let _ = writeln!(
-                s,
-                "- `{}`: {} — {}.",
-                c.config.governor,
-                c.status.words(),
-                c.reason.as_deref().unwrap_or("")
-            );
-        } else if let Some((p, sig, a, b)) =
-            pct_change(&base.as_ref().and_then(|b| b.p95_ms), &c.p95_ms)
-        {
-            let _ = writeln!(
-                s,
-                "- `{}`: p95 {a:.2} -> {b:.2} ms ({p:+.1}%, {}).",
-                c.config.governor,
-                if sig { "significant" } else { "within noise" }
-            );
-        }
-    }
-    let best = ran
+    let effects: Vec<Effect> = ran
         .iter()
-        .filter_map(|c| Some((c, pct_change(&base.as_ref()?.p95_ms, &c.p95_ms)?)))
-        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
-    let rec = match best {
-        Some((c, (p, true, _, _))) if p < 0.0 => format!(
-            "Use `{}` on this inference node: it measured {:.1}% lower p95 than the governor as found, outside the run-to-run noise.",
-            c.config.governor, -p
-        ),
-        Some(_) => "Keep the governor as found: no governor measured a p95 better than it beyond the run-to-run noise; `performance` stays the safe choice where tail latency matters and power is not the constraint.".into(),
-        None => format!(
-            "No governor can be chosen on this node ({}); the host or hypervisor sets the frequency policy. On bare metal, run this plan there and use the governor with the lowest p95 — `performance` unless the data says otherwise, because on-demand governors ramp the clock only after load arrives, which lands on the first requests of every burst.",
+        .filter(|c| c.config.governor != "current")
+        .filter_map(|c| verdict::compare(base.as_ref()?, c, p))
+        .collect();
+    for e in &effects {
+        let _ = writeln!(s, "- `{}` {}.", e.label, e.sentence());
+    }
+    let best = effects
+        .iter()
+        .filter(|e| e.material_gain())
+        .min_by(|a, b| a.pct.unwrap_or(0.0).total_cmp(&b.pct.unwrap_or(0.0)));
+    let rec = match (best, effects.is_empty()) {
+        (Some(e), _) => format!("Use the governor of `{}` on this inference node: it {}.", e.label, e.sentence()),
+        (None, false) => "No change: no governor measured a significant gain of 5% or more over the governor as found.".into(),
+        (None, true) => format!(
+            "None from this run: no other governor could run here ({}). On bare metal, run this plan with the governors in the matrix and use the one with the lowest tail.",
             r.node.cpufreq
         ),
     };
@@ -213,93 +192,93 @@ pub fn noise_section(r: &Results) -> String {
         .iter()
         .filter(|c| c.config.governor == "current")
         .collect();
-    let quiet = |c: &ConfigSummary| {
-        r.configs
-            .iter()
-            .find(|q| {
-                q.config.governor == c.config.governor
-                    && q.config.pinning == c.config.pinning
-                    && q.config.noise == NoiseAxis::None
-            })
-            .cloned()
-    };
-    latency_table(&mut s, &rows, &quiet);
+    let ran: Vec<&ConfigSummary> = r
+        .ran()
+        .filter(|c| rows.iter().any(|x| x.label == c.label))
+        .collect();
+    let effects = verdict::neighbour_effects(r);
+    latency_table(&mut s, &ran, &|c| {
+        effects.iter().find(|e| e.label == c.label).cloned()
+    });
+    not_run(&mut s, &rows);
     let _ = writeln!(
         s,
-        "\nThe neighbour: `{}` threads (built-in, like stress-ng matrixprod{}), one per CPU it is placed on; reference: the same placement without noise.",
+        "\nThe neighbour: `{}` threads (built-in, like stress-ng matrixprod{}), one per CPU it is placed on; reference: the same placement without a neighbour.",
         r.plan.noise_kind,
         if r.plan.noise_kind == "cpu" { "" } else { " / streaming over buffers larger than the LLC" }
     );
     let _ = writeln!(s, "\nObservations:\n");
-    let mut worst: Option<(f64, bool, String)> = None;
-    for c in rows.iter().filter(|c| c.config.noise != NoiseAxis::None) {
-        if c.status != CellStatus::Ran {
-            let _ = writeln!(
-                s,
-                "- {}: {} — {}.",
-                c.label,
-                c.status.words(),
-                c.reason.as_deref().unwrap_or("")
-            );
-            continue;
-        }
-        let Some(q) = quiet(c) else { continue };
-        if let Some((p, sig, a, b)) = pct_change(&q.p95_ms, &c.p95_ms) {
-            let cpus = r
-                .cells
-                .iter()
-                .find(|x| x.config == c.config)
-                .and_then(|x| x.noise_cpus.clone())
-                .map(|v| crate::cpulist::Display(&v).to_string())
-                .unwrap_or_default();
-            let tput = pct_change(&q.throughput_rps, &c.throughput_rps)
-                .map(|t| t.0)
-                .unwrap_or(0.0);
-            let rq = pct_change(&q.runq_wait_ms, &c.runq_wait_ms);
-            let _ = writeln!(
-                s,
-                "- {}: neighbour on CPUs {cpus}; p95 {a:.2} -> {b:.2} ms ({p:+.1}%, {}), throughput {tput:+.1}%{}.",
-                c.label,
-                if sig { "significant" } else { "within noise" },
-                rq.map(|(rp, _, ra, rb)| format!(", server run-queue wait {ra:.1} -> {rb:.1} ms ({rp:+.0}%)")).unwrap_or_default()
-            );
-            if worst.as_ref().is_none_or(|w| p > w.0) {
-                worst = Some((p, sig, c.label.clone()));
+    for e in &effects {
+        let cpus = r
+            .cells
+            .iter()
+            .find(|x| x.label == e.label)
+            .and_then(|x| x.noise_cpus.clone())
+            .map(|v| format!(" on CPUs {}", crate::cpulist::Display(&v)))
+            .unwrap_or_default();
+        let (q, c) = (
+            r.ran().find(|c| c.label == e.reference),
+            r.ran().find(|c| c.label == e.label),
+        );
+        let tput = match (
+            q.and_then(|q| q.throughput_rps),
+            c.and_then(|c| c.throughput_rps),
+        ) {
+            (Some(a), Some(b)) if a.mean > 0.0 => {
+                format!("; throughput {:+.1}%", 100.0 * (b.mean / a.mean - 1.0))
             }
-        }
+            _ => String::new(),
+        };
+        let rq = match (
+            q.and_then(|q| q.runq_wait_ms),
+            c.and_then(|c| c.runq_wait_ms),
+        ) {
+            (Some(a), Some(b)) => format!(
+                "; server run-queue wait {} -> {} ms per cell",
+                ms(a.mean),
+                ms(b.mean)
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "- `{}` (neighbour{cpus}) {}{tput}{rq}.",
+            e.label,
+            e.sentence()
+        );
     }
-    let rec = match worst {
-        Some((p, true, l)) if p > 0.0 => format!(
-            "Keep CPU-heavy neighbours off the server's CPUs (a dedicated cpuset via the systemd drop-in, or separate nodes): the worst case measured ({l}) cost {p:+.1}% on p95."
+    let worst = effects
+        .iter()
+        .filter(|e| e.material_slowdown())
+        .max_by(|a, b| a.pct.unwrap_or(0.0).total_cmp(&b.pct.unwrap_or(0.0)));
+    let rec = match (worst, effects.is_empty()) {
+        (Some(e), _) => format!(
+            "Keep CPU-heavy neighbours off the server's CPUs (a dedicated cpuset, or separate nodes): the worst case measured, `{}`, {}.",
+            e.label,
+            e.sentence()
         ),
-        Some((p, _, l)) => format!(
-            "No neighbour setting measured a p95 change beyond the noise (largest: {l}, {p:+.1}%); still keep batch work off the server's CPUs, since the effect grows with the neighbour's share of the CPUs."
-        ),
-        None => "No noise cell ran on this node; run the plan on the production node type.".into(),
+        (None, false) => "No change: no neighbour setting slowed the tail significantly by 5% or more in this run.".into(),
+        (None, true) => "None from this run: no neighbour cell ran.".into(),
     };
     let _ = writeln!(s, "\n**Recommendation.** {rec}");
     s
 }
 
-pub fn sched_section(r: &Results) -> String {
-    let mut s = String::from("## perf / scheduler signals\n\n");
+fn signals_table(s: &mut String, r: &Results) {
     let _ = writeln!(
         s,
         "Server threads only, per cell over the whole recording (warm-up included), mean ± 95% interval over repeats.\n\n\
-         | configuration | run-queue wait ms | involuntary switches | migrations | IRQ time stolen ms | page faults | IPC | probe cost % CPU |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+         | configuration | run-queue wait ms | involuntary switches | migrations | IRQ time on server threads ms | page faults | IPC | probe cost % CPU |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for c in r.ran() {
         let cells: Vec<_> = r
             .cells
             .iter()
-            .filter(|x| x.config == c.config)
+            .filter(|x| x.config == c.config && x.counts())
             .filter_map(|x| x.metrics.as_ref())
             .collect();
-        let ipc = cells.iter().filter_map(|m| m.ipc).collect::<Vec<_>>();
-        let cost = cells
-            .iter()
-            .filter_map(|m| m.probe_cpu_pct)
-            .collect::<Vec<_>>();
+        let ipc: Vec<f64> = cells.iter().filter_map(|m| m.ipc).collect();
+        let cost: Vec<f64> = cells.iter().filter_map(|m| m.probe_cpu_pct).collect();
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -310,21 +289,81 @@ pub fn sched_section(r: &Results) -> String {
             est(&c.irq_stolen_ms, 2),
             est(&c.page_faults, 0),
             if ipc.is_empty() {
-                "not available (no PMU)".into()
+                "not measured (no PMU)".into()
             } else {
                 est(&Estimate::of(&ipc), 2)
             },
-            est(&Estimate::of(&cost), 2),
+            if cost.is_empty() {
+                "not measured".into()
+            } else {
+                est(&Estimate::of(&cost), 2)
+            },
         );
+    }
+}
+
+pub fn sched_section(r: &Results) -> String {
+    let mut s = String::from("## Scheduler signals and why the tail is slow\n\n");
+    signals_table(&mut s, r);
+    let head = why::headline(r);
+    if let Some(a) = &r.attribution {
+        let _ = writeln!(
+            s,
+            "\n### Where the slow requests' extra time goes\n\nMethod: {}. Slow requests are those above p95, typical ones at or below the median; the gap is the difference of their means, split by component (ms per request).\n\n\
+             | configuration | slow ms | typical ms | gap ms | queueing | waiting for a CPU | interrupt work | computing |\n| --- | --- | --- | --- | --- | --- | --- | --- |",
+            a.method
+        );
+        let gaps: Vec<why::Gap> = if a.gaps.is_empty() {
+            a.per_config
+                .iter()
+                .filter_map(|(l, t)| why::gap(l, t))
+                .collect()
+        } else {
+            a.gaps
+                .iter()
+                .filter_map(|(l, g)| why::from_analysis(l, g))
+                .collect()
+        };
+        for g in &gaps {
+            let part = |w: &str| {
+                g.parts
+                    .iter()
+                    .find(|p| p.what.starts_with(w))
+                    .map(|p| {
+                        format!(
+                            "{:.2} ({:.0}%)",
+                            why::clean(p.ms, 2),
+                            why::clean(p.share, 0)
+                        )
+                    })
+                    .unwrap_or_else(|| "–".into())
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                g.label,
+                g.tail_ms,
+                g.typical_ms,
+                g.gap_ms,
+                part("queueing"),
+                part("waiting for a CPU"),
+                part("interrupt work"),
+                part("computing")
+            );
+        }
+        if let Some(g) = &head {
+            let _ = writeln!(s, "\n- `{}`: {}", g.label, g.sentence());
+        }
     }
     if let Some(cor) = &r.correlation {
         let _ = writeln!(
             s,
-            "\n### Which signal explains the tail\n\n{}. Requests from {} cells pooled (n = {}).\n\n\
-             | kernel signal | Spearman rho (all cells) | rho (baseline only) | mean over requests above p95 | mean at or below p50 |\n| --- | --- | --- | --- | --- |",
+            "\n### Secondary: rank correlation with latency\n\n{}. Requests from {} cells pooled (n = {}). A signal summed over a request grows with the request's length, so a high rho alone does not make a cause; a signal is named below only when its component explains at least {:.0}% of the gap above.\n\n\
+             | kernel signal | Spearman rho (all cells) | rho (baseline only) | mean over requests above p95 | mean at or below p50 | share of the gap |\n| --- | --- | --- | --- | --- | --- |",
             cor.method,
             cor.cells,
-            cor.pooled.first().map(|x| x.requests).unwrap_or(0)
+            cor.pooled.first().map(|x| x.requests).unwrap_or(0),
+            head.as_ref().map(|g| g.min_share).unwrap_or(why::NAME_SHARE_PCT)
         );
         for (i, row) in cor.pooled.iter().enumerate() {
             let unit = |v: f64| {
@@ -336,82 +375,34 @@ pub fn sched_section(r: &Results) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 row.signal,
                 opt(row.rho, 2),
                 opt(cor.baseline.get(i).and_then(|b| b.rho), 2),
                 unit(row.tail_mean),
-                unit(row.typical_mean)
+                unit(row.typical_mean),
+                row.gap_share_pct
+                    .map(|g| format!("{:.1}%", why::clean(g, 1)))
+                    .unwrap_or_else(|| "– (a count, or not recorded)".into())
             );
         }
-        match correlate::strongest(&cor.pooled) {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "\n- The signal that moves most with latency is **{}** (rho {:.2}).",
-                    x.signal,
-                    x.rho.unwrap_or(0.0)
-                );
+        match head.as_ref().and_then(|g| why::nameable(&cor.pooled, g)) {
+            Some((x, share)) => {
+                let _ = writeln!(s, "\n- **{}** ranks with latency (rho {}) and its component is {share:.0}% of the gap.", x.signal, opt(x.rho, 2));
             }
             None => {
-                let _ = writeln!(s, "\n- No kernel signal reaches a rank correlation of 0.3 with latency: the tail is not explained by one scheduler signal here.");
+                let _ = writeln!(s, "\n- No signal both ranks with latency and explains the stated share of the gap; the attribution above is the answer.");
             }
         }
     }
-    if let Some(a) = &r.attribution {
-        let _ = writeln!(
-            s,
-            "\n### Tail attribution\n\nMethod: {}. Requests above p95 of server time against requests at or below the median (one representative repeat per configuration, the one with the median p95).\n\n\
-             | configuration | group | requests | mean ms | queue | run-queue wait | hard IRQ | softirq | service (on CPU) | page faults/req | migrations/req |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            a.method
-        );
-        for (label, t) in &a.per_config {
-            for (g, m) in [("above p95", &t.tail), ("≤ p50", &t.typical)] {
-                let _ = writeln!(
-                    s,
-                    "| {label} | {g} | {} | {:.2} | {:.0}% | {:.0}% | {:.1}% | {:.1}% | {:.0}% | {:.2} | {:.2} |",
-                    m.requests,
-                    m.total_ms,
-                    m.share(m.queue_ms),
-                    m.share(m.runq_ms),
-                    m.share(m.hardirq_ms),
-                    m.share(m.softirq_ms),
-                    m.share(m.service_ms),
-                    m.page_faults,
-                    m.migrations
-                );
-            }
-        }
-        if let Some((label, t)) = a.per_config.first() {
-            let _ = writeln!(
-                s,
-                "\n- {label}: the slowest 5% took {:.2} ms on average vs {:.2} ms for typical requests; of the tail's time {:.0}% was queueing behind other requests, {:.0}% waiting for a CPU on the serving thread, {:.1}% IRQ work and {:.0}% the request's own compute.",
-                t.tail.total_ms,
-                t.typical.total_ms,
-                t.tail.share(t.tail.queue_ms),
-                t.tail.share(t.tail.runq_ms),
-                t.tail.share(t.tail.hardirq_ms + t.tail.softirq_ms),
-                t.tail.share(t.tail.service_ms)
-            );
-        }
-        let noisy = a
-            .per_config
-            .iter()
-            .filter(|(l, _)| l.contains("noise same"))
-            .max_by(|x, y| x.1.tail.runq_ms.total_cmp(&y.1.tail.runq_ms));
-        if let Some((label, t)) = noisy {
-            let _ = writeln!(
-                s,
-                "- {label}: run-queue wait is {:.0}% of the tail's time ({:.2} ms per slow request).",
-                t.tail.share(t.tail.runq_ms),
-                t.tail.runq_ms
-            );
-        }
-    }
-    let rec = match r.correlation.as_ref().and_then(|c| correlate::strongest(&c.pooled)) {
-        Some(x) if x.signal == "run-queue wait" || x.signal == "involuntary switches" => "Treat the server threads' run-queue wait as the leading indicator of the tail: give the server CPUs nobody else runs on, and alert on run-queue wait rather than on average CPU utilisation.".to_string(),
-        Some(x) => format!("Watch {} first: it is the kernel signal that ranks with latency here.", x.signal),
-        None => "No single scheduler signal tracks latency here; the tail is dominated by queueing at the offered load — size capacity from the percentile, not the average.".into(),
+    let rec = match &head {
+        Some(g) => match g.parts.first() {
+            Some(p) if p.share >= g.min_share && p.what.starts_with("waiting for a CPU") => "Give the server CPUs nobody else runs on, and alert on the server threads' run-queue wait rather than on average CPU utilisation.".to_string(),
+            Some(p) if p.share >= g.min_share && p.what.starts_with("queueing") => "The tail is queueing inside the server at the offered load: size capacity from the SLO percentile (see the capacity section), not from the average.".to_string(),
+            Some(p) if p.share >= g.min_share && p.what.starts_with("interrupt") => "Move device interrupts off the server's CPUs (see the IRQ section).".to_string(),
+            _ => "No scheduler change: the gap is the requests' own work.".to_string(),
+        },
+        None => "None from this run: no tail attribution was measured.".into(),
     };
     let _ = writeln!(s, "\n**Recommendation.** {rec}");
     s
@@ -426,10 +417,12 @@ pub fn numa_section(r: &Results) -> String {
             .nodes
             .iter()
             .map(|n| format!(
-                "node{} CPUs {} ({} MiB)",
+                "node{} CPUs {} ({})",
                 n.id,
                 n.cpus,
-                n.mem_total_kib.unwrap_or(0) / 1024
+                n.mem_total_kib
+                    .map(|k| format!("{} MiB", k / 1024))
+                    .unwrap_or_else(|| "size not read".into())
             ))
             .collect::<Vec<_>>()
             .join("; "),
@@ -444,7 +437,7 @@ pub fn numa_section(r: &Results) -> String {
         let m = r
             .cells
             .iter()
-            .filter(|x| x.config == c.config)
+            .filter(|x| x.config == c.config && x.counts())
             .find_map(|x| x.metrics.as_ref());
         let mem = m
             .map(|m| {
@@ -459,7 +452,10 @@ pub fn numa_section(r: &Results) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} |",
             c.label,
-            status_cell(c),
+            match c.status {
+                crate::experiment::results::CellStatus::Ran => format!("ran x{}", c.repeats),
+                st => format!("{}: {}", st.words(), c.reason.as_deref().unwrap_or("")),
+            },
             mem,
             c.remote_share
                 .map(|e| format!("{:.1}%", e.mean * 100.0))
@@ -484,36 +480,36 @@ pub fn numa_section(r: &Results) -> String {
             None => "not present in this kernel".into(),
         }
     );
-    let local = r.configs.iter().find(|c| c.config.is_baseline()).cloned();
+    if let Some(e) = verdict::pinning_effect(r) {
+        let _ = writeln!(
+            s,
+            "- Pinned to the local node, against unpinned: {}.",
+            e.sentence()
+        );
+    }
     let pinned = r
-        .configs
-        .iter()
+        .ran()
         .find(|c| {
             c.config.governor == "current"
                 && c.config.pinning == Pinning::Local
                 && c.config.noise == NoiseAxis::None
         })
         .cloned();
-    if let (Some(b), Some(p)) = (&local, &pinned) {
-        if let Some((pc, sig, a, bb)) = pct_change(&b.p95_ms, &p.p95_ms) {
-            let _ = writeln!(
-                s,
-                "- Pinned to the local node vs unpinned: p95 {a:.2} -> {bb:.2} ms ({pc:+.1}%, {}).",
-                if sig { "significant" } else { "within noise" }
-            );
-        }
-    }
     let rec = if one {
         "Nothing to fix on a single-node machine; on multi-socket nodes pin the server and bind its memory to the accelerators' node (the drop-in below does both) and re-run this plan there to measure the remote penalty.".to_string()
     } else {
-        let remote = r.configs.iter().find(|c| {
+        let remote = r.ran().find(|c| {
             c.config.pinning == Pinning::Remote
                 && c.config.noise == NoiseAxis::None
                 && c.config.governor == "current"
         });
-        match (remote.and_then(|x| x.p95_ms), pinned.as_ref().and_then(|x| x.p95_ms)) {
-            (Some(rm), Some(lc)) => format!("Pin the server to the device-local node with its memory bound there: remote placement measured p95 {:.2} ms vs {:.2} ms local.", rm.mean, lc.mean),
-            _ => "Pin the server to the device-local node with its memory bound there.".into(),
+        match (remote, pinned.as_ref()) {
+            (Some(rm), Some(lc)) => match verdict::compare(lc, rm, slo_percentile(r)) {
+                Some(e) if e.material_slowdown() => format!("Pin the server to the device-local node with its memory bound there: remote placement {} against local.", e.sentence()),
+                Some(e) => format!("No change from this run: remote placement {} against local.", e.sentence()),
+                None => "None from this run: remote and local placement were not both measured.".into(),
+            },
+            _ => "None from this run: remote and local placement were not both measured.".into(),
         }
     };
     let _ = writeln!(s, "\n**Recommendation.** {rec}");
@@ -541,7 +537,7 @@ pub fn irq_section(r: &Results, prefix: &str) -> String {
         let cells: Vec<_> = r
             .cells
             .iter()
-            .filter(|x| x.config == c.config && x.metrics.is_some())
+            .filter(|x| x.config == c.config && x.counts())
             .collect();
         let on: Vec<f64> = cells
             .iter()
@@ -579,68 +575,32 @@ pub fn irq_section(r: &Results, prefix: &str) -> String {
             link
         );
     }
-    let tail_irq = r
-        .attribution
+    let head = why::headline(r);
+    let tail_irq = head
         .as_ref()
-        .and_then(|a| a.per_config.first())
-        .map(|(_, t)| t.tail.share(t.tail.hardirq_ms + t.tail.softirq_ms));
+        .and_then(|g| Some((g.share_of("interrupt work")?, g.min_share)));
     let _ = writeln!(s, "\nObservations:\n");
-    if let Some(x) = tail_irq {
-        let _ = writeln!(
-            s,
-            "- IRQ work on the serving thread is {x:.1}% of the slowest requests' time (baseline)."
-        );
+    match tail_irq {
+        Some((x, _)) => {
+            let _ = writeln!(
+                s,
+                "- Interrupt work on the serving thread explains {x:.1}% of the gap between slow and typical requests (`{}`).",
+                head.as_ref().map(|g| g.label.as_str()).unwrap_or("")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "- The interrupt share of the tail was not measured (no tail attribution)."
+            );
+        }
     }
     let _ = writeln!(s, "- The load is loopback HTTP, so no NIC interrupts are involved; device IRQs on worker CPUs are measured per cell above (raw deltas linked).");
     let rec = match tail_irq {
-        Some(x) if x >= 5.0 => format!("Move device IRQs off the server's CPUs (`tailprobe irq watch --irq-move-off CPUS`, then persist in irqbalance's banned CPUs): they are {x:.1}% of the tail."),
-        _ => "No IRQ action needed on this node: IRQ time is a negligible share of the tail. On a production node with a real NIC, keep its IRQs on the NIC's node but off the worker CPUs, and re-measure.".into(),
+        Some((x, bar)) if x >= bar => format!("Move device IRQs off the server's CPUs (`tailprobe irq watch --irq-move-off CPUS`, then persist in irqbalance's banned CPUs): they explain {x:.1}% of the tail's gap."),
+        Some((x, _)) => format!("No IRQ change: interrupt work explains {x:.1}% of the tail's gap here. On a production node with a real NIC, keep its IRQs on the NIC's node but off the worker CPUs, and re-measure."),
+        None => "None from this run: the interrupt share of the tail was not measured.".into(),
     };
     let _ = writeln!(s, "\n**Recommendation.** {rec}");
-    s
-}
-
-pub fn cells_section(r: &Results, prefix: &str) -> String {
-    let mut s = String::from("## Every cell\n\n| # | repeat | configuration | status | p95 ms | placement | noise CPUs | raw snapshots |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for c in &r.cells {
-        let st = match c.status {
-            CellStatus::Ran => "ran".to_string(),
-            x => format!("{}: {}", x.words(), c.reason.as_deref().unwrap_or("")),
-        };
-        let raw = c
-            .raw
-            .iter()
-            .map(|p| format!("[{}]({prefix}{p})", p.rsplit('/').next().unwrap_or(p)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            c.order,
-            c.repeat + 1,
-            c.label,
-            st,
-            c.metrics
-                .as_ref()
-                .map(|m| format!("{:.2}", m.latency_ms.p95))
-                .unwrap_or_else(|| "–".into()),
-            c.placement
-                .as_ref()
-                .map(|p| p.why.clone())
-                .unwrap_or_else(|| if c.status == CellStatus::Ran {
-                    "unpinned".into()
-                } else {
-                    "–".into()
-                }),
-            c.noise_cpus
-                .as_ref()
-                .map(|v| crate::cpulist::Display(v).to_string())
-                .unwrap_or_else(|| "–".into()),
-            if raw.is_empty() { "–".into() } else { raw }
-        );
-        for n in &c.notes {
-            let _ = writeln!(s, "|  |  |  | note: {n} |  |  |  |  |");
-        }
-    }
     s
 }

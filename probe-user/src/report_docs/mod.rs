@@ -3,18 +3,37 @@
 //! (`docs/os_node_os_tuning_summary_day05.md`), SVG plots, the systemd
 //! drop-in and `results.json`.
 //!
+//! - `verdict`: the conclusions layer: each effect with its direction,
+//!   size and outcome, and the sentence that states it.
+//! - `why`: the tail's gap in milliseconds by component (attribution).
+//! - `advice`: risk level (with its rule) and recommendations, from
+//!   significant effects only; `checklist`: health-check statuses.
 //! - `markers`: marked sections and the merge that keeps people's text.
-//! - `baseline`, `summary`: the two documents' sections.
-//! - `svg`: the plots; `dropin`: the systemd drop-in; `fmt`: numbers.
+//! - `baseline`, `summary`, `plain`: the two documents' sections.
+//! - `capacity`: capacity per server and the sweep table; `runs`: failed
+//!   restores, answers and output tokens, interference, every cell.
+//! - `plots`: SVG plots (plotters); `dropin`: the systemd drop-in;
+//!   `fmt`: numbers.
 //!
 //! Everything but `precheck` and `write_all` is pure.
 
+pub mod advice;
 pub mod baseline;
+pub mod capacity;
+pub mod checklist;
+#[cfg(test)]
+mod doc_tests;
 pub mod dropin;
 pub mod fmt;
 pub mod markers;
+pub mod plain;
+pub mod plots;
+pub mod runs;
 pub mod summary;
-pub mod svg;
+#[cfg(test)]
+pub mod testkit;
+pub mod verdict;
+pub mod why;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -22,9 +41,7 @@ use anyhow::{Context as _, Result};
 
 use crate::experiment::{
     matrix::Placed,
-    plan::Pinning,
     results::{CellMetrics, CellStatus, DropIn, Results},
-    summarise,
 };
 
 /// Where everything goes.
@@ -134,37 +151,19 @@ fn representative(r: &Results) -> Vec<(String, &CellMetrics, Vec<f64>)> {
         .collect()
 }
 
+/// The placement to persist: only a pinned configuration that measured a
+/// significant gain of at least `verdict::MATERIAL_PCT` over the baseline.
 fn placement_for_dropin(r: &Results) -> Option<(Placed, String)> {
-    let best = summarise::best(&r.configs)?;
-    let from_cells = |p: Pinning| {
-        r.cells
-            .iter()
-            .find(|c| c.config.pinning == p && c.status == CellStatus::Ran)
-            .and_then(|c| c.placement.clone())
-    };
-    let d = |c: &crate::experiment::results::ConfigSummary| {
-        fmt::delta(&c.delta_p95, " ms p95 vs unpinned")
-    };
-    if best.config.pinning != Pinning::Unpinned {
-        let p = from_cells(best.config.pinning)?;
-        return Some((
-            p,
-            format!("best measured configuration ({}): {}", best.label, d(best)),
-        ));
-    }
-    // Unpinned measured best: persist the local placement anyway (the
-    // checklist item), and say that it did not measure better here.
-    let local = r.ran().find(|c| {
-        c.config.pinning == Pinning::Local
-            && c.config.noise == crate::experiment::plan::NoiseAxis::None
-    });
-    let p = from_cells(Pinning::Local)?;
+    let g = advice::placement_to_persist(r)?;
+    let c = r.ran().find(|c| c.label == g.label)?;
+    let p = r
+        .cells
+        .iter()
+        .find(|x| x.config == c.config && x.status == CellStatus::Ran)
+        .and_then(|x| x.placement.clone())?;
     Some((
         p,
-        format!(
-            "unpinned measured best here; pinned local: {} — persisting it keeps the server off CPUs you give to other work",
-            local.map(d).unwrap_or_else(|| "not measured".into())
-        ),
+        format!("{}: against the baseline it {}", g.label, g.sentence()),
     ))
 }
 
@@ -185,17 +184,13 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             .collect();
         let bars: Vec<(String, f64, Vec<f64>)> = r
             .ran()
-            .map(|c| {
+            .filter_map(|c| {
                 let vals = rep
                     .iter()
                     .find(|x| x.0 == c.label)
                     .map(|x| x.2.clone())
                     .unwrap_or_default();
-                (
-                    c.label.clone(),
-                    c.p95_ms.map(|e| e.mean).unwrap_or(0.0),
-                    vals,
-                )
+                Some((c.label.clone(), c.p95_ms?.mean, vals))
             })
             .collect();
         let sc: Vec<(String, Vec<(f64, f64)>)> = rep
@@ -206,37 +201,42 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             (
                 "latency-cdf.svg",
                 "latency CDF per configuration",
-                svg::cdf("Latency CDF (representative repeat)", &cdf),
+                plots::cdf(
+                    "Latency CDF per configuration (representative repeat)",
+                    &cdf,
+                )?,
             ),
             (
                 "p95-per-config.svg",
                 "p95 per configuration with spread",
-                svg::bars(
-                    "p95 latency per configuration (bar: mean, dots: repeats)",
-                    "p95 ms",
+                plots::bars(
+                    "p95 latency per configuration (bar: mean over repeats, dots: each repeat)",
+                    "p95 latency, ms",
                     &bars,
-                ),
+                )?,
             ),
             (
                 "latency-vs-runq.svg",
                 "latency vs run-queue wait",
-                svg::scatter(
+                plots::scatter(
                     "Server time vs run-queue wait of the serving thread",
                     "run-queue wait during the request (ms)",
                     "server time (ms)",
                     &sc,
-                ),
+                )?,
             ),
         ] {
             let f = plots_dir.join(name);
-            std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?;
+            crate::node::fsx::atomic_write(&f, text.as_bytes())
+                .with_context(|| format!("writing {}", f.display()))?;
             plots.push((title.to_string(), format!("plots/{name}")));
             written.push(f);
         }
     }
     r.plots = plots.iter().map(|x| x.1.clone()).collect();
 
-    // Drop-in.
+    // Drop-in: only for a placement with a significant gain behind it.
+    r.dropin = None;
     if let Some((pl, ev)) = placement_for_dropin(r) {
         let f = p.out_dir.join("50-tailprobe-placement.conf");
         let text = dropin::render(&p.unit, &pl, &ev);
@@ -279,7 +279,10 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             "irq-nic-affinity".into(),
             baseline::irq_section(r, &prefix_b),
         ),
-        ("cells".into(), baseline::cells_section(r, &prefix_b)),
+        ("capacity".into(), capacity::section(r)),
+        ("answers".into(), runs::answers_section(r)),
+        ("interference".into(), runs::interference_section(r)),
+        ("cells".into(), runs::cells_section(r, &prefix_b)),
     ];
     write_doc(&p.baseline, &baseline::preamble(), &bsections)?;
     written.push(p.baseline.clone());
@@ -307,7 +310,7 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             summary::checklist(r, dlink.as_deref()),
         ),
         ("engagement".into(), summary::engagement()),
-        ("feynman".into(), summary::feynman(r)),
+        ("feynman".into(), plain::feynman(r)),
     ];
     write_doc(&p.summary, &summary::preamble(), &ssections)?;
     written.push(p.summary.clone());

@@ -25,6 +25,8 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub model: String,
+    /// The request named its model (else `model` is the default).
+    pub model_given: bool,
     pub prompt: String,
     pub max_tokens: u32,
     pub stream: bool,
@@ -43,9 +45,9 @@ pub fn parse(
     let obj = v
         .as_object()
         .ok_or_else(|| "request body must be a JSON object".to_string())?;
-    let model = match obj.get("model") {
-        None | Some(Value::Null) => default_model.to_string(),
-        Some(Value::String(s)) => s.clone(),
+    let (model, model_given) = match obj.get("model") {
+        None | Some(Value::Null) => (default_model.to_string(), false),
+        Some(Value::String(s)) => (s.clone(), true),
         Some(_) => return Err("'model' must be a string".into()),
     };
     let prompt = match ep {
@@ -124,6 +126,7 @@ pub fn parse(
         .unwrap_or(false);
     Ok(Parsed {
         model,
+        model_given,
         prompt,
         max_tokens,
         stream,
@@ -139,6 +142,28 @@ pub fn error_body(status: u16, message: &str) -> String {
         _ => "server_error",
     };
     json!({"error": {"message": message, "type": kind, "code": status}}).to_string()
+}
+
+/// The answer to a request for a model the server does not serve: 404 with
+/// the body vLLM gives (`NotFoundError`, `param: "model"`).
+pub fn model_not_found_body(model: &str) -> String {
+    json!({"error": {
+        "message": format!("The model `{model}` does not exist."),
+        "type": "NotFoundError", "param": "model", "code": 404,
+    }})
+    .to_string()
+}
+
+/// The model a request names, checked against the served names: `None`
+/// when the server serves named models and this is not one of them. A
+/// request that names none gets the first served name.
+pub fn check_model<'a>(asked: Option<&'a str>, served: &'a [String]) -> Option<&'a str> {
+    match (asked, served.first()) {
+        (None, Some(first)) => Some(first),
+        (Some(m), Some(_)) if !served.iter().any(|s| s == m) => None,
+        (Some(m), _) => Some(m),
+        (None, None) => None,
+    }
 }
 
 /// Formats the chunks of one streamed answer.
@@ -244,6 +269,19 @@ pub fn collect_text(toks: &[Tok]) -> String {
 mod tests {
     use super::*;
     use crate::load::sse::{classify, Chunk};
+
+    #[test]
+    fn served_model_names_are_checked_like_vllm() {
+        let served = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(check_model(Some("b"), &served), Some("b"));
+        assert_eq!(check_model(None, &served), Some("a"));
+        assert_eq!(check_model(Some("c"), &served), None);
+        assert_eq!(check_model(Some("c"), &[]), Some("c"));
+        let v: Value = serde_json::from_str(&model_not_found_body("c")).unwrap();
+        assert_eq!(v["error"]["message"], "The model `c` does not exist.");
+        assert_eq!(v["error"]["type"], "NotFoundError");
+        assert_eq!(v["error"]["code"], 404);
+    }
 
     #[test]
     fn validates_requests() {

@@ -58,22 +58,52 @@ pub async fn handle(
             ),
         ),
         (&Method::GET, "/debug/requests") => ("debug", debug_requests(&state, req.uri().query())),
-        (&Method::GET, "/v1/models") => (
-            "models",
-            json(
-                StatusCode::OK,
-                serde_json::json!({"object": "list", "data": [{"id": state.opts.model_name, "object": "model", "owned_by": "tailprobe"}]}).to_string(),
+        (&Method::GET, "/v1/models") => ("models", models(&state)),
+        (&Method::POST, "/v1/completions") => (
+            "completions",
+            model(&state, Endpoint::Completions, req).await,
+        ),
+        (&Method::POST, "/v1/chat/completions") => {
+            ("chat_completions", model(&state, Endpoint::Chat, req).await)
+        }
+        (
+            _,
+            "/health"
+            | "/metrics"
+            | "/debug/requests"
+            | "/v1/models"
+            | "/v1/completions"
+            | "/v1/chat/completions",
+        ) => (
+            "other",
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
             ),
         ),
-        (&Method::POST, "/v1/completions") => ("completions", model(&state, Endpoint::Completions, req).await),
-        (&Method::POST, "/v1/chat/completions") => ("chat_completions", model(&state, Endpoint::Chat, req).await),
-        (_, "/health" | "/metrics" | "/debug/requests" | "/v1/models" | "/v1/completions" | "/v1/chat/completions") => {
-            ("other", error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path"))
-        }
-        _ => ("other", error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"))),
+        _ => (
+            "other",
+            error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        ),
     };
     state.metrics.request(endpoint, resp.status().as_u16());
     Ok(resp)
+}
+
+/// `GET /v1/models`: the served names, else the default name.
+fn models(state: &State) -> Response<RespBody> {
+    let names = match state.opts.served_model_names.as_slice() {
+        [] => std::slice::from_ref(&state.opts.model_name),
+        n => n,
+    };
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| serde_json::json!({"id": n, "object": "model", "owned_by": "tailprobe"}))
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({"object": "list", "data": data}).to_string(),
+    )
 }
 
 fn debug_requests(state: &State, query: Option<&str>) -> Response<RespBody> {
@@ -113,9 +143,19 @@ async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Resp
             );
         }
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let read = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(state.opts.body_timeout, read).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {:?}",
+                    state.opts.body_timeout
+                ),
+            )
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -127,22 +167,38 @@ async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Resp
             return error(StatusCode::BAD_REQUEST, "could not read the request body");
         }
     };
-    let p = match api::parse(
-        ep,
-        &body,
-        &state.opts.model_name,
-        state.opts.max_tokens_limit,
-    ) {
+    let served = &state.opts.served_model_names;
+    let default_model = served.first().unwrap_or(&state.opts.model_name);
+    let mut p = match api::parse(ep, &body, default_model, state.opts.max_tokens_limit) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
+    if !served.is_empty() {
+        match api::check_model(p.model_given.then_some(p.model.as_str()), served) {
+            Some(m) => p.model = m.to_string(),
+            None => {
+                return json(StatusCode::NOT_FOUND, api::model_not_found_body(&p.model));
+            }
+        }
+    }
+    let prompt = tokenize(&p.prompt);
+    let cap = state.opts.max_prompt_tokens;
+    if prompt.len() > cap {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the prompt has {} tokens; the limit is {cap} (tailprobe serve --max-prompt-tokens)",
+                prompt.len()
+            ),
+        );
+    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
         id,
         endpoint: ep.name(),
         stream: p.stream,
-        prompt: tokenize(&p.prompt),
+        prompt,
         max_tokens: p.max_tokens,
         queued_ns: arrived,
         tx,

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub cancelled: AtomicU64,
     pub rejected_queue_full: AtomicU64,
+    /// Accepts that found the process out of file descriptors (or memory)
+    /// and waited before trying again.
+    pub accept_backoffs: AtomicU64,
 }
 
 impl Metrics {
@@ -81,7 +84,7 @@ impl Metrics {
             self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9
         );
         let _ = writeln!(o, "tailprobe_serve_request_duration_seconds_count {count}");
-        let gauges: [(&str, &str, &str, i64); 7] = [
+        let gauges: [(&str, &str, &str, i64); 8] = [
             (
                 "queue_depth",
                 "gauge",
@@ -118,6 +121,12 @@ impl Metrics {
                 "counter",
                 "Requests refused with 503 because the queue was full.",
                 self.rejected_queue_full.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "accept_backoffs_total",
+                "counter",
+                "Accepts that found the server out of file descriptors and waited.",
+                self.accept_backoffs.load(Ordering::Relaxed) as i64,
             ),
         ];
         for (name, kind, help, v) in gauges {

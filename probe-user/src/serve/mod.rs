@@ -26,10 +26,11 @@ use std::{
     path::PathBuf,
     sync::{atomic::AtomicU64, Arc},
     thread::JoinHandle,
+    time::Duration,
 };
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use self::{
@@ -69,7 +70,20 @@ pub struct ServeOptions {
     /// Largest accepted request body, bytes.
     pub max_body: usize,
     pub max_tokens_limit: u32,
+    /// Longest prompt, in tokens (words); longer ones get 400.
+    pub max_prompt_tokens: usize,
+    /// Time a connection may take to send a request head (from connect, or
+    /// from the end of the previous answer); then it is closed.
+    pub header_timeout: Duration,
+    /// Time a request body may take to arrive; then 408.
+    pub body_timeout: Duration,
+    /// Model name reported when the request names none (and listed when no
+    /// served names are given).
     pub model_name: String,
+    /// The names the server answers to, like vLLM's
+    /// `--served-model-name`: when set, a request naming another model
+    /// gets 404 with an OpenAI-style error (empty: any name is accepted).
+    pub served_model_names: Vec<String>,
     /// Served-request records, JSON Lines.
     pub requests_out: Option<PathBuf>,
     /// Served-request records kept for `/debug/requests`.
@@ -89,7 +103,11 @@ impl Default for ServeOptions {
             queue: 1024,
             max_body: 1 << 20,
             max_tokens_limit: 4096,
+            max_prompt_tokens: 8192,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             model_name: "tailprobe-sim".into(),
+            served_model_names: Vec::new(),
             requests_out: None,
             journal: 10_000,
         }
@@ -149,7 +167,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServeError::Threads)?;
-        let (tx, mut rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(false);
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("tp-serve-accept".into())
@@ -158,27 +176,7 @@ impl Server {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                         return;
                     };
-                    loop {
-                        tokio::select! {
-                            _ = rx.changed() => break,
-                            acc = listener.accept() => {
-                                let Ok((stream, _)) = acc else { continue };
-                                let _ = stream.set_nodelay(true);
-                                let st = st.clone();
-                                let mut stop = rx.clone();
-                                tokio::spawn(async move {
-                                    let svc = service_fn(move |req| http::handle(st.clone(), req));
-                                    let conn = hyper::server::conn::http1::Builder::new()
-                                        .serve_connection(TokioIo::new(stream), svc);
-                                    tokio::pin!(conn);
-                                    tokio::select! {
-                                        _ = conn.as_mut() => {}
-                                        _ = stop.changed() => {}
-                                    }
-                                });
-                            }
-                        }
-                    }
+                    accept_loop(listener, st, rx).await;
                 });
                 rt.shutdown_timeout(std::time::Duration::from_secs(1));
             })
@@ -210,6 +208,64 @@ impl Server {
             let _ = t.join();
         }
         self.state.pool.shutdown();
+    }
+}
+
+/// How long accept waits after running out of file descriptors (or
+/// memory) before trying again: the pending connection stays in the
+/// backlog, so trying at once would spin a CPU.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether an accept error means "out of resources" (back off), rather
+/// than a connection that failed before we took it (try the next one).
+fn resource_exhausted(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    st: Arc<State>,
+    mut rx: watch::Receiver<bool>,
+) {
+    loop {
+        let acc = tokio::select! {
+            _ = rx.changed() => break,
+            acc = listener.accept() => acc,
+        };
+        let stream = match acc {
+            Ok((stream, _)) => stream,
+            Err(e) if resource_exhausted(&e) => {
+                st.metrics
+                    .accept_backoffs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = rx.changed() => break,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = st.clone();
+        let mut stop = rx.clone();
+        tokio::spawn(async move {
+            let header_timeout = st.opts.header_timeout;
+            let svc = service_fn(move |req| http::handle(st.clone(), req));
+            // The timer makes the header timeout work: a connection that
+            // sends no (or a partial) request head is closed after it.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {}
+            }
+        });
     }
 }
 

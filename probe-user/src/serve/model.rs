@@ -133,6 +133,24 @@ impl Model {
         st
     }
 
+    /// `prefill`, checking `cancelled` before every prompt token (each is
+    /// one pass through every layer): `None` when it was cancelled, so a
+    /// long prompt stops costing CPU soon after its client leaves.
+    pub fn prefill_until(&self, prompt: &[u32], cancelled: impl Fn() -> bool) -> Option<State> {
+        let mut st = State {
+            x: vec![0.0; self.hidden],
+            y: vec![0.0; self.hidden],
+        };
+        for &t in prompt {
+            if cancelled() {
+                return None;
+            }
+            self.embed(&mut st.x, t);
+            self.forward(&mut st);
+        }
+        Some(st)
+    }
+
     /// One decode step: a forward pass, then pick the next token.
     pub fn decode(&self, st: &mut State) -> u32 {
         self.forward(st);
@@ -173,6 +191,22 @@ mod tests {
         assert_eq!(run("hello there"), run("hello there"));
         assert_eq!(run("hello there").len(), 8);
         assert!(run("x").iter().all(|&t| (t as usize) < VOCAB.len()));
+    }
+
+    #[test]
+    fn prefill_stops_when_cancelled() {
+        let m = Model::new(16, 2);
+        let p = tokenize("a b c d e f");
+        let full = m.prefill(&p);
+        let same = m.prefill_until(&p, || false).unwrap();
+        assert_eq!((full.x, full.y), (same.x, same.y));
+        let checks = std::cell::Cell::new(0);
+        let r = m.prefill_until(&p, || {
+            checks.set(checks.get() + 1);
+            checks.get() > 2
+        });
+        assert!(r.is_none());
+        assert_eq!(checks.get(), 3, "stopped at the first check that said so");
     }
 
     #[test]

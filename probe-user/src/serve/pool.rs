@@ -250,10 +250,10 @@ fn worker(
             output_tokens: 0,
             outcome: "ok",
         };
-        if job.tx.is_closed() {
-            served.outcome = "cancelled";
-        } else {
-            let mut st = model.prefill(&job.prompt);
+        // The client may leave at any time: checked before every prompt
+        // token and at every output token (a send fails once it is gone).
+        let prefilled = model.prefill_until(&job.prompt, || job.tx.is_closed());
+        if let Some(mut st) = prefilled {
             metrics
                 .prompt_tokens
                 .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
@@ -275,6 +275,8 @@ fn worker(
                     completion_tokens: served.output_tokens,
                 });
             }
+        } else {
+            served.outcome = "cancelled";
         }
         if served.outcome == "cancelled" {
             metrics.cancelled.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,16 @@
 //!
 //! Modes:
 //!   spin2 <cpu> <ms>          two threads pinned to <cpu>, spinning <ms> each
+//!   spin-n <cpu> <threads> <ms>  <threads> threads pinned to <cpu>, spinning <ms> (wall) each
+//!   churn <cpu> <k> <ms> <total_ms>  one thread that, for <total_ms>, starts <k> threads
+//!                             pinned to <cpu> spinning <ms> (wall) each, waits for them
+//!                             to exit, and starts <k> more (threads that come and go);
+//!                             before `done` it prints, per thread, `churn-thread <tid>
+//!                             <life_ns> <cpu_ns> <run_delay_ns> <t1> <t2>`: its lifetime
+//!                             (from just before its creation to its last instruction),
+//!                             CPU time, and the kernel's run-queue total (schedstat) read
+//!                             as its last act between CLOCK_MONOTONIC stamps t1 and t2;
+//!                             then `churn <threads> <life_ns> <cpu_ns>` (sums)
 //!   bounce <n>                one thread moved to the other CPU <n> times
 //!   sleeper <n> <us>          one thread sleeping <n> times for <us>
 //!   spawn <threads> <n>       after `go`, create <threads> threads that sleep <n> times
@@ -41,6 +51,28 @@ fn pin_self(cpu: usize) {
             );
         }
     }
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of the probes' timestamps).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; the per-thread CPU clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn current_cpu() -> usize {
@@ -126,9 +158,10 @@ fn main() {
         }
         return;
     }
-    let start = Arc::new(Barrier::new(1 + start_count(&mode)));
-    let done = Arc::new(Barrier::new(start_count(&mode) + 1));
+    let start = Arc::new(Barrier::new(1 + start_count(&mode, &args)));
+    let done = Arc::new(Barrier::new(start_count(&mode, &args) + 1));
     let tids = Arc::new(Mutex::new(Vec::new()));
+    let churn_sums = Arc::new(Mutex::new((0u64, 0u64, 0u64, Vec::new())));
     let mut handles = Vec::new();
     let spawn_worker = |f: Box<dyn FnOnce() + Send>| {
         let (start, done, tids) = (start.clone(), done.clone(), tids.clone());
@@ -152,6 +185,63 @@ fn main() {
                     spin(Duration::from_millis(ms));
                 })));
             }
+        }
+        "spin-n" => {
+            let (cpu, n, ms) = (arg(&args, 1) as usize, arg(&args, 2), arg(&args, 3));
+            for _ in 0..n {
+                handles.push(spawn_worker(Box::new(move || {
+                    pin_self(cpu);
+                    spin(Duration::from_millis(ms));
+                })));
+            }
+        }
+        "churn" => {
+            let (cpu, k, ms, total) = (
+                arg(&args, 1) as usize,
+                arg(&args, 2),
+                arg(&args, 3),
+                arg(&args, 4),
+            );
+            let sums = churn_sums.clone();
+            handles.push(spawn_worker(Box::new(move || {
+                let end = Instant::now() + Duration::from_millis(total);
+                while Instant::now() < end {
+                    let batch: Vec<_> = (0..k)
+                        .map(|_| {
+                            let born = Instant::now();
+                            std::thread::spawn(move || {
+                                pin_self(cpu);
+                                spin(Duration::from_millis(ms));
+                                let life = born.elapsed();
+                                let cpu = thread_cpu();
+                                // The kernel's own run-queue total for this
+                                // thread, read between two clock stamps.
+                                let t1 = monotonic_ns();
+                                let delay = std::fs::read_to_string("/proc/thread-self/schedstat")
+                                    .ok()
+                                    .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+                                    .unwrap_or(u64::MAX);
+                                (life, cpu, gettid(), delay, (t1, monotonic_ns()))
+                            })
+                        })
+                        .collect();
+                    for t in batch {
+                        let (life, cpu, tid, delay, (t1, t2)) = t.join().expect("churn thread");
+                        let mut s = sums.lock().unwrap();
+                        s.0 += 1;
+                        s.1 += life.as_nanos() as u64;
+                        s.2 += cpu.as_nanos() as u64;
+                        s.3.push((
+                            tid,
+                            life.as_nanos() as u64,
+                            cpu.as_nanos() as u64,
+                            delay,
+                            t1,
+                            t2,
+                        ));
+                    }
+                }
+            })));
         }
         "bounce" => {
             let n = arg(&args, 1);
@@ -239,16 +329,28 @@ fn main() {
             done.wait();
         }
     }
+    if mode == "churn" {
+        let s = churn_sums.lock().unwrap();
+        for (tid, life, cpu, delay, t1, t2) in &s.3 {
+            writeln!(
+                out.lock(),
+                "churn-thread {tid} {life} {cpu} {delay} {t1} {t2}"
+            )
+            .unwrap();
+        }
+        writeln!(out.lock(), "churn {} {} {}", s.0, s.1, s.2).unwrap();
+    }
     writeln!(out.lock(), "done {}", list(&tids.lock().unwrap())).unwrap();
     out.lock().flush().unwrap();
     // Wait for stdin to close.
     for _ in lines {}
 }
 
-fn start_count(mode: &str) -> usize {
+fn start_count(mode: &str, args: &[String]) -> usize {
     match mode {
         "spin2" => 2,
-        "bounce" | "sleeper" | "pagefault" | "udp" => 1,
+        "spin-n" => arg(args, 2) as usize,
+        "bounce" | "sleeper" | "pagefault" | "udp" | "churn" => 1,
         _ => 0,
     }
 }

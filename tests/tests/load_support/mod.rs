@@ -169,3 +169,122 @@ pub fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tailprobe-{}-{name}", std::process::id()))
 }
+
+/// `tailprobe serve --port 0 ARGS` as a child process (killed on drop),
+/// optionally with a file-descriptor limit (RLIMIT_NOFILE).
+pub struct ServeProc {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl ServeProc {
+    pub fn start(args: &[&str], nofile: Option<u64>) -> ServeProc {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new(tailprobe_tests::tailprobe_bin());
+        cmd.args(["serve", "--port", "0", "--duration", "120s"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(n) = nofile {
+            // SAFETY: between fork and exec only setrlimit, which is
+            // async-signal-safe, runs; the struct lives on this stack.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start tailprobe serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut line = String::new();
+        BufReader::new(stderr)
+            .read_line(&mut line)
+            .expect("serve's first line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        ServeProc { child, url }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address")
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) a process used so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after comm.
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+pub mod cutting;
+
+/// `tailprobe load ARGS --json` as a child: (exit ok, JSON report or Null,
+/// stderr, peak RSS in KiB from wait4).
+pub fn load_json(args: &[&str]) -> (bool, serde_json::Value, String, i64) {
+    let child = std::process::Command::new(tailprobe_tests::tailprobe_bin())
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tailprobe load");
+    let pid = child.id() as libc::pid_t;
+    let mut child = child;
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let (mut so, mut se) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
+    let t = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = se.read_to_end(&mut e);
+        e
+    });
+    let _ = so.read_to_end(&mut out);
+    err.extend(t.join().expect("stderr reader"));
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4; pid is our child, not
+    // yet waited for (std's Child is dropped without waiting).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(rc, pid, "wait4");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let json = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+    (
+        ok,
+        json,
+        String::from_utf8_lossy(&err).to_string(),
+        ru.ru_maxrss,
+    )
+}

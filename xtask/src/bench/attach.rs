@@ -12,6 +12,7 @@
 
 use std::{
     fmt::Write as _,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -46,10 +47,18 @@ fn has_bpf_link(pid: u32) -> bool {
 }
 
 /// A child that is killed when dropped.
+/// A child started in a process group of its own (`process_group(0)`):
+/// dropping the guard kills the whole group, so the processes it forked
+/// (hackbench's 400 workers) do not outlive the bench.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signals the process group we created for this child
+            // (its pgid is its pid); no memory is touched.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -218,6 +227,7 @@ pub fn run(quick: bool) -> Result<String> {
     }
     let hb = Command::new(HACKBENCH[0])
         .args(&HACKBENCH[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,323 @@
+//! `tailprobe diagnose`: record a target with the recorder, then run one
+//! detector per known cause of CPU-side tail latency and rank what fired.
+//!
+//! - `finding`: the finding model and the ranking (pure);
+//! - one module per detector (pure, each with its rule and threshold):
+//!   `preemption`, `saturation`, `throttling` (with `cgroup_cpu`, the
+//!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
+//! - `render`: the text report (pure);
+//! - this module: the orchestration (recording, cgroup snapshots).
+
+pub mod cgroup_cpu;
+pub mod convoy;
+pub mod finding;
+pub mod frequency;
+pub mod irq;
+pub mod numa;
+pub mod pauses;
+pub mod preemption;
+pub mod render;
+pub mod saturation;
+pub mod throttling;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use self::{
+    cgroup_cpu::{CpuCgroup, Level, Version},
+    finding::{rank, DetectorRun, DetectorStatus, Finding},
+};
+use crate::{
+    record::{self, Callback, RecordOptions, TargetSpec},
+    report::RecordReport,
+};
+
+/// What to diagnose and for how long.
+#[derive(Debug, Clone)]
+pub struct DiagnoseOptions {
+    pub target: TargetSpec,
+    pub duration: Duration,
+    /// Progress on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// The target's CPU cgroup and its counters at both ends of the run.
+#[derive(Debug, Clone)]
+pub struct CgroupSnapshots {
+    pub cgroup: CpuCgroup,
+    pub before: Vec<Level>,
+    pub after: Vec<Level>,
+}
+
+/// Facts about the node the NUMA and frequency detectors need (read from
+/// sysfs by [`NodeFacts::read`], or built by tests).
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    /// NUMA node -> its CPUs.
+    pub nodes: Vec<(u32, Vec<u32>)>,
+    /// The accelerators' node, when known.
+    pub device_node: Option<u32>,
+    /// cpufreq, or why it is not there.
+    pub freq: Result<crate::node::governor::CpuFreq, String>,
+    /// cpuidle states of every online CPU.
+    pub idle: Vec<frequency::IdleState>,
+}
+
+impl NodeFacts {
+    pub fn read(roots: &crate::node::Roots) -> NodeFacts {
+        let (nodes, device_node) = numa::read_topology(roots);
+        let cpus: Vec<u32> = nodes.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+        NodeFacts {
+            nodes,
+            device_node,
+            freq: crate::node::governor::read(roots).map_err(|e| e.0),
+            idle: frequency::read_idle_states(roots, &cpus),
+        }
+    }
+}
+
+/// The whole answer: ranked findings, what every detector did, and the
+/// numbers they worked from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub target: crate::report::Target,
+    pub duration_ns: u64,
+    pub threads_seen: usize,
+    pub target_oncpu_ns: u64,
+    pub target_runq_wait_ns: u64,
+    /// Ranked: the most target time lost first. Empty: no CPU-side cause
+    /// found above any detector's threshold.
+    pub findings: Vec<Finding>,
+    pub detectors: Vec<DetectorRun>,
+    /// The target's CPU cgroup (v1 or v2) and its path, where found.
+    pub cgroup_version: Option<Version>,
+    pub cgroup_path: Option<String>,
+    /// True when the recorder lost events: the numbers may be low.
+    pub lossy: bool,
+    pub notes: Vec<String>,
+}
+
+/// The target's CPU cgroup and its levels when the probes attached.
+type StartSnapshot = (CpuCgroup, Vec<Level>);
+
+/// Record the target, snapshot its cgroup around the run, and diagnose.
+pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
+    let root = Path::new("/");
+    let mut ropts = RecordOptions::new(opts.target.clone());
+    ropts.duration = Some(opts.duration);
+    ropts.progress = opts.progress;
+    ropts.quiet_command = true;
+    // Diagnose needs sums, windows and preemptors, not the outlier stream.
+    ropts.max_outliers = 1000;
+    ropts.wake_edges = true;
+    let before: Arc<Mutex<Option<StartSnapshot>>> = Arc::new(Mutex::new(None));
+    let slot = before.clone();
+    ropts.on_attached = Some(Callback::new(move |pid| {
+        let snap = cgroup_cpu::locate(Path::new("/"), pid).map(|c| {
+            let levels = c.read_levels(Path::new("/"));
+            (c, levels)
+        });
+        if let Ok(mut s) = slot.lock() {
+            *s = snap;
+        }
+        eprintln!("tailprobe: probes attached to pid {pid}; diagnosing");
+    }));
+    let report = record::run(&ropts)?;
+    let cg = before
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .map(|(cgroup, before)| {
+            let after = cgroup.read_levels(root);
+            CgroupSnapshots {
+                cgroup,
+                before,
+                after,
+            }
+        });
+    let cgroups = preemptor_cgroups(root, &report);
+    let facts = NodeFacts::read(&crate::node::Roots::default());
+    Ok(analyse(&report, cg.as_ref(), &cgroups, &facts))
+}
+
+/// The CPU-controller cgroup path of every process that preempted the
+/// target (and of the target itself), where it can still be read.
+fn preemptor_cgroups(root: &Path, report: &RecordReport) -> BTreeMap<u32, String> {
+    report
+        .preemptors
+        .iter()
+        .map(|p| p.tgid)
+        .chain(std::iter::once(report.target.pid))
+        .filter(|t| *t != 0)
+        .filter_map(|t| Some((t, cgroup_cpu::locate(root, t)?.path)))
+        .collect()
+}
+
+/// Run every detector over a recording (pure).
+pub fn analyse(
+    report: &RecordReport,
+    cg: Option<&CgroupSnapshots>,
+    cgroups: &BTreeMap<u32, String>,
+    facts: &NodeFacts,
+) -> Diagnosis {
+    let duration = report.duration_ns;
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut runs: Vec<DetectorRun> = Vec::new();
+    let mut push = |detector, rule, f: Option<Finding>, na: Option<String>| {
+        let status = match (&f, &na) {
+            (Some(_), _) => DetectorStatus::Fired,
+            (None, Some(_)) => DetectorStatus::NotAvailable,
+            (None, None) => DetectorStatus::Quiet,
+        };
+        runs.push(DetectorRun {
+            detector,
+            rule,
+            status,
+            note: na,
+        });
+        findings.extend(f);
+    };
+
+    // Throttling first: preemption subtracts the throttled time.
+    let (throttle, throttled_ns, na) = match cg {
+        Some(c) => {
+            let d = throttling::deltas(&c.before, &c.after);
+            let ns = throttling::worst(&d).map(|w| w.throttled_ns).unwrap_or(0);
+            let f = throttling::detect(&d, c.cgroup.version, duration, report.process.threads_seen);
+            let na = (d.is_empty()).then(|| {
+                format!(
+                    "no cpu.stat readable for cgroup {} (cpu controller not enabled there?)",
+                    c.cgroup.path
+                )
+            });
+            (f, ns, na)
+        }
+        None => (
+            None,
+            0,
+            Some("the target's CPU cgroup could not be found in /proc/<pid>/cgroup".into()),
+        ),
+    };
+    let throttled_for_preemption = if throttle.is_some() { throttled_ns } else { 0 };
+    push("cfs_throttling", throttling::RULE, throttle, na);
+
+    let target_cgroup = cgroups.get(&report.target.pid).map(String::as_str);
+    let pre = preemption::detect(&preemption::Input {
+        target_tgids: &report.target.processes,
+        preemptors: &report.preemptors,
+        target_wait_ns: report.process.runq_wait.total_ns,
+        duration_ns: duration,
+        throttled_ns: throttled_for_preemption,
+        cgroups,
+        target_cgroup,
+    });
+    push("preemption", preemption::RULE, pre, None);
+
+    let sat = saturation::detect(&report.threads, duration);
+    push("saturated_thread", saturation::RULE, sat, None);
+
+    let (pause, na) = if report.window_ns == 0 || report.windows.is_empty() {
+        (None, Some("no time windows were recorded".to_string()))
+    } else {
+        (
+            pauses::detect(&report.windows, report.window_ns, duration),
+            None,
+        )
+    };
+    push("stop_the_world", pauses::RULE, pause, na);
+
+    let irq = irq::detect(&irq::Input {
+        irqs: &report.irqs,
+        softirqs: &report.softirqs,
+        cpus: &report.cpus,
+        preemptors: &report.preemptors,
+        target_oncpu_ns: report.process.oncpu_ns,
+        duration_ns: duration,
+    });
+    push("irq", irq::RULE, irq, None);
+
+    let wakers_seen = !report
+        .unavailable
+        .iter()
+        .any(|u| u.starts_with("who woke whom"));
+    let (convoy, na) = if wakers_seen {
+        (
+            convoy::detect(&report.threads, &report.wake_edges, duration),
+            None,
+        )
+    } else {
+        (
+            None,
+            Some("the waker program could not be attached (see notes)".to_string()),
+        )
+    };
+    push("lock_convoy", convoy::RULE, convoy, na);
+
+    let cpu_oncpu: Vec<(u32, u64)> = report
+        .cpus
+        .iter()
+        .filter(|c| c.target_oncpu_ns > 0)
+        .map(|c| (c.cpu, c.target_oncpu_ns))
+        .collect();
+    let (f, na) = split(numa::detect(&numa::Input {
+        nodes: &facts.nodes,
+        device_node: facts.device_node,
+        kib_per_node: &report.numa.kib_per_node_end,
+        cpu_oncpu: &cpu_oncpu,
+        task_events: report.numa.task_events,
+        duration_ns: duration,
+    }));
+    push("numa", numa::RULE, f, na);
+
+    let target_cpus: Vec<u32> = cpu_oncpu.iter().map(|(c, _)| *c).collect();
+    let (f, na) = split(frequency::detect(&frequency::Input {
+        freq: facts.freq.as_ref().map_err(String::as_str),
+        idle: &facts.idle,
+        cpus: &target_cpus,
+        wakeups: report.process.wakeups,
+        duration_ns: duration,
+    }));
+    push("frequency_idle", frequency::RULE, f, na);
+
+    rank(&mut findings);
+    let mut notes = report.notes.clone();
+    if report.lossy {
+        notes.push(
+            "the recorder lost events (see `tailprobe record --json` losses): the evidence may \
+             be understated"
+                .into(),
+        );
+    }
+    Diagnosis {
+        tool: "tailprobe diagnose",
+        version: env!("CARGO_PKG_VERSION"),
+        target: report.target.clone(),
+        duration_ns: duration,
+        threads_seen: report.process.threads_seen,
+        target_oncpu_ns: report.process.oncpu_ns,
+        target_runq_wait_ns: report.process.runq_wait.total_ns,
+        findings,
+        detectors: runs,
+        cgroup_version: cg.map(|c| c.cgroup.version),
+        cgroup_path: cg.map(|c| c.cgroup.path.clone()),
+        lossy: report.lossy,
+        notes,
+    }
+}
+
+/// A detector's answer as (finding, not-available reason).
+fn split(r: Result<Option<Finding>, String>) -> (Option<Finding>, Option<String>) {
+    match r {
+        Ok(f) => (f, None),
+        Err(why) => (None, Some(why)),
+    }
+}

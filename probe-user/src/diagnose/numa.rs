@@ -1,0 +1,266 @@
+//! Detector 7a: NUMA placement and balancing churn.
+//!
+//! Rule (only with 2+ NUMA nodes): the home node is the accelerators' node
+//! (sysfs `numa_node` of the GPUs), else the node where the target ran most.
+//! It fires when at least [`MIN_REMOTE_SHARE`] of the target's resident
+//! memory (numa_maps at the end) or of its on-CPU time is on other nodes,
+//! or when NUMA balancing moved, swapped or failed to move its threads at
+//! least [`MIN_CHURN_PER_S`] times a second. The time this costs is not
+//! measured (that needs hardware memory-access sampling): the finding
+//! carries no lost time and ranks after the measured ones.
+
+use std::collections::BTreeMap;
+
+use super::finding::{Confidence, Finding};
+use crate::{
+    node::{inventory, Roots},
+    report::NumaTaskEvents,
+};
+
+pub const MIN_REMOTE_SHARE: f64 = 0.10;
+pub const MIN_CHURN_PER_S: f64 = 0.5;
+
+pub const RULE: &str = "2+ nodes: >= 10% of the target's memory or on-CPU time off its home node \
+     (the GPUs' node, else where it ran most), or NUMA balancing moving its threads >= 0.5 times/s";
+
+pub struct Input<'a> {
+    /// Node -> its CPUs.
+    pub nodes: &'a [(u32, Vec<u32>)],
+    /// The accelerators' node, when known.
+    pub device_node: Option<u32>,
+    pub kib_per_node: &'a BTreeMap<u32, u64>,
+    /// CPU -> the target's on-CPU time there.
+    pub cpu_oncpu: &'a [(u32, u64)],
+    pub task_events: NumaTaskEvents,
+    pub duration_ns: u64,
+}
+
+/// Node -> CPUs, from sysfs under `roots`; the accelerators' node.
+pub fn read_topology(roots: &Roots) -> (Vec<(u32, Vec<u32>)>, Option<u32>) {
+    let nodes = inventory::numa_nodes(roots)
+        .into_iter()
+        .map(|n| (n.id, crate::cpulist::parse(&n.cpus).unwrap_or_default()))
+        .collect();
+    let device = inventory::device_local_node(&inventory::accelerators(roots));
+    (nodes, device)
+}
+
+/// `Err(reason)` when the detector cannot apply here.
+pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
+    if inp.nodes.len() < 2 {
+        return Err(format!(
+            "{} NUMA node(s): nothing can be remote",
+            inp.nodes.len()
+        ));
+    }
+    let node_of = |cpu: u32| {
+        inp.nodes
+            .iter()
+            .find(|(_, cpus)| cpus.contains(&cpu))
+            .map(|(n, _)| *n)
+    };
+    let mut cpu_per_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for (cpu, ns) in inp.cpu_oncpu {
+        if let Some(n) = node_of(*cpu) {
+            *cpu_per_node.entry(n).or_default() += ns;
+        }
+    }
+    let (home, home_why) = match inp.device_node {
+        Some(n) => (n, "the accelerators' node"),
+        None => match cpu_per_node.iter().max_by_key(|(_, ns)| **ns) {
+            Some((n, _)) => (
+                *n,
+                "no accelerator with a known node: where the target ran most",
+            ),
+            None => return Err("the target did not run during the recording".into()),
+        },
+    };
+    let share_off = |m: &BTreeMap<u32, u64>| {
+        let total: u64 = m.values().sum();
+        (total > 0).then(|| {
+            m.iter()
+                .filter(|(n, _)| **n != home)
+                .map(|(_, v)| *v)
+                .sum::<u64>() as f64
+                / total as f64
+        })
+    };
+    let mem = share_off(inp.kib_per_node);
+    let cpu = share_off(&cpu_per_node);
+    let ev = inp.task_events;
+    let churn = (ev.moves + ev.swaps + ev.sticks) as f64 / (inp.duration_ns.max(1) as f64 / 1e9);
+    let mem_hit = mem.is_some_and(|s| s >= MIN_REMOTE_SHARE);
+    let cpu_hit = cpu.is_some_and(|s| s >= MIN_REMOTE_SHARE);
+    let churn_hit = churn >= MIN_CHURN_PER_S;
+    if !(mem_hit || cpu_hit || churn_hit) {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    if mem_hit {
+        parts.push("memory");
+    }
+    if cpu_hit {
+        parts.push("CPU time");
+    }
+    if churn_hit {
+        parts.push("balancing churn");
+    }
+    let margin = [mem, cpu]
+        .into_iter()
+        .flatten()
+        .map(|s| s / MIN_REMOTE_SHARE)
+        .chain(std::iter::once(churn / MIN_CHURN_PER_S))
+        .fold(0.0, f64::max);
+    let mut f = Finding {
+        detector: "numa",
+        what: format!(
+            "the target is off its home NUMA node {home} ({}): {}",
+            home_why,
+            parts.join(", ")
+        ),
+        confidence: Confidence::from_margin(margin, 2.0, 5.0),
+        impact_ns: 0,
+        evidence: Vec::new(),
+        advice: format!(
+            "bind the server to node {home}'s CPUs and memory at launch (numactl --cpunodebind \
+             --membind, or systemd AllowedCPUs= / NUMAPolicy=bind); pages already placed stay \
+             where they are, so restart it bound; with binding in place, NUMA balancing can be \
+             turned off (kernel.numa_balancing=0)"
+        ),
+    };
+    if let Some(s) = mem {
+        f.evidence(
+            "remote_memory_pct",
+            100.0 * s,
+            format!(
+                "{:.0}% of its resident memory is on other nodes ({})",
+                100.0 * s,
+                per_node(inp.kib_per_node, "KiB")
+            ),
+        );
+    }
+    if let Some(s) = cpu {
+        f.evidence(
+            "remote_cpu_pct",
+            100.0 * s,
+            format!(
+                "{:.0}% of its on-CPU time ran on other nodes' CPUs",
+                100.0 * s
+            ),
+        );
+    }
+    f.evidence(
+        "balancing_events_per_s",
+        churn,
+        format!(
+            "NUMA balancing: {} moves, {} swaps, {} failed moves of its threads ({churn:.2}/s)",
+            ev.moves, ev.swaps, ev.sticks
+        ),
+    );
+    f.evidence(
+        "lost_time_measured",
+        0.0,
+        "the time lost to remote access is not measured (needs hardware memory-access \
+         sampling): this finding is ranked after the measured ones"
+            .into(),
+    );
+    Ok(Some(f))
+}
+
+fn per_node(m: &BTreeMap<u32, u64>, unit: &str) -> String {
+    m.iter()
+        .map(|(n, v)| format!("node {n}: {v} {unit}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<(u32, Vec<u32>)> {
+        vec![(0, vec![0, 1]), (1, vec![2, 3])]
+    }
+
+    fn input<'a>(
+        nodes: &'a [(u32, Vec<u32>)],
+        device: Option<u32>,
+        mem: &'a BTreeMap<u32, u64>,
+        cpu: &'a [(u32, u64)],
+        moves: u64,
+    ) -> Input<'a> {
+        Input {
+            nodes,
+            device_node: device,
+            kib_per_node: mem,
+            cpu_oncpu: cpu,
+            task_events: NumaTaskEvents {
+                moves,
+                swaps: 0,
+                sticks: 0,
+            },
+            duration_ns: 10_000_000_000,
+        }
+    }
+
+    #[test]
+    fn memory_remote_from_the_gpu_node() {
+        let n = nodes();
+        let mem = BTreeMap::from([(0, 800), (1, 200)]);
+        let cpu = [(2, 1000), (3, 1000)];
+        let f = detect(&input(&n, Some(1), &mem, &cpu, 0))
+            .expect("applies")
+            .expect("fires");
+        assert!(f.what.contains("home NUMA node 1"), "{}", f.what);
+        assert_eq!(f.evidence[0].value, 80.0);
+        assert_eq!(f.evidence[1].value, 0.0);
+        assert_eq!(f.impact_ns, 0);
+    }
+
+    #[test]
+    fn home_defaults_to_where_it_runs_and_churn_counts() {
+        let n = nodes();
+        let mem = BTreeMap::from([(0, 1000)]);
+        let cpu = [(0, 5000), (1, 4000)];
+        // All local, no churn.
+        assert!(detect(&input(&n, None, &mem, &cpu, 0))
+            .expect("applies")
+            .is_none());
+        // 20 moves in 10 s.
+        let f = detect(&input(&n, None, &mem, &cpu, 20))
+            .expect("applies")
+            .expect("fires");
+        assert!(f.what.contains("balancing churn"), "{}", f.what);
+    }
+
+    #[test]
+    fn one_node_is_not_applicable() {
+        let n = vec![(0, vec![0, 1])];
+        let mem = BTreeMap::from([(0, 1000)]);
+        let e = detect(&input(&n, None, &mem, &[(0, 1)], 0)).expect_err("n/a");
+        assert!(e.contains("1 NUMA node"), "{e}");
+    }
+
+    #[test]
+    fn reads_nodes_and_the_gpu_node_from_a_fixture_tree() {
+        let dir = std::env::temp_dir().join(format!("tp-numa-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = |rel: &str, text: &str| {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("sys/devices/system/node/node0/cpulist", "0-1\n");
+        w("sys/devices/system/node/node1/cpulist", "2-3\n");
+        let gpu = "sys/bus/pci/devices/0000:81:00.0";
+        w(&format!("{gpu}/vendor"), "0x10de\n");
+        w(&format!("{gpu}/device"), "0x2330\n");
+        w(&format!("{gpu}/class"), "0x030200\n");
+        w(&format!("{gpu}/numa_node"), "1\n");
+        let roots = Roots::new(dir.join("sys"), dir.join("proc"));
+        let (n, device) = read_topology(&roots);
+        assert_eq!(n, nodes());
+        assert_eq!(device, Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,209 @@
+//! Detector 2: one thread saturated while the others wait on it.
+//!
+//! Rule: exactly one thread of the target is runnable (on-CPU or waiting in
+//! the run queue: it never blocks) for at least [`HOT_SHARE`] of the run,
+//! at least twice the runnable share of the next busiest thread, and at
+//! least one other thread of the target blocks regularly (at least
+//! [`MIN_BLOCKS_PER_S`] voluntary switches per second) while runnable for
+//! less than [`OTHER_MAX_SHARE`] of the run: the work funnels through one
+//! thread. Runnable, not on-CPU, share is used so that a saturated thread
+//! is still recognised when it also loses its CPU to neighbours (that is
+//! the preemption detector's part). The ranking key is the hot thread's
+//! on-CPU time: the serial work everything else queues behind.
+
+use super::finding::{Confidence, Finding};
+use super::preemption::ms;
+use crate::report::ThreadReport;
+
+pub const HOT_SHARE: f64 = 0.90;
+pub const OTHER_MAX_SHARE: f64 = 0.50;
+pub const MIN_BLOCKS_PER_S: f64 = 10.0;
+
+pub const RULE: &str = "exactly one thread runnable (on-CPU + run-queue wait) >= 90% of the run \
+     and >= 2x the next thread, while another thread blocks >= 10 times/s and is runnable < 50%";
+
+/// On-CPU plus run-queue time. The recorder credits on-CPU time at
+/// switch-out, so a thread that rarely leaves its CPU is short of the run
+/// still in progress at the end; the kernel's schedstat delta (present for
+/// threads alive at both ends) includes it: the larger of the two is used.
+fn runnable(t: &ThreadReport) -> u64 {
+    let ours = t.oncpu_ns.saturating_add(t.runq_wait.total_ns);
+    let kernel = t
+        .kernel
+        .as_ref()
+        .map(|k| k.oncpu_ns.saturating_add(k.runq_wait_ns))
+        .unwrap_or(0);
+    ours.max(kernel)
+}
+
+fn oncpu(t: &ThreadReport) -> u64 {
+    t.oncpu_ns
+        .max(t.kernel.as_ref().map(|k| k.oncpu_ns).unwrap_or(0))
+}
+
+pub fn detect(threads: &[ThreadReport], duration_ns: u64) -> Option<Finding> {
+    if duration_ns == 0 || threads.len() < 2 {
+        return None;
+    }
+    let dur = duration_ns as f64;
+    let share = |t: &ThreadReport| runnable(t) as f64 / dur;
+    let mut by_share: Vec<&ThreadReport> = threads.iter().collect();
+    by_share.sort_by(|a, b| runnable(b).cmp(&runnable(a)).then(a.tid.cmp(&b.tid)));
+    let hot = by_share[0];
+    let next = by_share[1];
+    if share(hot) < HOT_SHARE || share(next) >= HOT_SHARE || share(hot) < 2.0 * share(next) {
+        return None;
+    }
+    let secs = dur / 1e9;
+    let waiters: Vec<&&ThreadReport> = by_share[1..]
+        .iter()
+        .filter(|t| {
+            t.voluntary_switches as f64 / secs >= MIN_BLOCKS_PER_S && share(t) < OTHER_MAX_SHARE
+        })
+        .collect();
+    if waiters.is_empty() {
+        return None;
+    }
+    let blocks: u64 = waiters.iter().map(|t| t.voluntary_switches).sum();
+    let margin = (share(hot) - share(next)) / (HOT_SHARE - OTHER_MAX_SHARE);
+    let mut f = Finding {
+        detector: "saturated_thread",
+        what: format!(
+            "one thread is saturated: {} (tid {}) is runnable {:.0}% of the time while {} other \
+             thread(s) block and wait",
+            hot.comm,
+            hot.tid,
+            100.0 * share(hot),
+            waiters.len()
+        ),
+        // Without waker information the "waiting on it" part is inferred.
+        confidence: Confidence::from_margin(margin, 1.0, f64::INFINITY),
+        impact_ns: oncpu(hot),
+        evidence: Vec::new(),
+        advice: format!(
+            "thread {} is the bottleneck: move work off it (tokenisation, detokenisation, \
+             scheduling, logging) to other threads or processes, or split its loop; adding \
+             workers elsewhere will not help until this thread is relieved",
+            hot.comm
+        ),
+    };
+    f.evidence(
+        "hot_oncpu_ms",
+        ms(oncpu(hot)),
+        format!(
+            "{} (tid {}) ran {:.1} ms and waited {:.1} ms for a CPU in a {:.1} s run \
+             ({:.0}% runnable; it blocked {} times)",
+            hot.comm,
+            hot.tid,
+            ms(oncpu(hot)),
+            ms(runnable(hot).saturating_sub(oncpu(hot))),
+            secs,
+            100.0 * share(hot),
+            hot.voluntary_switches
+        ),
+    );
+    f.evidence(
+        "next_thread_runnable_pct",
+        100.0 * share(next),
+        format!(
+            "the next busiest thread, {} (tid {}), was runnable {:.0}% of the time",
+            next.comm,
+            next.tid,
+            100.0 * share(next)
+        ),
+    );
+    f.evidence(
+        "waiter_blocks",
+        blocks as f64,
+        format!(
+            "{} other thread(s) blocked {} times ({:.0}/s) and were runnable {:.0}% of the time \
+             on average",
+            waiters.len(),
+            blocks,
+            blocks as f64 / secs,
+            100.0 * waiters.iter().map(|t| share(t)).sum::<f64>() / waiters.len() as f64
+        ),
+    );
+    Some(f)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        report::{IrqTime, Migrations, NumaTaskEvents},
+        stats::WaitSummary,
+    };
+
+    pub fn thread(tid: u32, oncpu_ms: u64, wait_ms: u64, voluntary: u64) -> ThreadReport {
+        ThreadReport {
+            tid,
+            tgid: 100,
+            comm: format!("t{tid}"),
+            alive_at_end: true,
+            created_during_run: false,
+            runq_wait: WaitSummary {
+                count: 1,
+                total_ns: wait_ms * 1_000_000,
+                mean_ns: 0,
+                p50_ns: None,
+                p95_ns: None,
+                p99_ns: None,
+                max_ns: 0,
+            },
+            oncpu_ns: oncpu_ms * 1_000_000,
+            voluntary_switches: voluntary,
+            involuntary_switches: 0,
+            wakeups: 0,
+            migrations: Migrations::default(),
+            hardirq: IrqTime::default(),
+            softirq: IrqTime::default(),
+            page_faults: 0,
+            numa_balancing: NumaTaskEvents::default(),
+            kernel: None,
+        }
+    }
+
+    const TEN_S: u64 = 10_000_000_000;
+
+    #[test]
+    fn fires_on_a_pipeline_bottleneck() {
+        let ts = [
+            thread(1, 6000, 3500, 5),
+            thread(2, 300, 20, 3000),
+            thread(3, 300, 20, 3000),
+        ];
+        let f = detect(&ts, TEN_S).expect("fires");
+        assert!(f.what.contains("t1 (tid 1)"), "{}", f.what);
+        assert_eq!(f.impact_ns, 6_000_000_000);
+        assert_eq!(f.evidence[2].value, 6000.0);
+    }
+
+    #[test]
+    fn kernel_accounting_covers_the_run_in_progress() {
+        let mut hot = thread(1, 8000, 0, 0);
+        hot.kernel = Some(crate::report::KernelAccounting {
+            runq_wait_ns: 100_000_000,
+            oncpu_ns: 9_800_000_000,
+            voluntary_switches: 0,
+            involuntary_switches: 0,
+        });
+        let f = detect(&[hot, thread(2, 100, 0, 500)], TEN_S).expect("fires");
+        assert_eq!(f.impact_ns, 9_800_000_000);
+    }
+
+    #[test]
+    fn quiet_when_balanced_alone_or_idle() {
+        // Two saturated threads: parallel CPU-bound work, not one bottleneck.
+        let ts = [thread(1, 9500, 0, 5), thread(2, 9400, 0, 3000)];
+        assert!(detect(&ts, TEN_S).is_none());
+        // One thread only: nobody waits on it.
+        assert!(detect(&[thread(1, 9900, 0, 0)], TEN_S).is_none());
+        // Hot thread, but the others never block.
+        let ts = [thread(1, 9900, 0, 0), thread(2, 10, 0, 5)];
+        assert!(detect(&ts, TEN_S).is_none());
+        // Nobody is saturated.
+        let ts = [thread(1, 5000, 100, 10), thread(2, 300, 0, 3000)];
+        assert!(detect(&ts, TEN_S).is_none());
+    }
+}

@@ -1,0 +1,549 @@
+//! Root tests of `tailprobe diagnose`: each planted cause is named first,
+//! and the same workload without the cause leaves that detector quiet.
+//!
+//! The targets sit in a CPU cgroup of their own with the largest weight, so
+//! that whatever else runs on the machine (other builds) does not preempt
+//! them enough to be a cause: the only cause is the planted one.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+use tailprobe_tests::{is_root, tailprobe_bin};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_diag_workload");
+const SECS: &str = "6s";
+
+macro_rules! needs_root {
+    ($name:expr) => {
+        if !is_root() {
+            eprintln!(
+                "SKIP: {}: needs root (CAP_BPF, CAP_PERFMON, cgroups)",
+                $name
+            );
+            return;
+        }
+    };
+}
+
+/// A CPU cgroup made for one test, removed (its processes moved back to the
+/// parent) when dropped. v1 `cpu` hierarchy or the v2 tree with `cpu`.
+struct TestCgroup {
+    dir: PathBuf,
+    v1: bool,
+}
+
+impl TestCgroup {
+    fn create(name: &str) -> Option<TestCgroup> {
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let (base, is_v1) = if v1.join("cpu.shares").exists() {
+            (v1.to_path_buf(), true)
+        } else {
+            let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| {
+                    fs::read_to_string(p.join("cgroup.controllers"))
+                        .map(|c| c.split_whitespace().any(|x| x == "cpu"))
+                        .unwrap_or(false)
+                })?;
+            let _ = fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            (v2, false)
+        };
+        let dir = base.join(format!("tp-diag-{name}-{}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        let cg = TestCgroup { dir, v1: is_v1 };
+        // The largest weight: other work on the machine hardly preempts it.
+        if cg.v1 {
+            cg.write("cpu.shares", "262144");
+        } else {
+            cg.write("cpu.weight", "10000");
+        }
+        Some(cg)
+    }
+
+    fn write(&self, file: &str, v: &str) {
+        fs::write(self.dir.join(file), v)
+            .unwrap_or_else(|e| panic!("writing {v} to {}/{file}: {e}", self.dir.display()));
+    }
+
+    fn quota(&self, quota_us: u64, period_us: u64) {
+        if self.v1 {
+            self.write("cpu.cfs_period_us", &period_us.to_string());
+            self.write("cpu.cfs_quota_us", &quota_us.to_string());
+        } else {
+            self.write("cpu.max", &format!("{quota_us} {period_us}"));
+        }
+    }
+
+    fn add(&self, pid: u32) {
+        self.write("cgroup.procs", &pid.to_string());
+    }
+
+    /// The path the kernel shows in /proc/<pid>/cgroup.
+    fn path(&self) -> String {
+        format!(
+            "/{}",
+            self.dir.file_name().unwrap_or_default().to_string_lossy()
+        )
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let parent = self.dir.parent().map(Path::to_path_buf);
+        if let (Some(parent), Ok(procs)) =
+            (parent, fs::read_to_string(self.dir.join("cgroup.procs")))
+        {
+            for p in procs.lines() {
+                let _ = fs::write(parent.join("cgroup.procs"), p);
+            }
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A diag_workload process, killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    /// Start `diag_workload ARGS` on `cpus` (taskset list, "" for any) and
+    /// wait for its `ready`.
+    fn start(cpus: &str, args: &[&str]) -> Proc {
+        let mut cmd = if cpus.is_empty() {
+            Command::new(WORKLOAD)
+        } else {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus, WORKLOAD]);
+            c
+        };
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start diag_workload");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read ready");
+        assert_eq!(line.trim(), "ready", "diag_workload {args:?}");
+        Proc(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGCONT first: a stopped process dies only once continued.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tailprobe diagnose --pid P --json`. tailprobe itself runs in a
+/// heavy-weight cgroup of its own too, so that a target spinning at the
+/// largest weight does not starve its start-up and its end.
+fn diagnose(pid: u32) -> Value {
+    let child = Command::new(tailprobe_bin())
+        .args([
+            "diagnose",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            SECS,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tailprobe diagnose");
+    let tool = TestCgroup::create("tool");
+    if let Some(t) = &tool {
+        t.add(child.id());
+    }
+    let out = child
+        .wait_with_output()
+        .expect("wait for tailprobe diagnose");
+    drop(tool);
+    assert!(
+        out.status.success(),
+        "tailprobe diagnose failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("diagnose JSON")
+}
+
+fn detectors_fired(d: &Value) -> Vec<String> {
+    d["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["detector"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn first(d: &Value) -> &Value {
+    d["findings"]
+        .get(0)
+        .unwrap_or_else(|| panic!("no finding at all: {d:#}"))
+}
+
+fn evidence(f: &Value, key: &str) -> f64 {
+    f["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|e| e["key"] == key)
+        .and_then(|e| e["value"].as_f64())
+        .unwrap_or_else(|| panic!("no evidence {key}: {f:#}"))
+}
+
+fn fired(d: &Value, detector: &str) -> bool {
+    detectors_fired(d).iter().any(|x| x == detector)
+}
+
+fn cgroup(name: &str) -> Option<TestCgroup> {
+    let cg = TestCgroup::create(name);
+    if cg.is_none() {
+        eprintln!("SKIP: {name}: no CPU cgroup controller to place the test workloads in");
+    }
+    cg
+}
+
+#[test]
+fn root_diagnose_names_a_hog_in_another_cgroup() {
+    needs_root!("root_diagnose_names_a_hog_in_another_cgroup");
+    let (Some(cg), Some(hog_cg)) = (cgroup("target"), cgroup("hog")) else {
+        return;
+    };
+    let target = Proc::start("0", &["spin"]);
+    cg.add(target.pid());
+    let hog = Proc::start("0", &["spin"]);
+    hog_cg.add(hog.pid());
+    let d = diagnose(target.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "preemption", "{d:#}");
+    let what = f["what"].as_str().unwrap_or_default();
+    assert!(what.contains(&format!("pid {}", hog.pid())), "{what}");
+    assert!(
+        what.contains(&hog_cg.path()),
+        "names the hog's cgroup: {what}"
+    );
+    // Two equal-weight groups on one CPU: the target waits about half the run.
+    let wait = evidence(f, "outside_wait_ms");
+    assert!(wait > 0.25 * 6000.0, "outside wait {wait} ms: {d:#}");
+
+    // Without the hog, the same target is not preempted enough to matter.
+    drop(hog);
+    let d = diagnose(target.pid());
+    assert!(!fired(&d, "preemption"), "{d:#}");
+}
+
+#[test]
+fn root_diagnose_names_a_saturated_pipeline_thread() {
+    needs_root!("root_diagnose_names_a_saturated_pipeline_thread");
+    let Some(cg) = cgroup("pipeline") else {
+        return;
+    };
+    // Producer: 1 ms of work per item, no rest; 3 consumers: 20 us per item.
+    let p = Proc::start("", &["pipeline", "1000", "0", "20", "3"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "saturated_thread", "{d:#}");
+    assert!(
+        f["what"].as_str().unwrap_or_default().contains("producer"),
+        "{f:#}"
+    );
+    drop(p);
+
+    // The same pipeline with the work spread: producer 100 us + 1 ms rest,
+    // consumers 300 us per item.
+    let p = Proc::start("", &["pipeline", "100", "1000", "300", "3"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "saturated_thread"), "{d:#}");
+}
+
+#[test]
+fn root_diagnose_names_cfs_throttling() {
+    needs_root!("root_diagnose_names_cfs_throttling");
+    let Some(cg) = cgroup("quota") else {
+        return;
+    };
+    // Two spinning threads' worth of demand would need 2 CPUs; the quota
+    // gives 0.2.
+    cg.quota(20_000, 100_000);
+    let p = Proc::start("", &["duty", "2", "10000", "10000"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "cfs_throttling", "{d:#}");
+    assert!(evidence(f, "throttled_periods_pct") > 50.0, "{f:#}");
+    assert!((evidence(f, "quota_cpus") - 0.2).abs() < 1e-9, "{f:#}");
+    assert!(
+        f["what"].as_str().unwrap_or_default().contains(&cg.path()),
+        "{f:#}"
+    );
+    drop(p);
+
+    // The same workload in a cgroup without a quota.
+    let Some(free) = cgroup("noquota") else {
+        return;
+    };
+    let p = Proc::start("", &["duty", "2", "10000", "10000"]);
+    free.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "cfs_throttling"), "{d:#}");
+}
+
+/// SIGSTOP the process for `stop` every `every` until dropped.
+struct Stopper {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stopper {
+    fn start(pid: u32, stop_for: Duration, every: Duration) -> Stopper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                std::thread::sleep(stop_for);
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                std::thread::sleep(every.saturating_sub(stop_for));
+            }
+        });
+        Stopper {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[test]
+fn root_diagnose_names_stop_the_world_pauses() {
+    needs_root!("root_diagnose_names_stop_the_world_pauses");
+    let Some(cg) = cgroup("stw") else {
+        return;
+    };
+    // Two threads each busy 3 ms in every 10 ms; all stopped for 100 ms
+    // every 500 ms.
+    let p = Proc::start("", &["duty", "2", "3000", "10000"]);
+    cg.add(p.pid());
+    let stopper = Stopper::start(
+        p.pid(),
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+    );
+    let d = diagnose(p.pid());
+    drop(stopper);
+    let f = first(&d);
+    assert_eq!(f["detector"], "stop_the_world", "{d:#}");
+    // About 12 pauses in 6 s.
+    let n = evidence(f, "pauses");
+    assert!((6.0..=14.0).contains(&n), "{n} pauses: {f:#}");
+
+    // Not stopped: no pause.
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "stop_the_world"), "{d:#}");
+}
+
+/// Steer loopback receive work (RPS) to a CPU mask; put it back on drop.
+struct Rps {
+    file: PathBuf,
+    saved: String,
+}
+
+impl Rps {
+    fn steer(mask: &str) -> Option<Rps> {
+        let file = PathBuf::from("/sys/class/net/lo/queues/rx-0/rps_cpus");
+        let saved = fs::read_to_string(&file).ok()?;
+        fs::write(&file, mask).ok()?;
+        Some(Rps { file, saved })
+    }
+}
+
+impl Drop for Rps {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.file, self.saved.trim());
+    }
+}
+
+#[test]
+fn root_diagnose_names_softirq_load_on_the_target_cpu() {
+    needs_root!("root_diagnose_names_softirq_load_on_the_target_cpu");
+    if tailprobe_tests::online_cpus() < 2 {
+        eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: needs 2 CPUs");
+        return;
+    }
+    let Some(cg) = cgroup("irq") else {
+        return;
+    };
+    let target = Proc::start("0", &["spin"]);
+    cg.add(target.pid());
+    // Loopback traffic sent from CPU 1 ...
+    let flood = Proc::start("1", &["udp-flood"]);
+    {
+        // ... whose receive softirq RPS sends to CPU 0, the target's.
+        let Some(_rps) = Rps::steer("1") else {
+            eprintln!("SKIP: root_diagnose_names_softirq_load_on_the_target_cpu: no RPS on lo");
+            return;
+        };
+        let d = diagnose(target.pid());
+        let f = first(&d);
+        assert_eq!(f["detector"], "irq", "{d:#}");
+        assert!(
+            f["what"].as_str().unwrap_or_default().contains("NET_RX"),
+            "{f:#}"
+        );
+    }
+    // Received on the sender's CPU: nothing lands on the target.
+    let d = diagnose(target.pid());
+    drop(flood);
+    assert!(!fired(&d, "irq"), "{d:#}");
+}
+
+#[test]
+fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
+    needs_root!("root_diagnose_finds_no_cause_in_a_quiet_workload");
+    let Some(cg) = cgroup("quiet") else {
+        return;
+    };
+    // Wakes every 10 ms for 200 us of work.
+    let p = Proc::start("", &["sleeper", "10000", "200"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(detectors_fired(&d).is_empty(), "{d:#}");
+    // Every CPU-side detector ran and stayed quiet; the node ones (NUMA,
+    // frequency) are quiet or say why they cannot apply (one node, a VM).
+    let runs = d["detectors"].as_array().expect("detectors");
+    assert_eq!(runs.len(), 8, "{d:#}");
+    for r in runs {
+        let node_side = r["detector"] == "numa" || r["detector"] == "frequency_idle";
+        let ok = r["status"] == "quiet"
+            || (node_side && r["status"] == "not_available" && r["note"].is_string());
+        assert!(ok, "{r:#}");
+    }
+    // And the text says so.
+    let out = Command::new(tailprobe_bin())
+        .args([
+            "diagnose",
+            "--pid",
+            &p.pid().to_string(),
+            "--duration",
+            "2s",
+        ])
+        .output()
+        .expect("run tailprobe diagnose");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No CPU-side cause found"), "{text}");
+}
+
+#[test]
+fn root_diagnose_names_a_mutex_convoy() {
+    needs_root!("root_diagnose_names_a_mutex_convoy");
+    let Some(cg) = cgroup("mutex") else {
+        return;
+    };
+    // Four threads holding one mutex 500 us at a time, 10 us between.
+    let p = Proc::start("", &["mutex", "4", "500", "10"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "lock_convoy", "{d:#}");
+    assert!(evidence(f, "parallel_cpus") <= 1.25, "{f:#}");
+    assert!(evidence(f, "handoffs_per_s") >= 40.0, "{f:#}");
+    drop(p);
+
+    // The same threads, each with a mutex of its own.
+    let p = Proc::start("", &["mutexes", "4", "500", "10"]);
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "lock_convoy"), "{d:#}");
+}
+
+/// A CPython process whose THREADS threads run `body` forever.
+fn python(threads: u32, body: &str) -> Option<Proc> {
+    let script = format!(
+        "import threading, time\n\
+         def work():\n    x = 0\n    while True:\n{body}\n\
+         for _ in range({threads}):\n    threading.Thread(target=work, daemon=True).start()\n\
+         print('ready', flush=True)\n\
+         threading.Event().wait()\n"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let out = child.stdout.take()?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).ok()?;
+    assert_eq!(line.trim(), "ready", "python workload");
+    Some(Proc(child))
+}
+
+#[test]
+fn root_diagnose_names_gil_contention() {
+    needs_root!("root_diagnose_names_gil_contention");
+    let Some(cg) = cgroup("gil") else {
+        return;
+    };
+    // Four threads of pure-Python arithmetic: they share one interpreter lock.
+    let Some(p) = python(4, "        for i in range(1000):\n            x += i * i") else {
+        eprintln!("SKIP: root_diagnose_names_gil_contention: python3 not runnable");
+        return;
+    };
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    let f = first(&d);
+    assert_eq!(f["detector"], "lock_convoy", "{d:#}");
+    assert!(
+        f["what"].as_str().unwrap_or_default().contains("GIL"),
+        "{f:#}"
+    );
+    drop(p);
+
+    // Four threads that mostly sleep (the GIL is free while they do).
+    let Some(p) = python(4, "        time.sleep(0.002)\n        x += 1") else {
+        return;
+    };
+    cg.add(p.pid());
+    let d = diagnose(p.pid());
+    assert!(!fired(&d, "lock_convoy"), "{d:#}");
+}

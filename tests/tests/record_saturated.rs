@@ -1,0 +1,261 @@
+//! A saturated CPU with the recorder starved on it (issue 16 item 8): our
+//! run-queue totals must still agree with the kernel's own accounting
+//! (schedstat) for the same threads and window.
+//!
+//! Known answer: N threads spinning on one CPU, and tailprobe confined to
+//! that same CPU, so that it gets about 1/(N+1) of it and every read of
+//! /proc or of its maps is slow. At any instant N-1 (or N) of the spinners
+//! wait, so over the recorded window the run-queue total of the process is
+//! close to (N-1) x the window; schedstat's `run_delay` counts the same
+//! waits.
+
+use std::{
+    io::Read as _,
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tailprobe_tests::{attach_deadline, skip_unless_root, tailprobe_bin, Workload};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+
+fn pin_to(cpu: usize) -> impl FnMut() -> std::io::Result<()> {
+    move || {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in bounds;
+        // pid 0 is the child being set up (async-signal-safe syscall only).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn root_starved_recorder_agrees_with_schedstat_on_a_saturated_cpu() {
+    skip_unless_root!("root_starved_recorder_agrees_with_schedstat_on_a_saturated_cpu");
+    let n = 48u64;
+    let spin_ms = 3000u64;
+    let n_s = n.to_string();
+    let ms_s = spin_ms.to_string();
+    let mut w = Workload::start(WORKLOAD, &["spin-n", "0", &n_s, &ms_s]);
+    let pid = w.pid().to_string();
+    // SAFETY (pre_exec): pin_to only calls sched_setaffinity.
+    let mut rec = unsafe {
+        Command::new(tailprobe_bin())
+            .args(["record", "--pid", &pid, "--duration", "60s", "--json"])
+            .args(["--outlier-runq", "0", "--window", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .pre_exec(pin_to(0))
+            .spawn()
+            .expect("start tailprobe")
+    };
+    // Wait for the attach line on stderr.
+    let mut err = rec.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut all = String::new();
+        while let Ok(k) = err.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..k]));
+            if all.contains("probes attached") {
+                let _ = tx.send(());
+                all.clear();
+            }
+        }
+    });
+    rx.recv_timeout(attach_deadline())
+        .expect("tailprobe did not attach");
+    let t = Instant::now();
+    w.go_and_wait(Duration::from_secs(60 + spin_ms / 1000 * n));
+    eprintln!("spinners done after {:.1} s", t.elapsed().as_secs_f64());
+    // SAFETY: signal to our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let out = rec.wait_with_output().expect("wait tailprobe");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let p = &r["process"];
+    let ours = f(&p["runq_wait"]["total_ns"]);
+    let kernel = f(&p["kernel"]["runq_wait_ns"]);
+    let agreement = f(&p["runq_agreement_pct"]);
+    let window = f(&r["duration_ns"]);
+    eprintln!(
+        "ours {:.3} s, schedstat {:.3} s, agreement {agreement:.1}%, window {:.3} s, \
+         (N-1) x window {:.3} s, lossy {}",
+        ours / 1e9,
+        kernel / 1e9,
+        window / 1e9,
+        (n - 1) as f64 * window / 1e9,
+        r["lossy"]
+    );
+    assert!(
+        (95.0..=105.0).contains(&agreement),
+        "our run-queue total is {agreement:.1}% of schedstat's for the same threads"
+    );
+}
+
+/// One churned thread as the workload reported it.
+struct Churned {
+    tid: u64,
+    /// schedstat's run-queue total, read as the thread's last act ...
+    run_delay: u64,
+    /// ... between these two CLOCK_MONOTONIC stamps.
+    t1: u64,
+    t2: u64,
+}
+
+/// Threads that come and go (issue 16 item 8 saw our totals at 149-354% of
+/// schedstat's on such workloads). Each thread reads the kernel's own
+/// run-queue total (schedstat) as its last act; every wait we streamed for
+/// it that ended before that read must add up to the same number (one wait
+/// counted twice, a stale pending wait, a wait of another thread with the
+/// same tid would all show). What we count after that read is the thread's
+/// exit path, which schedstat can no longer show once the thread is gone:
+/// that, and the waits of every thread that exited, is why a sum of
+/// schedstat over the threads alive at the end comes out lower than ours.
+#[test]
+fn root_churning_threads_match_schedstat_up_to_each_threads_last_instruction() {
+    skip_unless_root!("root_churning_threads_match_schedstat_up_to_each_threads_last_instruction");
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let cpu = (tailprobe_tests::online_cpus() - 1).to_string();
+    let mut w = Command::new(WORKLOAD)
+        .args(["churn", &cpu, "8", "1", "2500"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start workload");
+    let mut lines = BufReader::new(w.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().expect("ready line").expect("read");
+    assert!(ready.starts_with("ready"), "{ready}");
+    let pid = w.id().to_string();
+    let mut rec = Command::new(tailprobe_bin())
+        .args(["record", "--pid", &pid, "--duration", "120s", "--json"])
+        .args(["--outlier-runq", "1ns", "--max-outliers", "1000000"])
+        .args([
+            "--window",
+            "0",
+            "--outlier-irq",
+            "0",
+            "--max-threads",
+            "65536",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tailprobe");
+    let mut err = BufReader::new(rec.stderr.take().expect("stderr")).lines();
+    let deadline = Instant::now() + attach_deadline();
+    loop {
+        let l = err
+            .next()
+            .expect("tailprobe ended before attaching")
+            .expect("read");
+        if l.contains("probes attached") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tailprobe did not attach");
+    }
+    std::thread::spawn(move || for _ in err {});
+    let mut stdin = w.stdin.take().expect("stdin");
+    writeln!(stdin, "go").expect("go");
+    stdin.flush().expect("flush");
+    let mut churned = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.expect("read workload");
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if l.starts_with("churn-thread ") && f.len() == 6 {
+            churned.push(Churned {
+                tid: f[0],
+                run_delay: f[3],
+                t1: f[4],
+                t2: f[5],
+            });
+        }
+        if l.starts_with("done") {
+            break;
+        }
+    }
+    // SAFETY: signal to our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let out = rec.wait_with_output().expect("wait tailprobe");
+    drop(stdin);
+    let _ = w.wait();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(
+        r["lossy"], false,
+        "a lossy run cannot be judged: {:#}",
+        r["losses"]
+    );
+    assert_eq!(r["outliers_not_kept"], 0);
+    assert!(churned.len() >= 8, "only {} threads churned", churned.len());
+    let mut waits: std::collections::HashMap<u64, Vec<(u64, u64)>> = Default::default();
+    for o in r["outliers"].as_array().expect("outliers") {
+        if o["kind"] == "runq_wait" {
+            let (tid, ts, v) = (
+                o["tid"].as_u64().unwrap(),
+                o["ts_ns"].as_u64().unwrap(),
+                o["value_ns"].as_u64().unwrap(),
+            );
+            waits.entry(tid).or_default().push((ts, v));
+        }
+    }
+    let (mut ours_sum, mut kernel_sum, mut exit_path) = (0u64, 0u64, 0u64);
+    let mut off = Vec::new();
+    for c in &churned {
+        let ws = waits.get(&c.tid).map(Vec::as_slice).unwrap_or(&[]);
+        let upto = |t: u64| ws.iter().filter(|w| w.0 <= t).map(|w| w.1).sum::<u64>();
+        let (lo, hi) = (upto(c.t1), upto(c.t2));
+        // Our stamp (ktime) and the kernel's clock (rq_clock) differ by a
+        // few microseconds per wait, and drift apart by up to about 0.02%
+        // over a wait of a second (seen on a loaded machine).
+        let slack = 20_000 * ws.len() as u64 + c.run_delay / 1000;
+        if !(lo <= c.run_delay + slack && c.run_delay <= hi + slack) {
+            off.push(format!(
+                "thread {}: schedstat {} ns, ours {lo}..{hi} ns ({} waits: {ws:?})",
+                c.tid,
+                c.run_delay,
+                ws.len()
+            ));
+        }
+        ours_sum += lo;
+        kernel_sum += c.run_delay;
+        exit_path += ws.iter().map(|w| w.1).sum::<u64>() - hi;
+    }
+    let pct = ours_sum as f64 * 100.0 / kernel_sum as f64;
+    eprintln!(
+        "{} threads: ours {ours_sum} ns, schedstat {kernel_sum} ns ({pct:.2}%); \
+         waits after the last instruction (exit path) {exit_path} ns",
+        churned.len()
+    );
+    // Seen in about one run in three on a loaded machine: one to three
+    // threads of several hundred whose schedstat exceeds our waits by about
+    // one whole wait (docs/accuracy.md: not explained yet). More than 1% of
+    // the threads (and more than one) would be systematic.
+    for o in &off {
+        eprintln!("not matched: {o}");
+    }
+    assert!(
+        off.len() <= 1 || off.len() * 100 <= churned.len(),
+        "{} of {} threads do not match schedstat: {off:#?}",
+        off.len(),
+        churned.len()
+    );
+    assert!((99.5..=100.5).contains(&pct), "{pct:.2}%");
+}
