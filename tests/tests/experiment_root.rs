@@ -88,7 +88,6 @@ fn root_tiny_plan_end_to_end() {
         "out/plots/latency-cdf.svg",
         "out/plots/p95-per-config.svg",
         "out/plots/latency-vs-runq.svg",
-        "out/50-tailprobe-placement.conf",
         "bench/baseline.md",
         "docs/summary.md",
     ] {
@@ -96,6 +95,14 @@ fn root_tiny_plan_end_to_end() {
     }
     let r: Value =
         serde_json::from_slice(&std::fs::read(d.join("out/results.json")).unwrap()).unwrap();
+    // The drop-in is written only for a placement with a measured,
+    // significant gain.
+    assert_eq!(
+        d.join("out/50-tailprobe-placement.conf").exists(),
+        !r["dropin"].is_null(),
+        "{}",
+        r["dropin"]
+    );
     let cells = r["cells"].as_array().unwrap();
     // 2 governors x 3 placements x 3 noise x 2 repeats, none dropped (and
     // a re-run for each disturbed cell).
