@@ -306,23 +306,10 @@ impl Plan {
         Plan::from_toml(&text, &path.display().to_string())
     }
 
-    /// Checks that need no node: names, ranges, durations.
-    pub fn validate(&self) -> Result<(), PlanError> {
+    /// Adaptive repeats, interference, capacity resolution, request and
+    /// server shapes.
+    fn validate_repeats_and_shapes(&self) -> Result<(), PlanError> {
         let bad = |m: String| Err(PlanError::Invalid(m));
-        if self.governors.is_empty() || self.pinning.is_empty() || self.noise.is_empty() {
-            return bad("governors, pinning and noise each need at least one entry".into());
-        }
-        for g in &self.governors {
-            if g != "current" && !KNOWN_GOVERNORS.contains(&g.as_str()) {
-                return bad(format!(
-                    "unknown governor {g:?}: use current or one of {}",
-                    KNOWN_GOVERNORS.join(", ")
-                ));
-            }
-        }
-        if !(1..=100).contains(&self.repeats) {
-            return bad(format!("repeats {} must be 1..=100", self.repeats));
-        }
         if !(self.repeats..=100).contains(&self.max_repeats) {
             return bad(format!(
                 "max_repeats {} must be in repeats..=100 ({}..=100)",
@@ -378,6 +365,27 @@ impl Plan {
             );
         }
         self.request.validate()?;
+        Ok(())
+    }
+
+    /// Checks that need no node: names, ranges, durations.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let bad = |m: String| Err(PlanError::Invalid(m));
+        if self.governors.is_empty() || self.pinning.is_empty() || self.noise.is_empty() {
+            return bad("governors, pinning and noise each need at least one entry".into());
+        }
+        for g in &self.governors {
+            if g != "current" && !KNOWN_GOVERNORS.contains(&g.as_str()) {
+                return bad(format!(
+                    "unknown governor {g:?}: use current or one of {}",
+                    KNOWN_GOVERNORS.join(", ")
+                ));
+            }
+        }
+        if !(1..=100).contains(&self.repeats) {
+            return bad(format!("repeats {} must be 1..=100", self.repeats));
+        }
+        self.validate_repeats_and_shapes()?;
         if !(self.measure_s > 0.0 && self.measure_s <= 3600.0) {
             return bad(format!("measure_s {} must be in (0, 3600]", self.measure_s));
         }

@@ -154,6 +154,9 @@ pub fn request_spec(plan: &Plan, target: &ServerTarget) -> Result<RequestSpec> {
 /// or answers incomplete above 1%. Errors and timeouts are outcomes of a
 /// cell, counted in its figures.
 pub fn cell_problem(rep: &LoadReport, connections: usize) -> Option<String> {
+    if let Some(why) = incomplete_problem(rep, connections) {
+        return Some(why);
+    }
     if rep.ok == 0 {
         return Some(format!(
             "no request succeeded ({} attempted: errors {:?}, timeouts {}, incomplete {}){}",
@@ -167,7 +170,7 @@ pub fn cell_problem(rep: &LoadReport, connections: usize) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    incomplete_problem(rep, connections)
+    None
 }
 
 /// Answers incomplete above 1%, with the likely cause.
@@ -195,6 +198,9 @@ pub fn answers_problem(rep: &LoadReport, connections: usize) -> Option<String> {
             rep.warmup_excluded
         ));
     }
+    if let Some(why) = incomplete_problem(rep, connections) {
+        return Some(why);
+    }
     if rep.ok == 0 || (rep.errors + rep.timeouts) as f64 > INCOMPLETE_THRESHOLD * attempted as f64 {
         return Some(format!(
             "{} of {attempted} requests failed (errors {:?}, timeouts {}){}",
@@ -207,7 +213,7 @@ pub fn answers_problem(rep: &LoadReport, connections: usize) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    incomplete_problem(rep, connections)
+    None
 }
 
 impl Runner<'_> {

@@ -141,7 +141,9 @@ impl Runner<'_> {
         let bracketed = passed.is_some() && failed.is_some();
         Ok(CapacityRow {
             label: cfg.label(),
-            capacity_rps: if bracketed && !matches!(end, Step::Done(SearchEnd::TooIncomplete)) {
+            // A search cut short (time bound, Ctrl-C, the server gone) keeps
+            // its bracket in passed_rps / failed_rps, not as a capacity.
+            capacity_rps: if bracketed && refused.is_none() {
                 passed
             } else {
                 None
