@@ -246,7 +246,7 @@ mod tests {
         {
             Ok(o) if o.status.success() => Some(o.stdout),
             other => {
-                eprintln!("SKIP {name}: cannot run `xz -dc` here ({other:?})");
+                eprintln!("SKIP: {name}: cannot run `xz -dc` here ({other:?})");
                 None
             }
         }
