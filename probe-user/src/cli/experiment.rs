@@ -330,52 +330,81 @@ impl ExperimentArgs {
     }
 }
 
-fn print_summary(r: &Results, written: &[PathBuf]) {
-    println!(
+/// The console summary: one line per configuration that ran or failed,
+/// configurations this node cannot run collapsed to one line per reason,
+/// capacity (N vs N+1 only when a fleet load was given), excluded cells,
+/// notes and the files written. Written through `out::` (no panic on a
+/// full disk).
+fn print_summary(r: &Results, written: &[PathBuf]) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "tailprobe experiment: {} cells in {:.0} s{}",
         r.cells.len(),
         r.elapsed_s,
         if r.interrupted { " (interrupted)" } else { "" }
     );
+    let mut not_applicable: Vec<(String, usize)> = Vec::new();
     for c in &r.configs {
         match c.status {
-            CellStatus::Ran => println!(
-                "  {:<55} p95 {} ms  vs baseline: {}",
-                c.label,
-                c.percentiles
-                    .as_ref()
-                    .and_then(|x| x.p95_ms)
-                    .map(|i| format!("{:.2} [{:.2}, {:.2}]", i.estimate, i.lo, i.hi))
-                    .unwrap_or_else(|| "not measured".into()),
-                effect_words(c.effects.iter().find(|e| e.metric == "p95_ms"))
-            ),
-            s => println!(
-                "  {:<55} {}: {}",
-                c.label,
-                s.words(),
-                c.reason.as_deref().unwrap_or("")
-            ),
+            CellStatus::Ran => {
+                let _ = writeln!(
+                    o,
+                    "  {:<55} p95 {} ms  vs baseline: {}",
+                    c.label,
+                    c.percentiles
+                        .as_ref()
+                        .and_then(|x| x.p95_ms)
+                        .map(|i| format!("{:.2} [{:.2}, {:.2}]", i.estimate, i.lo, i.hi))
+                        .unwrap_or_else(|| "not measured".into()),
+                    effect_words(c.effects.iter().find(|e| e.metric == "p95_ms"))
+                );
+            }
+            CellStatus::NotApplicable => {
+                let reason = c.reason.clone().unwrap_or_default();
+                match not_applicable.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => not_applicable.push((reason, 1)),
+                }
+            }
+            s => {
+                let _ = writeln!(
+                    o,
+                    "  {:<55} {}: {}",
+                    c.label,
+                    s.words(),
+                    c.reason.as_deref().unwrap_or("")
+                );
+            }
         }
+    }
+    for (reason, n) in &not_applicable {
+        let _ = writeln!(
+            o,
+            "  not applicable on this node ({n} configuration{}): {reason}",
+            if *n == 1 { "" } else { "s" }
+        );
     }
     if let Some(cap) = &r.capacity {
         for row in &cap.rows {
-            println!(
-                "  capacity {:<46} {} req/s at p{} <= {} ms; N = {}, N+1 = {}",
+            let fleet = match (row.replicas, row.replicas_n1) {
+                (Some(n), Some(n1)) => format!("; N = {n}, N+1 = {n1}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "  capacity {:<46} {} req/s at p{} <= {} ms{fleet}",
                 row.label,
                 report_docs::fmt::opt(row.capacity_rps, 1),
                 cap.slo_percentile,
                 cap.slo_ms,
-                row.replicas
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "–".into()),
-                row.replicas_n1
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "–".into())
             );
         }
     }
     for c in r.excluded() {
-        println!(
+        let _ = writeln!(
+            o,
             "  excluded cell {} ({}, repeat {}): {}{}",
             c.order,
             c.label,
@@ -399,11 +428,12 @@ fn print_summary(r: &Results, written: &[PathBuf]) {
         }
     }
     for n in &r.notes {
-        println!("  note: {n}");
+        let _ = writeln!(o, "  note: {n}");
     }
     for w in written {
-        println!("  wrote {}", w.display());
+        let _ = writeln!(o, "  wrote {}", w.display());
     }
+    crate::out::print_str(&o)
 }
 
 fn effect_words(e: Option<&crate::experiment::results::Effect>) -> String {
@@ -451,7 +481,7 @@ pub fn main(args: &ExperimentArgs) -> Result<i32> {
         let mut r: Results =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", rj.display()))?;
         let written = report_docs::write_all(&mut r, &paths)?;
-        print_summary(&r, &written);
+        print_summary(&r, &written)?;
         return Ok(super::exit::OK);
     }
     let plan = args.plan()?;
@@ -478,7 +508,7 @@ pub fn main(args: &ExperimentArgs) -> Result<i32> {
     };
     let mut r = runner::run(&opts)?;
     let written = report_docs::write_all(&mut r, &paths)?;
-    print_summary(&r, &written);
+    print_summary(&r, &written)?;
     let failed = r.cells.iter().any(|c| c.status == CellStatus::Failed);
     Ok(if r.restore_failed {
         RESTORE_FAILED
