@@ -198,11 +198,21 @@ fn root_churning_threads_match_schedstat_up_to_each_threads_last_instruction() {
     drop(stdin);
     let _ = w.wait();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
-    assert_eq!(
-        r["lossy"], false,
-        "a lossy run cannot be judged: {:#}",
-        r["losses"]
-    );
+    // Losses that touch run-queue waits (the preemptor map filling up with
+    // hundreds of short-lived preemptors does not).
+    for l in r["losses"].as_array().expect("losses") {
+        let name = l["name"].as_str().unwrap_or("?");
+        if [
+            "ringbuf_reserve_failed",
+            "thread_map_insert_failed",
+            "task_read_failed",
+            "bad_delta_discarded",
+        ]
+        .contains(&name)
+        {
+            assert_eq!(l["total"], 0, "a run that lost waits cannot be judged: {l}");
+        }
+    }
     assert_eq!(r["outliers_not_kept"], 0);
     assert!(churned.len() >= 8, "only {} threads churned", churned.len());
     let mut waits: std::collections::HashMap<u64, Vec<(u64, u64)>> = Default::default();
