@@ -129,7 +129,9 @@ pub struct Probes {
     /// last one was.
     pub first_attached_ns: u64,
     pub all_attached_ns: u64,
-    tracefs_mounted_by_us: Option<std::path::PathBuf>,
+    /// `mm_migrate_pages` reason names on this kernel, read from tracefs
+    /// while it was there (attach time).
+    pub migrate_reasons: BTreeMap<i64, String>,
 }
 
 /// One thread's counters and run-queue wait histogram.
@@ -335,7 +337,13 @@ fn attach(
         .transpose()
         .context("opening the EVENTS ring buffer")?;
     let sched_trace = sched_trace::take_ring(&mut ebpf, cfg.sched_trace.is_some())?;
-    let tracefs_mounted_by_us = tracefs.and_then(|(p, ours)| ours.then_some(p));
+    // tracefs was needed for the format file and the classic tracepoint's
+    // id, both read by now: a mount of ours goes at once, so a SIGKILL later
+    // in the run cannot leave it behind (docs/security.md).
+    if let Some((p, true)) = &tracefs {
+        tracefs::unmount(p);
+    }
+    let migrate_reasons = migrate.map(|f| f.reasons).unwrap_or_default();
     Ok(Probes {
         ebpf,
         events,
@@ -346,7 +354,7 @@ fn attach(
         left_out,
         first_attached_ns,
         all_attached_ns: crate::record::monotonic_ns(),
-        tracefs_mounted_by_us,
+        migrate_reasons,
     })
 }
 
@@ -567,14 +575,6 @@ impl Probes {
     }
 }
 
-impl Drop for Probes {
-    fn drop(&mut self) {
-        if let Some(p) = self.tracefs_mounted_by_us.take() {
-            tracefs::unmount(&p);
-        }
-    }
-}
-
 fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &str, tp: &str) -> Result<()> {
     let p: &mut BtfTracePoint = ebpf
         .program_mut(prog)
@@ -596,15 +596,6 @@ fn migrate_format(tracefs: &Path) -> Option<MigrateFormat> {
         reason: f.field("reason")?.offset,
         reasons: f.symbols("reason"),
     })
-}
-
-/// Names of `mm_migrate_pages` reasons on this kernel (from tracefs).
-pub fn migrate_reason_names() -> BTreeMap<i64, String> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|p| migrate_format(Path::new(p)))
-        .map(|f| f.reasons)
-        .unwrap_or_default()
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it where we

@@ -506,7 +506,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         cpu_stats: probes.read_cpu_stats()?,
         preemptors: fresh_comms(probes.read_preemptors()?),
         migrate_pages: probes.read_migrate_pages()?,
-        migrate_reason_names: crate::kernel::loader::migrate_reason_names(),
+        migrate_reason_names: probes.migrate_reasons.clone(),
         numa_start,
         numa_end: numa::Sample::take(&book.processes()),
         numa_samples,

@@ -359,7 +359,7 @@ pub fn sched_section(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\n### Secondary: rank correlation with latency\n\n{}. Requests from {} cells pooled (n = {}). A signal summed over a request grows with the request's length, so a high rho alone does not make a cause; a signal is named below only when its component explains at least {:.0}% of the gap above.\n\n\
-             | kernel signal | Spearman rho (all cells) | rho (baseline only) | mean over requests above p95 | mean at or below p50 | share of the gap |\n| --- | --- | --- | --- | --- | --- |",
+             | kernel signal | Spearman rho (all cells) | rho (baseline only) | mean over requests above p95 | mean at or below p50 | share of the gap (attribution above) |\n| --- | --- | --- | --- | --- | --- |",
             cor.method,
             cor.cells,
             cor.pooled.first().map(|x| x.requests).unwrap_or(0),
@@ -381,7 +381,9 @@ pub fn sched_section(r: &Results) -> String {
                 opt(cor.baseline.get(i).and_then(|b| b.rho), 2),
                 unit(row.tail_mean),
                 unit(row.typical_mean),
-                row.gap_share_pct
+                head.as_ref()
+                    .and_then(|g| why::share_of_signal(row, g))
+                    .or(row.gap_share_pct)
                     .map(|g| format!("{:.1}%", why::clean(g, 1)))
                     .unwrap_or_else(|| "– (a count, or not recorded)".into())
             );

@@ -223,7 +223,7 @@ pub fn clean(v: f64, digits: i32) -> f64 {
 }
 
 /// The gap component a correlation signal measures, when it is a time.
-fn component_of(signal: &str) -> Option<&'static str> {
+pub fn component_of(signal: &str) -> Option<&'static str> {
     match signal {
         "run-queue wait" => Some("waiting for a CPU"),
         "IRQ time stolen" => Some("interrupt work"),
@@ -232,25 +232,30 @@ fn component_of(signal: &str) -> Option<&'static str> {
 }
 
 /// The correlated signal that may be named: it ranks with latency (rho >=
-/// 0.3) and explains at least the gap's naming share: the analysis' own
-/// share of the gap when the results carry it, else the share of its
-/// component in the attribution. Count signals (switches, migrations,
-/// faults) have no milliseconds and are never named.
+/// 0.3) and explains at least the gap's naming share. The share is the
+/// attribution's own (exact where the server logs its serving thread) when
+/// the headline gap has the signal's component, so the sentence can never
+/// contradict the attribution table above it; only a signal without a
+/// component there falls back to the correlation's window-based share.
+/// Count signals (switches, migrations, faults) have no milliseconds and
+/// are never named.
 pub fn nameable<'a>(
     rows: &'a [SignalCorrelation],
     g: &Gap,
 ) -> Option<(&'a SignalCorrelation, f64)> {
     rows.iter()
         .filter(|x| x.rho.is_some_and(|r| r >= 0.3))
-        .filter_map(|x| {
-            let share = match x.gap_share_pct {
-                Some(s) => s,
-                None => g.share_of(component_of(&x.signal)?)?,
-            };
-            Some((x, share))
-        })
+        .filter_map(|x| Some((x, share_of_signal(x, g)?)))
         .filter(|(_, s)| *s >= g.min_share)
         .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The share of the gap a correlation signal stands for: its component's
+/// share in the attribution when there is one, else the correlation's own.
+pub fn share_of_signal(x: &SignalCorrelation, g: &Gap) -> Option<f64> {
+    component_of(&x.signal)
+        .and_then(|c| g.share_of(c))
+        .or(x.gap_share_pct)
 }
 
 #[cfg(test)]
@@ -293,7 +298,10 @@ mod tests {
             .iter()
             .any(|x| x.signal == "IRQ time stolen" && x.rho.unwrap() > 0.8));
         assert!(nameable(&cor.pooled, &g).is_none());
-        // The analysis' own share, when present, decides.
+        // A window-based share (all server threads, not the serving one) of
+        // 42% does not override the exact attribution's ~9%: the sentence
+        // must not contradict the attribution table (a real run printed
+        // "run-queue wait ... is 124% of the gap" under a table saying 8%).
         let mut rows = cor.pooled.clone();
         for x in rows.iter_mut() {
             x.gap_share_pct = match x.signal.as_str() {
@@ -302,7 +310,18 @@ mod tests {
                 _ => None,
             };
         }
-        let (x, share) = nameable(&rows, &g).unwrap();
-        assert_eq!((x.signal.as_str(), share), ("run-queue wait", 42.0));
+        assert!(nameable(&rows, &g).is_none());
+        let rq = rows.iter().find(|x| x.signal == "run-queue wait").unwrap();
+        let share = share_of_signal(rq, &g).unwrap();
+        assert!(share < 10.0 && share > 5.0, "{share}");
+        // Where the attribution has a large CPU-wait part, it is named.
+        let mut g2 = g.clone();
+        for p in g2.parts.iter_mut() {
+            if p.what.starts_with("waiting for a CPU") {
+                p.share = 40.0;
+            }
+        }
+        let (x, share) = nameable(&rows, &g2).unwrap();
+        assert_eq!((x.signal.as_str(), share), ("run-queue wait", 40.0));
     }
 }
