@@ -122,7 +122,7 @@ pub fn run_section(r: &Results, results_link: &str, plot_links: &[(String, Strin
         .unwrap_or_else(|| verdict::WELCH.to_string());
     let _ = writeln!(
         s,
-        "- Latency is end of answer minus intended send (coordinated-omission safe), in ms; ± is the 95% interval over repeats (Student t). A change is called *significant* when its 95% interval excludes no change, *within run-to-run noise* when it does not, and *too little data to tell* when the data cannot say (with what would settle it). Method for changes against the baseline: {method}; against other references: {}.",
+        "- Latency is end of answer minus intended send (coordinated-omission safe), in ms; ± is the 95% interval over repeats (Student t). A change is called *significant* when its whole 95% interval lies beyond ±25% of the reference (the run-to-run band: the same configuration moved by more than that between two quiet runs on a 2-CPU VM), *within run-to-run noise* when it does not, and *too little data to tell* when the data cannot say (with what would settle it). Method for changes against the baseline: {method}; against other references: {}.",
         verdict::WELCH
     );
     let _ = writeln!(s, "- Every figure: [`results.json`]({results_link}).");

@@ -215,9 +215,18 @@ pub fn compare(reference: &ConfigSummary, c: &ConfigSummary, p: u32) -> Option<E
     }
     let (a, b) = (pctl(reference, p)?, pctl(c, p)?);
     let d = delta(&a, &b);
+    // Significant only beyond the same run-to-run band as the analysis'
+    // bootstrap (experiment::analysis::bootstrap::NOISE_BAND).
+    let beyond = |ci: f64| {
+        a.mean > 0.0
+            && crate::experiment::analysis::bootstrap::beyond_band(
+                (d.diff - ci + a.mean) / a.mean,
+                (d.diff + ci + a.mean) / a.mean,
+            )
+    };
     let outcome = match d.ci95 {
         None => Outcome::TooLittleData,
-        Some(_) if d.significant => Outcome::Significant,
+        Some(ci) if d.significant && beyond(ci) => Outcome::Significant,
         Some(_) => Outcome::WithinNoise,
     };
     Some(Effect {
@@ -341,12 +350,12 @@ mod tests {
         set_p95(
             &mut r,
             "governor as found / unpinned / noise same node",
-            &[8.0, 8.2, 8.1],
+            &[6.0, 6.2, 6.1],
         );
         set_p95(
             &mut r,
             "governor as found / pinned local / noise same node",
-            &[8.0, 8.2, 8.1],
+            &[6.0, 6.2, 6.1],
         );
         let e = neighbour_effects(&r)
             .into_iter()
