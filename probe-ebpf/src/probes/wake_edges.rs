@@ -1,5 +1,8 @@
-//! `sched_wakeup(task_struct *p)`, a second program: who woke whom among
-//! the target's threads (the waker is `current`). Attached only on request
+//! `sched_waking(task_struct *p)`, a second program: who woke whom among
+//! the target's threads (the waker is `current`). `sched_waking` fires in
+//! the waker's context; `sched_wakeup` does not when the wakee's CPU is
+//! idle (the wakeup is queued to that CPU and traced there, with the idle
+//! task as `current`), which on a quiet machine lost most edges. Attached only on request
 //! (`tailprobe diagnose`), so `tailprobe record`'s cost is unchanged. A
 //! wakeup of a thread outside the target costs one `task_struct` read and
 //! the filter compare; one whose waker is outside costs the same plus the
@@ -16,7 +19,7 @@ use crate::{
     task,
 };
 
-#[btf_tracepoint(function = "sched_wakeup")]
+#[btf_tracepoint(function = "sched_waking")]
 pub fn sched_wakeup_edges(ctx: BtfTracePointContext) -> i32 {
     let p: u64 = ctx.arg(0);
     let (pid, tgid) = task::pid_tgid(p);

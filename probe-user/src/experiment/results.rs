@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn results_written_before_the_new_fields_still_load() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../docs/examples/benchmarks/experiment/results.json");
+            .join("src/report_docs/testdata/recorded.json");
         let text = std::fs::read_to_string(&path).unwrap();
         let r: Results = serde_json::from_str(&text).unwrap();
         assert!(!r.cells.is_empty());

@@ -496,7 +496,7 @@ impl Probes {
     pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
         let btf = Btf::parse(kernel_btf, aya::Endianness::default())
             .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_wakeup")?;
+        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_waking")?;
         self.attached.push("sched_wakeup_edges");
         Ok(())
     }
