@@ -356,3 +356,32 @@ pub fn net_rx_softirqs() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Decode a Perfetto trace with the independent decoder
+/// (`tests/python/decode_trace.py`, the PyPI `perfetto` package's protobuf
+/// classes): its JSON (counts, request durations), or None when the
+/// package is missing (the caller skips, fixably).
+pub fn python_decode_trace(path: &std::path::Path) -> Option<serde_json::Value> {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        return None;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/decode_trace.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "decode_trace.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("decoder prints JSON"))
+}

@@ -3,36 +3,8 @@
 //! No root needed: the trace is made through the library from known
 //! records, including more than the size cap lets in.
 
-use std::{path::Path, process::Command};
-
-use serde_json::Value;
 use tailprobe::timeline::{rec_kind, Timeline, TraceOptions, TraceRec};
 use tailprobe_tests::skip_fixable;
-
-fn python_decode(path: &Path) -> Option<Value> {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        return None;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/decode_trace.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "decode_trace.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("decoder prints JSON"))
-}
 
 fn switch(cpu: u32, ts: u64, next: u32) -> TraceRec {
     TraceRec {
@@ -94,7 +66,7 @@ fn python_decoder_counts_what_was_written_and_the_cap_note() {
     assert!(s.bytes <= 1 << 20, "the cap holds: {} bytes", s.bytes);
     let left: u64 = s.left_out.values().sum();
     assert!(left > 0, "a 1 MB cap leaves switches out: {s:?}");
-    let Some(py) = python_decode(&path) else {
+    let Some(py) = tailprobe_tests::python_decode_trace(&path) else {
         skip_fixable(
             "python_decoder_counts_what_was_written_and_the_cap_note",
             "python3 with the `perfetto` package is missing (cargo xtask setup installs it)",

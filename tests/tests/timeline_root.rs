@@ -37,33 +37,6 @@ fn switches(path: &Path) -> Vec<Switch> {
     out
 }
 
-/// The independent decoder: (counts, request durations), or None when the
-/// `perfetto` package is missing (the caller skips, fixably).
-fn python_decode(path: &Path) -> Option<Value> {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return None;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/decode_trace.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "decode_trace.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("decoder prints JSON"))
-}
-
 /// Two threads spinning on CPU 0: the trace's switches on that CPU hand it
 /// from one to the other; every switch-out of each spinner is there (as
 /// many as the kernel counted), and the on-CPU time the switches imply
@@ -268,7 +241,7 @@ fn root_timeline_requests_of_the_builtin_server() {
         "worker switch-ins: {worker_switches}"
     );
     // The independent decoder agrees.
-    let Some(py) = python_decode(&path) else {
+    let Some(py) = tailprobe_tests::python_decode_trace(&path) else {
         skip_fixable(
             "root_timeline_requests_of_the_builtin_server (python part)",
             "python3 with the `perfetto` package is missing (pip install perfetto; cargo xtask setup does it)",
