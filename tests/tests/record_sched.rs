@@ -38,56 +38,7 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
     assert_eq!(code, 0, "exit code");
     assert_eq!(report["end_reason"], "interrupted");
     assert_eq!(report["lossy"], false, "{:#}", report["losses"]);
-    for (i, tid) in w.tids.iter().enumerate() {
-        let k = delta(before[i], after[i]);
-        let t = thread(&report, *tid);
-        let ours_wait = u(&t["runq_wait"]["total_ns"]);
-        eprintln!(
-            "tid {tid}: run-queue ours {ours_wait} ns, schedstat {} ns ({:.2}%); involuntary ours {}, kernel {}",
-            k.wait_ns,
-            ours_wait as f64 * 100.0 / k.wait_ns.max(1) as f64,
-            t["involuntary_switches"],
-            k.involuntary
-        );
-        // Each of two spinners sharing a CPU waits a large share of the time:
-        // at least 30% of its own spin time (ideally ~50%).
-        assert!(
-            k.wait_ns >= spin_ms * 1_000_000 * 3 / 10,
-            "the workload did not contend as designed: schedstat wait {} ns",
-            k.wait_ns
-        );
-        assert!(
-            close(ours_wait, k.wait_ns, 0.05, 2_000_000),
-            "run-queue total: ours {ours_wait}, kernel {}",
-            k.wait_ns
-        );
-        let ours_invol = u(&t["involuntary_switches"]);
-        assert!(
-            ours_invol >= 10,
-            "too few involuntary switches: {ours_invol}"
-        );
-        assert!(
-            close(ours_invol, k.involuntary, 0.02, 3),
-            "involuntary: ours {ours_invol}, kernel {}",
-            k.involuntary
-        );
-        assert!(close(u(&t["voluntary_switches"]), k.voluntary, 0.02, 3));
-        assert!(u(&t["runq_wait"]["count"]) >= ours_invol - 3);
-        let p95 = u(&t["runq_wait"]["p95_ns"]);
-        let max = u(&t["runq_wait"]["max_ns"]);
-        assert!(p95 > 0 && p95 <= max, "p95 {p95} max {max}");
-        // On-CPU time against schedstat's run time, same tolerance.
-        assert!(
-            close(u(&t["oncpu_ns"]), k.run_ns, 0.05, 2_000_000),
-            "on-CPU: ours {}, kernel {}",
-            t["oncpu_ns"],
-            k.run_ns
-        );
-    }
-    let pct = report["process"]["runq_agreement_pct"]
-        .as_f64()
-        .expect("agreement");
-    assert!((95.0..=105.0).contains(&pct), "process agreement {pct}%");
+    tailprobe_tests::check_two_spinners(&report, &w.tids, &before, &after, spin_ms);
 }
 
 /// A thread moved to the other CPU N times is seen migrating at least N times.

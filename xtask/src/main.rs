@@ -4,9 +4,11 @@
 //! - `run`:   the main job (profiles the built-in target when none is given).
 //! - `test`:  every test: fmt, clippy (host and eBPF), unit and root tests.
 //! - `bench`: side-by-side benchmarks, written to docs/benchmarks.md.
+//! - `dist`:  static binary, tarball, .deb and OCI image (docs/dist.md).
 
 mod bench;
 mod cmd;
+mod dist;
 mod pydeps;
 mod setup;
 mod testsum;
@@ -61,6 +63,9 @@ enum Task {
         #[arg(long, value_parser = ["probes", "attach", "load"])]
         only: Option<String>,
     },
+    /// Static (musl) binary, tarball with man pages and completions, .deb
+    /// and OCI image under target/dist/; docs/dist.md.
+    Dist,
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
     /// QEMU guest (no KVM) with 2 vCPUs on 2 NUMA nodes; docs/vm-test.md.
     VmTest {
@@ -94,6 +99,7 @@ fn main() {
         })
         .map(|_| ()),
         Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
+        Task::Dist => dist::dist().map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -90,6 +90,7 @@ fn run_checked(c: &mut Command, what: &str, hint: &str) -> Result<()> {
 /// Returns true when everything was already in place.
 pub fn run(check_only: bool) -> Result<bool> {
     let py_ok = crate::pydeps::ensure(check_only)?;
+    crate::dist::setup_musl_target(check_only);
     Ok(ebpf_toolchain(check_only)? && py_ok)
 }
 

@@ -15,6 +15,7 @@ pub mod record;
 pub mod restore;
 pub mod serve;
 pub mod topo;
+pub mod version;
 pub mod workload;
 
 use clap::{Parser, Subcommand};
@@ -36,7 +37,7 @@ pub mod exit {
 /// Exit codes: 0 success, 1 error, 2 bad usage, 3 the target exited during
 /// the run (the report of what was seen is still printed).
 #[derive(Debug, Parser)]
-#[command(name = "tailprobe", version, about, long_about)]
+#[command(name = "tailprobe", version = version::TEXT, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

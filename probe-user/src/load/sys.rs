@@ -4,7 +4,7 @@
 /// Sleep until CLOCK_MONOTONIC reaches `deadline_ns` (absolute).
 pub(super) fn sleep_until_ns(deadline_ns: u64) {
     let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_sec: (deadline_ns / 1_000_000_000) as _,
         tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
     };
     loop {

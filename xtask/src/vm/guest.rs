@@ -79,6 +79,22 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32)
     let _ = writeln!(s, "export TAILPROBE_TEST_TIME_SCALE={time_scale}");
     // tailprobe mounts tracefs itself; the test binaries read /proc and sysfs.
     let _ = writeln!(s, "cd /tmp");
+    if bins.iter().any(|b| b.name == "dist_package") && time_scale > 1 {
+        // Only in a guest (time_scale > 1; never in the host row): the
+        // packaged binary runs where no Rust, cargo or LLVM can be found,
+        // so the host's toolchains (visible read-only) are hidden under
+        // empty file systems; the test also strips PATH itself.
+        let _ = writeln!(
+            s,
+            "for d in /root/.cargo /root/.rustup /usr/lib/llvm-*; do \
+             [ -d \"$d\" ] && mount -t tmpfs -o ro,size=4k none \"$d\"; done"
+        );
+        // dist_package checks that they are gone.
+        let _ = writeln!(
+            s,
+            "export TAILPROBE_DIST_TEST=1 TAILPROBE_EXPECT_NO_TOOLCHAIN=1"
+        );
+    }
     for b in bins {
         let _ = writeln!(
             s,

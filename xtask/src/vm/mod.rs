@@ -23,6 +23,10 @@ pub enum Subset {
     /// every probe, `--trace-events` included): what `cargo xtask test`
     /// runs in CI.
     Numa,
+    /// The packaged static binary (`cargo xtask dist`, built first) in a
+    /// guest with no Rust or LLVM: tests/tests/dist_package.rs, which
+    /// records a known workload against schedstat. docs/dist.md.
+    Packaged,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +62,7 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
                 Some("root_page_faults_match_the_kernel"),
             ),
         ],
+        Subset::Packaged => &[("dist_package", 400, None)],
     }
 }
 
@@ -179,6 +184,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let _lock = lock()?;
     let started = Instant::now();
     let vng = tools::ensure()?;
+    if opts.subset == Subset::Packaged {
+        crate::dist::dist()?;
+    }
     eprintln!("vm-test: {vng}");
     let bins = build(bins_for(opts.subset))?;
     let tailprobe = workspace_root().join("target/debug/tailprobe");
@@ -237,7 +245,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         });
         let _ = b.console;
     }
-    if opts.host {
+    // The packaged lane is about the guest without a toolchain; the host
+    // has one (and the script must not hide it there).
+    if opts.host && opts.subset != Subset::Packaged {
         let release = cmd::output("uname", &["-r"]).unwrap_or_default();
         eprintln!("vm-test: the same binaries on the host kernel {release}");
         let (secs, tests) = guest::host(&out_root.join("host"), &tailprobe, &bins)?;
