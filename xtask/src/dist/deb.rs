@@ -29,7 +29,18 @@ use super::{run, step, Meta};
 /// mounting tracefs when it is not mounted; run as root or pass
 /// `--no-self-stats`), cap_dac_override (writing `/sys` knobs: the commands
 /// that change the node stay root-only), cap_sys_ptrace.
-pub const CAPS: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_resource,cap_sys_nice=ep";
+///
+/// Each with its bit number: the postinst sets only those in the installing
+/// process's bounding set, because an exec of a file whose permitted file
+/// capabilities are not all in the bounding set fails with EPERM, for root
+/// too (seen on this project's machines, which lack CAP_SYS_RESOURCE).
+pub const CAPS: [(&str, u32); 5] = [
+    ("cap_dac_read_search", 2),
+    ("cap_sys_nice", 23),
+    ("cap_sys_resource", 24),
+    ("cap_perfmon", 38),
+    ("cap_bpf", 39),
+];
 
 /// postinst: `$DPKG_ROOT` is honoured (dpkg sets it for `--root`
 /// installs; tests/tests/dist_package.rs runs the script against a scratch
@@ -52,14 +63,36 @@ if [ "$1" = configure ]; then
     gid=$(awk -F: '$1 == "tailprobe" {{ print $3 }}' "$root/etc/group")
     chown "0:$gid" "$bin"
     chmod 0750 "$bin"
-    if command -v setcap >/dev/null 2>&1 && setcap {CAPS} "$bin"; then
-        echo "tailprobe: $bin may be run by root and the members of group tailprobe (usermod -aG tailprobe USER); capabilities: {CAPS}"
+    # Only capabilities in the bounding set: with one outside it every exec
+    # of the file fails with EPERM (a container, a restricted machine).
+    bnd=$(awk '/^CapBnd:/ {{ print $2 }}' /proc/self/status)
+    caps=""
+    missing=""
+    for c in {list}; do
+        name=${{c%%:*}}
+        bit=${{c##*:}}
+        if [ -n "$bnd" ] && [ $(( (0x$bnd >> bit) & 1 )) -eq 1 ]; then
+            caps="$caps${{caps:+,}}$name"
+        else
+            missing="$missing $name"
+        fi
+    done
+    if [ -n "$missing" ]; then
+        echo "tailprobe: not in this machine's capability bounding set, so not given to $bin:$missing" >&2
+    fi
+    if [ -n "$caps" ] && command -v setcap >/dev/null 2>&1 && setcap "$caps=ep" "$bin"; then
+        echo "tailprobe: $bin may be run by root and the members of group tailprobe (usermod -aG tailprobe USER); capabilities: $caps"
     else
-        echo "tailprobe: could not set file capabilities on $bin (no setcap, or a file system without extended attributes): run it as root" >&2
+        echo "tailprobe: no file capabilities set on $bin (no setcap, none in the bounding set, or a file system without extended attributes): run it as root" >&2
     fi
 fi
 exit 0
-"#
+"#,
+        list = CAPS
+            .iter()
+            .map(|(n, b)| format!("{n}:{b}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
