@@ -136,18 +136,8 @@ pub fn mark_process_start() {
     PROCESS_START_NS.get_or_init(monotonic_ns);
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
+/// CLOCK_MONOTONIC now, in ns (lives in `tailprobe_system::clock`).
+pub use tailprobe_system::clock::monotonic_ns;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
