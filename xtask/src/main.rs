@@ -7,6 +7,7 @@
 
 mod bench;
 mod cmd;
+mod fleettools;
 mod pydeps;
 mod setup;
 mod testsum;
