@@ -380,6 +380,15 @@ fn root_prometheus_fleet_p99_agrees_with_record() {
     drop((wa, wb));
 }
 
+/// The workload's `auto-sleep` mode: `n` sleeps of 1 ms, then exit.
+fn run_sleeper(bin: &Path, n: u64) {
+    let st = Command::new(bin)
+        .args(["auto-sleep", &n.to_string(), "1000"])
+        .status()
+        .expect("run the sleeper");
+    assert!(st.success());
+}
+
 #[test]
 fn root_exporter_follows_a_target_that_exits_and_returns() {
     skip_unless_root!("root_exporter_follows_a_target_that_exits_and_returns");
@@ -390,13 +399,6 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
     std::fs::copy(WORKLOAD, &bin).unwrap();
     let e = Exporter::start(&["--comm", "tpexpback"]);
     let n = 1000u64;
-    let run = |bin: &Path| {
-        let st = Command::new(bin)
-            .args(["auto-sleep", &n.to_string(), "1000"])
-            .status()
-            .expect("run the sleeper");
-        assert!(st.success());
-    };
     let vol = |e: &Exporter| {
         sample(
             &e.scrape(None).1,
@@ -415,7 +417,7 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
     // First life: n sleeps (n voluntary switches at least), then it exits.
     let first = std::thread::spawn({
         let bin = bin.clone();
-        move || run(&bin)
+        move || run_sleeper(&bin, n)
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while procs(&e) != Some(1.0) {
@@ -436,7 +438,7 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
     // Second life, same name, new pid: counted on top (never reset).
     let second = std::thread::spawn({
         let bin = bin.clone();
-        move || run(&bin)
+        move || run_sleeper(&bin, n)
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while procs(&e) != Some(1.0) {
