@@ -407,29 +407,26 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
         )
         .unwrap_or(0.0)
     };
-    let procs = |e: &Exporter| {
-        sample(
+    let wait_procs = |want: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sample(
             &e.scrape(None).1,
             "tailprobe_target_processes",
             &[("target", "tpexpback")],
-        )
+        ) != Some(want)
+        {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     };
     // First life: n sleeps (n voluntary switches at least), then it exits.
     let first = std::thread::spawn({
         let bin = bin.clone();
         move || run_sleeper(&bin, n)
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while procs(&e) != Some(1.0) {
-        assert!(Instant::now() < deadline, "first process never followed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_procs(1.0, "first process never followed");
     first.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while procs(&e) != Some(0.0) {
-        assert!(Instant::now() < deadline, "exit never noticed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_procs(0.0, "exit never noticed");
     std::thread::sleep(Duration::from_millis(500));
     let v1 = vol(&e);
     // Picked up some time after its start (rescan 200 ms): most of the n
@@ -440,11 +437,7 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
         let bin = bin.clone();
         move || run_sleeper(&bin, n)
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while procs(&e) != Some(1.0) {
-        assert!(Instant::now() < deadline, "second process never followed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_procs(1.0, "second process never followed");
     second.join().unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let v2 = vol(&e);
@@ -461,4 +454,95 @@ fn root_exporter_follows_a_target_that_exits_and_returns() {
     );
     assert_eq!(lost, Some(0.0), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Voluntary switches of a target in a scrape (0 when absent).
+fn voluntary(body: &str, target: &str) -> f64 {
+    sample(
+        body,
+        "tailprobe_context_switches_total",
+        &[("target", target), ("kind", "voluntary")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn root_exporter_cgroup_children_are_targets_within_the_name_budget() {
+    let name = "root_exporter_cgroup_children_are_targets_within_the_name_budget";
+    skip_unless_root!(name);
+    // A cgroup v2 tree: /sys/fs/cgroup itself, or the `unified` tree beside
+    // v1 controllers.
+    let (root, prefix) = if Path::new("/sys/fs/cgroup/cgroup.procs").exists()
+        && !Path::new("/sys/fs/cgroup/unified").exists()
+    {
+        (PathBuf::from("/sys/fs/cgroup"), String::new())
+    } else if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        (
+            PathBuf::from("/sys/fs/cgroup/unified"),
+            "unified/".to_string(),
+        )
+    } else {
+        tailprobe_tests::skip(name, "no cgroup v2 tree mounted");
+        return;
+    };
+    let group = format!("tp-exp-{}", std::process::id());
+    let dir = root.join(&group);
+    for child in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(child)).expect("create a test cgroup");
+    }
+    // a: 300 sleeps of 1 ms; b: 600. One name allowed: b's process is
+    // counted under "other".
+    let mut wa = Workload::start(WORKLOAD, &["sleeper", "300", "1000"]);
+    let mut wb = Workload::start(WORKLOAD, &["sleeper", "600", "1000"]);
+    std::fs::write(dir.join("a/cgroup.procs"), wa.pid().to_string()).unwrap();
+    // Named first, so that it takes the one place in the budget.
+    let sel = format!("{prefix}{group}");
+    let e = Exporter::start(&["--cgroup", &sel, "--cgroup-children", "--max-targets", "1"]);
+    let ta = format!("{sel}/a");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sample(
+        &e.scrape(None).1,
+        "tailprobe_target_processes",
+        &[("target", &ta)],
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "{ta} never followed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(dir.join("b/cgroup.procs"), wb.pid().to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sample(
+        &e.scrape(None).1,
+        "tailprobe_target_processes",
+        &[("target", "other")],
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "b never followed as other");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = e.scrape(None).1;
+    wa.go_and_wait(Duration::from_secs(60));
+    wb.go_and_wait(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = e.scrape(None).1;
+    let da = voluntary(&after, &ta) - voluntary(&before, &ta);
+    let db = voluntary(&after, "other") - voluntary(&before, "other");
+    eprintln!("voluntary switches in the phase: {ta} {da} (300 sleeps), other {db} (600 sleeps)");
+    // Each sleep is one voluntary switch of the sleeper thread; the main
+    // thread blocks a few times more around `go` and `done`.
+    assert!((300.0..=320.0).contains(&da), "{ta}: {da}");
+    assert!((600.0..=620.0).contains(&db), "other: {db}");
+    assert!(
+        !after.contains(&format!("target=\"{sel}/b\"")),
+        "a name past the budget"
+    );
+    assert!(after.contains(&format!(
+        "tailprobe_target_info{{target=\"{ta}\",kind=\"cgroup\"}} 1"
+    )));
+    drop((wa, wb));
+    // The workloads are gone: the groups can be removed.
+    std::thread::sleep(Duration::from_millis(200));
+    for child in ["a", "b", ""] {
+        let _ = std::fs::remove_dir(dir.join(child));
+    }
 }

@@ -50,6 +50,10 @@ pub struct ExporterArgs {
     /// Most distinct target names; processes past it count under "other".
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_targets: u32,
+    /// A target name with no process for this long is dropped (its series
+    /// end; it frees its place under --max-targets).
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+    pub forget_after: Duration,
     /// How often selectors are evaluated again.
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub rescan: Duration,
@@ -105,6 +109,7 @@ pub fn main(args: &ExporterArgs) -> Result<i32> {
         buckets_per_octave: args.buckets_per_octave,
         memory_every: args.memory_every,
         max_threads: args.max_threads,
+        forget_after: args.forget_after,
     };
     exporter::run(&opts, &|addr| {
         eprintln!("tailprobe exporter: probes attached; serving http://{addr}/metrics");

@@ -57,6 +57,8 @@ pub struct Options {
     pub buckets_per_octave: u32,
     pub memory_every: Duration,
     pub max_threads: u32,
+    /// A target name with no process for this long is dropped.
+    pub forget_after: Duration,
 }
 
 /// How long after a thread's exit record its slot is harvested (its last
@@ -84,6 +86,7 @@ struct State {
     own_losses: BTreeMap<String, u64>,
     topology: Option<Vec<(u32, CpuTopo)>>,
     buckets_per_octave: u32,
+    forget_after: Duration,
     start_time_seconds: f64,
 }
 
@@ -212,6 +215,17 @@ impl State {
         }
     }
 
+    /// The programs' CPU share since the last call.
+    fn sample_share(&mut self) {
+        let run_ns: u64 = self
+            .probes
+            .program_stats()
+            .iter()
+            .map(|p| p.run_time_ns)
+            .sum();
+        self.share.sample(run_ns, Duration::ZERO);
+    }
+
     fn sample_memory(&mut self, proc: &crate::procfs::ProcFs) {
         let Some(topo) = &self.topology else {
             return;
@@ -299,6 +313,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
         own_losses: BTreeMap::new(),
         topology,
         buckets_per_octave: opts.buckets_per_octave,
+        forget_after: opts.forget_after,
         start_time_seconds,
     };
     st.rescan(&mut resolver);
@@ -314,13 +329,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
     on_ready(server.addr);
     let proc = resolver.proc.clone();
     st.sample_memory(&proc);
-    let run_ns: u64 = st
-        .probes
-        .program_stats()
-        .iter()
-        .map(|p| p.run_time_ns)
-        .sum();
-    st.share.sample(run_ns, Duration::ZERO);
+    st.sample_share();
     let started = Instant::now();
     let mut last_rescan = Instant::now();
     let mut last_sweep = Instant::now();
@@ -357,13 +366,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
             last_memory = Instant::now();
         }
         if last_share.elapsed() >= CPU_SHARE_EVERY {
-            let run_ns: u64 = st
-                .probes
-                .program_stats()
-                .iter()
-                .map(|p| p.run_time_ns)
-                .sum();
-            st.share.sample(run_ns, Duration::ZERO);
+            st.sample_share();
             last_share = Instant::now();
         }
         std::thread::sleep(TICK);

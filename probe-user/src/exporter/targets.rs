@@ -221,6 +221,8 @@ pub struct Book {
     /// target name -> kind (unit, cgroup, comm, pid; "other").
     pub kinds: BTreeMap<String, &'static str>,
     pub max_targets: usize,
+    /// Names with no process now, and since when.
+    empty_since: BTreeMap<String, Instant>,
 }
 
 /// What a rescan changed.
@@ -274,6 +276,31 @@ impl Book {
         ch
     }
 
+    /// Names that have had no process for `after`: forgotten (their
+    /// series end; a name that comes back later starts from zero, which
+    /// PromQL's rate() reads as a counter reset). Keeps a churn of pods
+    /// from filling the name budget with names that are gone.
+    pub fn forget_idle(&mut self, after: Duration) -> Vec<String> {
+        let in_use: BTreeSet<&str> = self.names.values().map(String::as_str).collect();
+        let now = Instant::now();
+        let mut forgotten = Vec::new();
+        for name in self.kinds.keys() {
+            if in_use.contains(name.as_str()) {
+                self.empty_since.remove(name);
+            } else {
+                let since = *self.empty_since.entry(name.clone()).or_insert(now);
+                if now.duration_since(since) >= after {
+                    forgotten.push(name.clone());
+                }
+            }
+        }
+        for n in &forgotten {
+            self.kinds.remove(n);
+            self.empty_since.remove(n);
+        }
+        forgotten
+    }
+
     /// Distinct names in use, "other" not counted.
     fn named(&self) -> usize {
         self.kinds.keys().filter(|k| k.as_str() != OTHER).count()
@@ -324,6 +351,16 @@ mod tests {
         let ch = b.apply(&[f("b", &[20, 12]), f("a", &[12])], &all);
         assert_eq!(ch.removed, vec![30]);
         assert_eq!(b.names[&12], "a", "a process keeps its first name");
+        // "other" has no process now: forgotten once idle long enough,
+        // and its place in the budget is free for a new name.
+        assert!(b.forget_idle(Duration::from_secs(60)).is_empty());
+        assert_eq!(b.forget_idle(Duration::ZERO), vec![OTHER.to_string()]);
+        b.apply(&[f("b", &[20, 12]), f("a", &[12])], &all);
+        b.names.remove(&20);
+        assert_eq!(b.forget_idle(Duration::ZERO), vec!["b".to_string()]);
+        let ch = b.apply(&[f("a", &[12]), f("d", &[40])], &all);
+        assert_eq!(ch.added, vec![40]);
+        assert_eq!(b.names[&40], "d", "the freed place goes to a new name");
     }
 
     #[test]
