@@ -13,11 +13,13 @@
 //! - `experiment`: the configuration matrix, its runner and the analysis.
 //! - `report_docs`: the Markdown documents, plots and systemd drop-in
 //!   rendered from an experiment's results.
+//! - `exporter`: `tailprobe exporter`, the always-on Prometheus exporter.
 //! - `cli`: argument parsing and one file per subcommand.
 
 pub mod cli;
 pub mod diagnose;
 pub mod experiment;
+pub mod exporter;
 pub mod kernel;
 pub mod node;
 pub mod out;

@@ -90,7 +90,8 @@ fn run_checked(c: &mut Command, what: &str, hint: &str) -> Result<()> {
 /// Returns true when everything was already in place.
 pub fn run(check_only: bool) -> Result<bool> {
     let py_ok = crate::pydeps::ensure(check_only)?;
-    Ok(ebpf_toolchain(check_only)? && py_ok)
+    let fleet_ok = crate::fleettools::ensure(check_only)?;
+    Ok(ebpf_toolchain(check_only)? && py_ok && fleet_ok)
 }
 
 /// Nightly, LLVM and bpf-linker; true when everything was already in place.

@@ -379,6 +379,22 @@ impl Probes {
         Ok(())
     }
 
+    /// Stop following a process (the exporter, when it exits or leaves
+    /// its selector). Absent is not an error.
+    pub fn unfollow(&mut self, tgid: u32) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut("TGIDS")
+                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
+        )?;
+        match m.remove(&tgid) {
+            Ok(()) => Ok(()),
+            // Not there (never added, or removed already): nothing to do.
+            Err(_) if m.get(&tgid, 0).is_err() => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing pid {tgid} from the followed set")),
+        }
+    }
+
     /// Every thread the programs have seen.
     pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
         let slots: HashMap<&MapData, u32, ThreadSlot> =
