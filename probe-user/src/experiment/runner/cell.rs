@@ -50,6 +50,14 @@ pub(super) fn read_jsonl<T: for<'de> Deserialize<'de>>(p: &Path) -> Vec<T> {
         .collect()
 }
 
+/// The built-in server's served-request records (for the trace's flows).
+fn read_served(p: &Path) -> Vec<crate::timeline::requests::Served> {
+    read_jsonl::<serde_json::Value>(p)
+        .iter()
+        .filter_map(crate::timeline::requests::Served::from_json)
+        .collect()
+}
+
 /// The server and where things run in one cell.
 struct Setup {
     srv: Server,
@@ -70,7 +78,22 @@ struct Raw {
     threads: usize,
     seconds: f64,
     client: Vec<ClientRec>,
+    /// The cell's Perfetto trace: its summary line, or why it failed.
+    trace: Option<Result<String, String>>,
 }
+
+/// The cell's directory under the output, relative to it.
+fn cell_dir_rel(spec: &CellSpec) -> String {
+    format!(
+        "cells/{:02}-{}-r{}",
+        spec.order,
+        spec.config.slug(),
+        spec.repeat
+    )
+}
+
+/// The cell's trace file name, in its directory.
+pub const TRACE_FILE: &str = "trace.pftrace";
 
 impl Runner<'_> {
     pub(super) fn noise_cpus(
@@ -130,7 +153,23 @@ impl Runner<'_> {
         let setup = self.setup(spec, cell, &mut j);
         let (mut s, raw) = match setup {
             Ok(mut s) => {
-                let raw = self.measure(&s, spec.order);
+                let trace = (self.plan().trace_mb > 0).then(|| {
+                    let dir = self.o.out_dir.join(cell_dir_rel(spec));
+                    let _ = std::fs::create_dir_all(&dir);
+                    crate::timeline::TraceOptions::new(&dir.join(TRACE_FILE), self.plan().trace_mb)
+                });
+                let raw = self.measure(&s, spec.order, trace.as_ref());
+                if let Ok(r) = &raw {
+                    match &r.trace {
+                        Some(Ok(line)) => {
+                            cell.raw
+                                .push(format!("{}/{TRACE_FILE}", cell_dir_rel(spec)));
+                            cell.notes.push(line.clone());
+                        }
+                        Some(Err(why)) => cell.notes.push(format!("no trace: {why}")),
+                        None => {}
+                    }
+                }
                 let died = s.srv.exited();
                 s.srv.stop();
                 (
@@ -189,6 +228,7 @@ impl Runner<'_> {
     fn start_recording(
         &self,
         pid: u32,
+        timeline: Option<crate::timeline::SharedTimeline>,
     ) -> Result<(JoinHandle<anyhow::Result<RecordReport>>, Arc<AtomicBool>), String> {
         let p = self.plan();
         let stop = Arc::new(AtomicBool::new(false));
@@ -200,6 +240,7 @@ impl Runner<'_> {
         ro.trace_events = true;
         ro.max_outliers = 2_000_000;
         ro.stop = Some(stop.clone());
+        ro.timeline = timeline;
         ro.on_attached = Some(Callback::new(move |_| {
             let _ = tx.send(());
         }));
@@ -219,10 +260,20 @@ impl Runner<'_> {
     }
 
     /// Probes first, then the snapshots and the neighbour, then the load.
-    fn measure(&self, s: &Setup, order: usize) -> Result<Raw, String> {
+    fn measure(
+        &self,
+        s: &Setup,
+        order: usize,
+        trace: Option<&crate::timeline::TraceOptions>,
+    ) -> Result<Raw, String> {
         let p = self.plan();
         let roots = &self.o.roots;
-        let (rec, stop) = self.start_recording(s.srv.pid)?;
+        let timeline = match trace.map(crate::timeline::Timeline::create) {
+            None => None,
+            Some(Ok(t)) => Some(t.shared()),
+            Some(Err(e)) => return Err(format!("creating the cell's trace: {e:#}")),
+        };
+        let (rec, stop) = self.start_recording(s.srv.pid, timeline.clone())?;
         let tids = ProcFs::new(&roots.proc).threads(s.srv.pid);
         let irq_before = irq::read_interrupts(roots).ok();
         let numa_before = numa::snapshot(roots);
@@ -257,6 +308,17 @@ impl Runner<'_> {
         if let Some(h) = noise {
             let _ = h.join();
         }
+        let trace = timeline.map(|tl| {
+            let served = s.srv.served.as_deref().map(read_served).unwrap_or_default();
+            crate::timeline::session::finish_with_requests(
+                tl,
+                &reqs_path,
+                &served,
+                std::process::id(),
+            )
+            .map(|t| t.line())
+            .map_err(|e| format!("{e:#}"))
+        });
         let client = read_jsonl(&reqs_path);
         let _ = std::fs::remove_file(&reqs_path);
         Ok(Raw {
@@ -271,6 +333,7 @@ impl Runner<'_> {
             threads: tids.len(),
             seconds,
             client,
+            trace,
         })
     }
 
@@ -391,12 +454,7 @@ impl Runner<'_> {
         raw: &Raw,
         s: &Setup,
     ) {
-        let dir_rel = format!(
-            "cells/{:02}-{}-r{}",
-            spec.order,
-            spec.config.slug(),
-            spec.repeat
-        );
+        let dir_rel = cell_dir_rel(spec);
         let dir = self.o.out_dir.join(&dir_rel);
         if std::fs::create_dir_all(&dir).is_err() {
             cell.notes
