@@ -3,8 +3,9 @@
 //! finding whose evidence has timestamps (run-queue waits after preemption,
 //! IRQ and softirq runs, pauses), count the requests above the p95 latency
 //! whose interval overlaps that evidence, against the share of all requests
-//! that do: a cause of the tail overlaps the slow requests more often than
-//! requests in general, and holds more of their time.
+//! that do, and the evidence time inside a slow request against inside the
+//! others: a cause of the tail overlaps the slow requests at least as often
+//! as requests in general and holds clearly more of their time.
 
 use std::collections::BTreeSet;
 
@@ -59,8 +60,13 @@ pub struct SlowTie {
     /// others (at or below p95).
     pub slow_mean_overlap_ms: f64,
     pub other_mean_overlap_ms: f64,
-    /// True when the slow requests overlap the evidence more often than all
-    /// requests do and hold more of it.
+    /// Mean latency of the slow requests minus that of the others, and the
+    /// part of that gap the evidence time accounts for
+    /// (`slow_mean_overlap_ms - other_mean_overlap_ms`), in %.
+    pub latency_gap_ms: f64,
+    pub gap_explained_pct: f64,
+    /// True when the slow requests overlap the evidence at least as often as
+    /// all requests do and hold more of it on average.
     pub tied: bool,
     pub text: String,
 }
@@ -188,8 +194,8 @@ pub fn tie(
         return None;
     }
     let p95 = p95_ns(reqs)?;
-    let (mut slow, mut slow_hit, mut slow_ns) = (0usize, 0usize, 0u64);
-    let (mut other, mut other_ns, mut all_hit) = (0usize, 0u64, 0usize);
+    let (mut slow, mut slow_hit, mut slow_ns, mut slow_lat) = (0usize, 0usize, 0u64, 0u64);
+    let (mut other, mut other_ns, mut other_lat, mut all_hit) = (0usize, 0u64, 0u64, 0usize);
     for r in reqs {
         let o = overlap_ns(r, spans);
         all_hit += usize::from(o > 0);
@@ -197,9 +203,11 @@ pub fn tie(
             slow += 1;
             slow_hit += usize::from(o > 0);
             slow_ns += o;
+            slow_lat += r.latency_ns();
         } else {
             other += 1;
             other_ns += o;
+            other_lat += r.latency_ns();
         }
     }
     if slow == 0 {
@@ -210,11 +218,21 @@ pub fn tie(
     let all_pct = 100.0 * all_hit as f64 / reqs.len() as f64;
     let slow_pct = 100.0 * slow_hit as f64 / slow as f64;
     let (sm, om) = (mean(slow_ns, slow), mean(other_ns, other));
-    let tied = slow_pct > all_pct && sm > om;
-    let verdict = if tied {
-        "tied to the tail"
+    let gap = mean(slow_lat, slow) - mean(other_lat, other);
+    let explained = if gap > 0.0 {
+        100.0 * (sm - om) / gap
     } else {
-        "not tied to the tail: the slow requests overlap it no more than the others"
+        0.0
+    };
+    let tied = slow_pct >= all_pct && sm > om;
+    let verdict = if tied {
+        format!(
+            "tied to the tail: {:.2} ms more of it in a slow request, {explained:.0}% of the \
+             {gap:.2} ms by which the slow requests are slower",
+            sm - om
+        )
+    } else {
+        "not tied to the tail: the slow requests do not hold more of it than the others".into()
     };
     let text = format!(
         "{slow_hit} of the {slow} requests above p95 ({:.1} ms) overlap {evidence} \
@@ -235,6 +253,8 @@ pub fn tie(
         all_overlapping: all_hit,
         slow_mean_overlap_ms: sm,
         other_mean_overlap_ms: om,
+        latency_gap_ms: gap,
+        gap_explained_pct: explained,
         tied,
         text,
     })
@@ -297,6 +317,14 @@ mod tests {
         assert_eq!((t.all_requests, t.all_overlapping), (40, 3));
         assert!(t.tied, "{}", t.text);
         assert!((t.slow_mean_overlap_ms - 10.0).abs() < 1e-9);
+        // Slow 20 ms vs others 2 ms: 18 ms gap; 10 - 1/38 ms of it explained.
+        assert!((t.latency_gap_ms - 18.0).abs() < 1e-9);
+        let want = 100.0 * (10.0 - 1.0 / 38.0) / 18.0;
+        assert!(
+            (t.gap_explained_pct - want).abs() < 1e-6,
+            "{}",
+            t.gap_explained_pct
+        );
         assert!(
             t.text.contains("2 of the 2 requests above p95"),
             "{}",
