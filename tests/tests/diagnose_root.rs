@@ -760,3 +760,92 @@ fn root_diagnose_ties_preemption_to_the_slow_requests() {
         "the finding carries the tie: {f:#}"
     );
 }
+
+/// Idle-state entries of one CPU summed from cpuidle sysfs (`usage` of every
+/// state), or None without cpuidle.
+fn cpuidle_usage(cpu: u32) -> Option<u64> {
+    let base = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle"));
+    let mut total = 0;
+    let mut any = false;
+    for e in fs::read_dir(&base).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("state") {
+            continue;
+        }
+        let u: u64 = fs::read_to_string(e.path().join("usage"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        total += u;
+        any = true;
+    }
+    any.then_some(total)
+}
+
+/// The `cpu_idle` program against the kernel's own count: a thread pinned
+/// to CPU 1 sleeping 1 ms 2000 times, so CPU 1 (and only it) is a CPU the
+/// target ran on; the idle periods the program counts there must match the
+/// growth of CPU 1's cpuidle `usage` counters over the same time (minus the
+/// periods before the target first ran there, and the edges of the window).
+#[test]
+fn root_cpu_idle_program_agrees_with_cpuidle_usage() {
+    tailprobe_tests::skip_unless_root!("root_cpu_idle_program_agrees_with_cpuidle_usage");
+    if cpuidle_usage(1).is_none() {
+        skip(
+            "root_cpu_idle_program_agrees_with_cpuidle_usage",
+            "CPU 1 has no cpuidle states in sysfs (no cpuidle driver)",
+        );
+        return;
+    }
+    let mut w = tailprobe_tests::Workload::start(
+        env!("CARGO_BIN_EXE_workload"),
+        &["sleeper", "2000", "1000"],
+    );
+    let pid = w.pid();
+    let st = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset");
+    assert!(st.success(), "pinning the workload to CPU 1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut ro = tailprobe::record::RecordOptions::new(tailprobe::record::TargetSpec::Pid(pid));
+    ro.duration = Some(Duration::from_secs(120));
+    ro.stop = Some(stop.clone());
+    ro.cpu_idle = true;
+    ro.quiet_command = true;
+    ro.on_attached = Some(tailprobe::record::Callback::new(move |_| {
+        let _ = tx.send(());
+    }));
+    let rec = std::thread::spawn(move || tailprobe::record::run(&ro));
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("probes attached within 60 s");
+    let before = cpuidle_usage(1).expect("usage");
+    w.go_and_wait(Duration::from_secs(60));
+    let after = cpuidle_usage(1).expect("usage");
+    stop.store(true, Ordering::SeqCst);
+    let report = rec
+        .join()
+        .expect("recording thread")
+        .expect("recording succeeded");
+    let idle = report
+        .cpu_idle
+        .as_ref()
+        .unwrap_or_else(|| panic!("cpu_idle not attached: {:?}", report.unavailable));
+    let ours: u64 = idle.states.iter().map(|s| s.exits).sum();
+    let kernel = after - before;
+    eprintln!(
+        "CPU 1 idle periods: cpu_idle program {ours} (states {:?}), cpuidle usage {kernel}; \
+         program {} runs, {} ns",
+        idle.states, idle.program_runs, idle.program_run_time_ns
+    );
+    assert!(kernel >= 500, "CPU 1 hardly idled ({kernel} entries)");
+    // The program also counts between `after` and the stop; it misses the
+    // periods before the target's first run on CPU 1.
+    let diff = ours.abs_diff(kernel) as f64;
+    assert!(
+        diff <= 20.0 + 0.05 * kernel as f64,
+        "cpu_idle program {ours} vs cpuidle usage {kernel}"
+    );
+}

@@ -15,7 +15,8 @@ use crate::{
 /// Name the CPU-side causes of a process's tail latency, with the evidence.
 ///
 /// Records the target like `tailprobe record` (sched, IRQ, page fault
-/// probes, plus who woke whom among its threads), snapshots its CPU
+/// probes, plus who woke whom among its threads and the idle periods of its
+/// CPUs), snapshots its CPU
 /// cgroup's throttling counters around the run, then runs one detector per
 /// cause: preemption by other processes, one saturated thread, CFS
 /// throttling, stop-the-world pauses, IRQ and softirq time, lock convoys /

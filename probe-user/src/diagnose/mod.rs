@@ -132,6 +132,7 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     // Diagnose needs sums, windows and preemptors, not the outlier stream.
     ropts.max_outliers = 1000;
     ropts.wake_edges = true;
+    ropts.cpu_idle = true;
     if opts.drive.is_some() {
         // Timed evidence for the slow requests: every run-queue wait of
         // 100 us or more, up to 200k of them.
@@ -334,11 +335,22 @@ pub fn analyse(
         cpus: &target_cpus,
         wakeups: report.process.wakeups,
         duration_ns: duration,
+        idle_use: report.cpu_idle.as_ref(),
     }));
     push("frequency_idle", frequency::RULE, f, na);
 
     rank(&mut findings);
     let mut notes = report.notes.clone();
+    if let Some(c) = &report.cpu_idle {
+        let exits: u64 = c.states.iter().map(|s| s.exits).sum();
+        notes.push(format!(
+            "cpu_idle program (power:cpu_idle, CPUs the target ran on): {exits} idle periods \
+             seen; it ran {} times for {:.2} ms ({:.0} ns a run)",
+            c.program_runs,
+            c.program_run_time_ns as f64 / 1e6,
+            c.program_run_time_ns as f64 / c.program_runs.max(1) as f64
+        ));
+    }
     if report.lossy {
         notes.push(
             "the recorder lost events (see `tailprobe record --json` losses): the evidence may \

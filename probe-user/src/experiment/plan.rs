@@ -240,7 +240,7 @@ impl Default for Plan {
             interference_min_ms: 10.0,
             rerun_disturbed: true,
             request: RequestPlan::default(),
-            trace_mb: 4,
+            trace_mb: 2,
         }
     }
 }

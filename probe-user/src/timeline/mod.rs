@@ -54,6 +54,9 @@ pub const DEFAULT_MAX_MB: u64 = 200;
 pub struct TraceOptions {
     pub path: PathBuf,
     pub max_bytes: u64,
+    /// Bytes of the cap kept for the request slices added at the end
+    /// (kernel events stop that much earlier); 0: none kept.
+    pub request_reserve: u64,
 }
 
 impl TraceOptions {
@@ -61,6 +64,7 @@ impl TraceOptions {
         TraceOptions {
             path: path.to_path_buf(),
             max_bytes: max_mb.saturating_mul(1 << 20),
+            request_reserve: 0,
         }
     }
 }
@@ -191,6 +195,7 @@ impl Timeline {
     /// Create the file and write the clock snapshot and the system info.
     pub fn create(opts: &TraceOptions) -> Result<Timeline> {
         let mut w = PacketWriter::create(&opts.path, opts.max_bytes)?;
+        w.reserve_for_requests(opts.request_reserve);
         let (boot, mono) = clock_pair();
         // Without a suspend the two clocks are equal and the read order can
         // make boot a few ns "before" mono: the offset is then 0, and the

@@ -156,7 +156,13 @@ impl Runner<'_> {
                 let trace = (self.plan().trace_mb > 0).then(|| {
                     let dir = self.o.out_dir.join(cell_dir_rel(spec));
                     let _ = std::fs::create_dir_all(&dir);
-                    crate::timeline::TraceOptions::new(&dir.join(TRACE_FILE), self.plan().trace_mb)
+                    let mut t = crate::timeline::TraceOptions::new(
+                        &dir.join(TRACE_FILE),
+                        self.plan().trace_mb,
+                    );
+                    // A quarter of the cap for the requests, added last.
+                    t.request_reserve = t.max_bytes / 4;
+                    t
                 });
                 let raw = self.measure(&s, spec.order, trace.as_ref());
                 if let Ok(r) = &raw {
