@@ -29,7 +29,12 @@ pub fn cpu_idle(ctx: BtfTracePointContext) -> i32 {
             None => 0,
         };
         let ran_here = oncpu_here != 0;
-        let now = if ran_here { bpf_ktime_get_ns() } else { 0 };
+        let now = if ran_here {
+            // SAFETY: helper with no preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        };
         let slot = if ran_here { u64::from(state) + 1 } else { 0 };
         // SAFETY: per-CPU map value of this CPU: only this CPU writes it,
         // and it runs one cpu_idle event at a time.
@@ -44,7 +49,8 @@ pub fn cpu_idle(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: as above.
     unsafe { *open = [0, 0] };
     let idx = ((slot - 1) as u32).min(CPU_IDLE_STATES - 1);
-    let ns = bpf_ktime_get_ns().saturating_sub(since);
+    // SAFETY: helper with no preconditions.
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
     if let Some(v) = CPU_IDLE.get_ptr_mut(idx) {
         // SAFETY: per-CPU map value of this CPU, written only here, by this
         // CPU, one event at a time.

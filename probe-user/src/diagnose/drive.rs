@@ -5,8 +5,6 @@
 //! (`slow`).
 
 use std::{
-    io::BufRead as _,
-    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc,
@@ -22,10 +20,7 @@ use crate::{
     load::{self, LoadOptions},
     record::{self, Callback, RecordOptions},
     report::RecordReport,
-    timeline::{
-        requests::{match_served, Req},
-        session::server_journal,
-    },
+    timeline::{requests::match_served, session::server_journal},
 };
 
 /// The load to drive.
@@ -107,7 +102,7 @@ pub fn record_with_load(
         .join()
         .map_err(|_| anyhow!("the recording thread panicked"))??;
     let load_report = load_res.with_context(|| format!("load on {}", drive.url))?;
-    let reqs = read_records(&records)?;
+    let reqs = crate::timeline::read_request_records(&records)?;
     let served = server_journal(&drive.url, after)
         .map(|j| j.served)
         .unwrap_or_default();
@@ -127,23 +122,6 @@ pub fn record_with_load(
         });
     }
     Ok((report, load_report, out, matched))
-}
-
-fn read_records(path: &Path) -> Result<Vec<Req>> {
-    let f = std::fs::File::open(path)
-        .with_context(|| format!("reading the request records {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(f).lines() {
-        let line =
-            line.with_context(|| format!("reading the request records {}", path.display()))?;
-        if let Some(r) = serde_json::from_str(&line)
-            .ok()
-            .and_then(|v| Req::from_json(&v))
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
 }
 
 /// Tie every finding of `detectors` (in ranked order) to the slow requests.

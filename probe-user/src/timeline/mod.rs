@@ -114,6 +114,25 @@ impl TraceSummary {
     }
 }
 
+/// The generator's per-request records (`--requests-out`, JSON Lines);
+/// lines that are not records are skipped.
+pub fn read_request_records(records: &Path) -> Result<Vec<Req>> {
+    let f = std::fs::File::open(records)
+        .with_context(|| format!("reading the request records {}", records.display()))?;
+    let mut reqs = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line =
+            line.with_context(|| format!("reading the request records {}", records.display()))?;
+        if let Some(r) = serde_json::from_str(&line)
+            .ok()
+            .and_then(|v| Req::from_json(&v))
+        {
+            reqs.push(r);
+        }
+    }
+    Ok(reqs)
+}
+
 /// A trace being written, shared between the recording and its caller.
 pub type SharedTimeline = Arc<Mutex<Timeline>>;
 
@@ -358,19 +377,7 @@ impl Timeline {
         served: &[Served],
         generator_pid: u32,
     ) -> Result<(u64, u64)> {
-        let f = std::fs::File::open(records)
-            .with_context(|| format!("reading the request records {}", records.display()))?;
-        let mut reqs = Vec::new();
-        for line in std::io::BufReader::new(f).lines() {
-            let line =
-                line.with_context(|| format!("reading the request records {}", records.display()))?;
-            if let Some(r) = serde_json::from_str(&line)
-                .ok()
-                .and_then(|v| Req::from_json(&v))
-            {
-                reqs.push(r);
-            }
-        }
+        let reqs = read_request_records(records)?;
         self.name_process(generator_pid, "tailprobe load")?;
         let m = requests::match_served(&reqs, served);
         let mut matched = 0;

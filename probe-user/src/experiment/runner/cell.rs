@@ -58,6 +58,20 @@ fn read_served(p: &Path) -> Vec<crate::timeline::requests::Served> {
         .collect()
 }
 
+/// Add the cell's requests (and, from the built-in server's records, which
+/// worker served each) to its trace and close it: the summary line, or why
+/// it failed.
+fn finish_trace(
+    tl: crate::timeline::SharedTimeline,
+    requests: &Path,
+    served: Option<&Path>,
+) -> Result<String, String> {
+    let served = served.map(read_served).unwrap_or_default();
+    crate::timeline::session::finish_with_requests(tl, requests, &served, std::process::id())
+        .map(|t| t.line())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// The server and where things run in one cell.
 struct Setup {
     srv: Server,
@@ -274,10 +288,11 @@ impl Runner<'_> {
     ) -> Result<Raw, String> {
         let p = self.plan();
         let roots = &self.o.roots;
-        let timeline = match trace.map(crate::timeline::Timeline::create) {
-            None => None,
-            Some(Ok(t)) => Some(t.shared()),
-            Some(Err(e)) => return Err(format!("creating the cell's trace: {e:#}")),
+        // A trace that cannot be created is a note, not a failed cell.
+        let (timeline, trace_err) = match trace.map(crate::timeline::Timeline::create) {
+            None => (None, None),
+            Some(Ok(t)) => (Some(t.shared()), None),
+            Some(Err(e)) => (None, Some(format!("creating the cell's trace: {e:#}"))),
         };
         let (rec, stop) = self.start_recording(s.srv.pid, timeline.clone())?;
         let tids = ProcFs::new(&roots.proc).threads(s.srv.pid);
@@ -314,17 +329,10 @@ impl Runner<'_> {
         if let Some(h) = noise {
             let _ = h.join();
         }
-        let trace = timeline.map(|tl| {
-            let served = s.srv.served.as_deref().map(read_served).unwrap_or_default();
-            crate::timeline::session::finish_with_requests(
-                tl,
-                &reqs_path,
-                &served,
-                std::process::id(),
-            )
-            .map(|t| t.line())
-            .map_err(|e| format!("{e:#}"))
-        });
+        let trace = match timeline {
+            None => trace_err.map(Err),
+            Some(tl) => Some(finish_trace(tl, &reqs_path, s.srv.served.as_deref())),
+        };
         let client = read_jsonl(&reqs_path);
         let _ = std::fs::remove_file(&reqs_path);
         Ok(Raw {
