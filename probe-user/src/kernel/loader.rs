@@ -528,6 +528,36 @@ impl Probes {
         Ok(out)
     }
 
+    /// Attach the idle-state program (`cpu_idle`, on `power:cpu_idle`),
+    /// which is not part of a plain recording.
+    pub fn attach_cpu_idle(&mut self, kernel_btf: &[u8]) -> Result<()> {
+        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
+            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        attach_btf(&mut self.ebpf, &btf, "cpu_idle", "cpu_idle")?;
+        self.attached.push("cpu_idle");
+        Ok(())
+    }
+
+    /// Idle periods on the CPUs the target ran on, per idle state number
+    /// (the last also holds deeper ones): (state, periods ended, ns in them),
+    /// CPUs summed; states never entered are left out.
+    pub fn read_cpu_idle(&self) -> Result<Vec<(u32, u64, u64)>> {
+        let m: PerCpuArray<&MapData, [u64; 2]> =
+            PerCpuArray::try_from(map(&self.ebpf, "CPU_IDLE")?)?;
+        let mut out = Vec::new();
+        for s in 0..probe_common::CPU_IDLE_STATES {
+            let (mut n, mut ns) = (0u64, 0u64);
+            for v in m.get(&s, 0).context("reading CPU_IDLE")?.iter() {
+                n += v[0];
+                ns += v[1];
+            }
+            if n > 0 {
+                out.push((s, n, ns));
+            }
+        }
+        Ok(out)
+    }
+
     /// `mm_migrate_pages` per reason (CPUs summed).
     pub fn read_migrate_pages(&self) -> Result<Vec<MigratePages>> {
         let m: PerCpuArray<&MapData, MigratePages> =

@@ -80,6 +80,9 @@ pub struct RecordOptions {
     /// Also count who woke whom among the target's threads (an extra
     /// program on sched_wakeup; `report.wake_edges`).
     pub wake_edges: bool,
+    /// Attach the idle-state program (`cpu_idle` on `power:cpu_idle`;
+    /// `report.cpu_idle`).
+    pub cpu_idle: bool,
     /// Write the scheduler stream, IRQs, page faults and migrations into
     /// this Perfetto trace (implies `trace_events`); the caller finishes it.
     pub timeline: Option<crate::timeline::SharedTimeline>,
@@ -107,6 +110,7 @@ impl RecordOptions {
             irq: true,
             priority: None,
             wake_edges: false,
+            cpu_idle: false,
             timeline: None,
         }
     }
@@ -312,6 +316,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             ));
         }
     }
+    if opts.cpu_idle {
+        if let Err(e) = probes.attach_cpu_idle(&btf) {
+            probes.unavailable.push(format!(
+                "idle states: cpu_idle not attachable on power:cpu_idle ({e:#})"
+            ));
+        }
+    }
     drop(btf);
     let attach_ms = attach_time(&probes, opts.priority);
     if let Some(l) = launched.as_mut() {
@@ -468,6 +479,24 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     } else {
         BTreeMap::new()
     };
+    let cpu_idle = if probes.attached.contains(&"cpu_idle") {
+        let cost = prog_stats.iter().find(|p| p.name == "cpu_idle");
+        Some(crate::report::CpuIdleReport {
+            states: probes
+                .read_cpu_idle()?
+                .into_iter()
+                .map(|(state, exits, residency_ns)| crate::report::IdleStateUse {
+                    state,
+                    exits,
+                    residency_ns,
+                })
+                .collect(),
+            program_runs: cost.map_or(0, |c| c.run_count),
+            program_run_time_ns: cost.map_or(0, |c| c.run_time_ns),
+        })
+    } else {
+        None
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -520,6 +549,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.cpu_idle = cpu_idle;
     report.wake_edges = wake_edges
         .into_iter()
         .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {
