@@ -206,8 +206,7 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
         .sum();
     let at = |m: u64| {
         rss.iter()
-            .filter(|(mm, _)| *mm <= m)
-            .next_back()
+            .rfind(|(mm, _)| *mm <= m)
             .map_or("-".to_string(), |(_, k)| format!("{k}"))
     };
     let first = rss.first().map_or(0, |r| r.1);
