@@ -297,17 +297,17 @@ mod tests {
         assert!(hi > 25.0 && hi < 35.0, "{hi}");
     }
 
-    /// 40 requests of 2 ms, every 10 ms; the two longest (20 ms) are the
+    /// 40 requests of 2 ms, every 10 ms; the two longest (9 ms) are the
     /// ones preempted. Spans on another thread than the serving one do not
     /// count.
     #[test]
     fn slow_requests_that_hold_the_evidence_are_tied() {
         let mut reqs: Vec<Request> = (0..40).map(|i| req(i * 10, 2, Some(5))).collect();
-        reqs[3] = req(30, 20, Some(5));
-        reqs[17] = req(170, 20, Some(5));
+        reqs[3] = req(30, 9, Some(5));
+        reqs[17] = req(170, 9, Some(5));
         let spans = vec![
-            span(35, 10, Some(5)),
-            span(175, 10, Some(5)),
+            span(32, 5, Some(5)),
+            span(172, 5, Some(5)),
             span(100, 1, Some(5)),
             // Another thread than the one that served the request.
             span(200, 5, Some(6)),
@@ -316,10 +316,10 @@ mod tests {
         assert_eq!((t.slow_requests, t.slow_overlapping), (2, 2));
         assert_eq!((t.all_requests, t.all_overlapping), (40, 3));
         assert!(t.tied, "{}", t.text);
-        assert!((t.slow_mean_overlap_ms - 10.0).abs() < 1e-9);
-        // Slow 20 ms vs others 2 ms: 18 ms gap; 10 - 1/38 ms of it explained.
-        assert!((t.latency_gap_ms - 18.0).abs() < 1e-9);
-        let want = 100.0 * (10.0 - 1.0 / 38.0) / 18.0;
+        assert!((t.slow_mean_overlap_ms - 5.0).abs() < 1e-9);
+        // Slow 9 ms vs others 2 ms: 7 ms gap; 5 - 1/38 ms of it explained.
+        assert!((t.latency_gap_ms - 7.0).abs() < 1e-9);
+        let want = 100.0 * (5.0 - 1.0 / 38.0) / 7.0;
         assert!(
             (t.gap_explained_pct - want).abs() < 1e-6,
             "{}",
@@ -335,8 +335,8 @@ mod tests {
     #[test]
     fn evidence_spread_evenly_is_not_tied() {
         let mut reqs: Vec<Request> = (0..40).map(|i| req(i * 10, 2, None)).collect();
-        reqs[3] = req(30, 20, None);
-        reqs[17] = req(170, 20, None);
+        reqs[3] = req(30, 9, None);
+        reqs[17] = req(170, 9, None);
         // A 1 ms span at the start of every request.
         let spans: Vec<Span> = (0..40).map(|i| span(i * 10, 1, None)).collect();
         let t = tie("irq", "irq runs", &reqs, &spans).expect("enough requests");
