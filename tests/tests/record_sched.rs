@@ -5,26 +5,19 @@
 use std::time::Duration;
 
 use tailprobe_tests::{
-    delta, kernel_counters, online_cpus, skip_unless_root, thread, u, KernelCounters, Recording,
-    Workload,
+    delta, kernel_counters, kernel_migrations, online_cpus, skip_unless_root, thread, u,
+    KernelCounters, Recording, Workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
-/// Agreement tolerances, stated once: run-queue totals within 5% (+2 ms for
-/// very small totals); switch counts within 2% (+3).
+/// Agreement tolerances, stated once: run-queue totals within 3% (+2 ms for
+/// very small totals; measured on a 2-CPU host at load average 23: 98.65%
+/// to 99.99% of schedstat's, as README says), on-CPU time within 5%; switch
+/// counts within 2% (+3).
 fn close(ours: u64, kernel: u64, rel: f64, abs: u64) -> bool {
     let diff = ours.abs_diff(kernel) as f64;
     diff <= kernel as f64 * rel + abs as f64
-}
-
-/// The kernel's own migration count of a thread (`se.nr_migrations` in
-/// `/proc/PID/task/TID/sched`; `None` where the kernel has no such file).
-fn nr_migrations(pid: u32, tid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("se.nr_migrations")?.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn snapshot(pid: u32, tids: &[u32]) -> Vec<KernelCounters> {
@@ -66,7 +59,7 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
             k.wait_ns
         );
         assert!(
-            close(ours_wait, k.wait_ns, 0.05, 2_000_000),
+            close(ours_wait, k.wait_ns, 0.03, 2_000_000),
             "run-queue total: ours {ours_wait}, kernel {}",
             k.wait_ns
         );
@@ -96,7 +89,7 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
     let pct = report["process"]["runq_agreement_pct"]
         .as_f64()
         .expect("agreement");
-    assert!((95.0..=105.0).contains(&pct), "process agreement {pct}%");
+    assert!((97.0..=103.0).contains(&pct), "process agreement {pct}%");
 }
 
 /// A thread moved to the other CPU N times is seen migrating at least N times.
@@ -114,9 +107,9 @@ fn root_bounced_thread_migrates_at_least_n_times() {
     let mut w = Workload::start(WORKLOAD, &["bounce", &n.to_string()]);
     let rec = Recording::start(w.pid(), &[]);
     let tid = w.tids[0];
-    let kernel_before = nr_migrations(w.pid(), tid);
+    let kernel_before = kernel_migrations(w.pid(), tid);
     w.go_and_wait(Duration::from_secs(30));
-    let kernel = nr_migrations(w.pid(), tid)
+    let kernel = kernel_migrations(w.pid(), tid)
         .zip(kernel_before)
         .map(|(a, b)| a - b);
     let (code, report) = rec.stop();
