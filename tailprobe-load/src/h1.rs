@@ -136,103 +136,94 @@ fn parse_u64(s: &[u8], radix: u32) -> Option<u64> {
     Some(v)
 }
 
-/// Parse a response head from the start of `buf`: `Ok(None)` while it is
-/// incomplete, else the head and its length in bytes. `head_request` says
-/// the request was HEAD (no body whatever the headers say).
+/// Most header lines a response head may have.
+const MAX_HEADERS: usize = 64;
+
+/// Parse a response head from the start of `buf` (with `httparse`, the
+/// parser hyper uses): `Ok(None)` while it is incomplete, else the head and
+/// its length in bytes. `head_request` says the request was HEAD (no body
+/// whatever the headers say).
 pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, H1Error> {
     let bad = |m| Err(H1Error::Protocol(m));
-    let mut pos = 0;
-    let mut status = None;
-    let mut http10 = false;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let pos = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return bad("response head too large")
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::Version) => return bad("no HTTP/1.x status line"),
+        Err(httparse::Error::Status) => return bad("bad status line"),
+        Err(httparse::Error::TooManyHeaders) => return bad("too many header lines"),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue) => {
+            return bad("bad header line")
+        }
+        Err(_) => return bad("bad response head"),
+    };
+    if pos > MAX_HEAD {
+        return bad("response head too large");
+    }
+    let (Some(version), Some(code)) = (res.version, res.code) else {
+        return bad("no HTTP/1.x status line");
+    };
+    let http10 = version == 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
     let mut sse = false;
     let mut close = false;
     let mut keep_alive = false;
-    while let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') {
-        let line = &buf[pos..pos + nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        pos += nl + 1;
-        let Some(code) = status else {
-            // Status line: HTTP/1.x SP 3DIGIT [SP reason]
-            let Some(rest) = line.strip_prefix(b"HTTP/1.") else {
-                return bad("no HTTP/1.x status line");
-            };
-            let (&[v, b' ', a, b, c], _) = rest.split_at(rest.len().min(5)) else {
-                return bad("short status line");
-            };
-            if !(matches!(v, b'0' | b'1') && a.is_ascii_digit() && b.is_ascii_digit()) {
-                return bad("bad status line");
-            }
-            http10 = v == b'0';
-            status =
-                Some(parse_u64(&[a, b, c], 10).ok_or(H1Error::Protocol("bad status code"))? as u16);
-            continue;
-        };
-        if line.is_empty() {
-            if code == 101 {
-                return bad("protocol switch is not supported");
-            }
-            let close = close || (http10 && !keep_alive);
-            let framing =
-                if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
-                    Framing::Empty
-                } else if has_te {
-                    if !chunked {
-                        // A transfer coding other than chunked last: the body
-                        // runs to the close.
-                        Framing::UntilClose
-                    } else {
-                        Framing::Chunked
-                    }
-                } else if let Some(n) = length {
-                    Framing::Length(n)
-                } else {
-                    Framing::UntilClose
-                };
-            let close = close || framing == Framing::UntilClose;
-            return Ok(Some((
-                Head {
-                    status: code,
-                    framing,
-                    sse,
-                    close,
-                },
-                pos,
-            )));
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return bad("header line without a colon");
-        };
-        let name = &line[..colon];
-        let value = trim(&line[colon + 1..]);
-        if name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
-            return bad("bad header name");
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
+    for h in res.headers.iter() {
+        let (name, value) = (h.name, trim(h.value));
+        if name.eq_ignore_ascii_case("content-length") {
             let n = parse_u64(value, 10).ok_or(H1Error::Protocol("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return bad("conflicting content-length");
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_te = true;
             let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or(b"");
             chunked = last.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"content-type") {
+        } else if name.eq_ignore_ascii_case("content-type") {
             sse = value.len() >= 17 && value[..17].eq_ignore_ascii_case(b"text/event-stream");
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name.eq_ignore_ascii_case("connection") {
             for tok in value.split(|&b| b == b',').map(trim) {
                 close |= tok.eq_ignore_ascii_case(b"close");
                 keep_alive |= tok.eq_ignore_ascii_case(b"keep-alive");
             }
         }
     }
-    if buf.len() > MAX_HEAD {
-        return bad("response head too large");
+    if code == 101 {
+        return bad("protocol switch is not supported");
     }
-    Ok(None)
+    let close = close || (http10 && !keep_alive);
+    let framing = if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
+        Framing::Empty
+    } else if has_te {
+        if !chunked {
+            // A transfer coding other than chunked last: the body runs to
+            // the close.
+            Framing::UntilClose
+        } else {
+            Framing::Chunked
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let close = close || framing == Framing::UntilClose;
+    Ok(Some((
+        Head {
+            status: code,
+            framing,
+            sse,
+            close,
+        },
+        pos,
+    )))
 }
 
 /// Incremental decoder of a `chunked` body.
@@ -552,9 +543,24 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 101 Switching\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad name: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\x01b\r\n\r\n",
+            "HTTP/1.1 20 OK\r\n\r\n",
         ] {
             assert!(parse_head(bad.as_bytes(), false).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn head_limits() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let h = format!("HTTP/1.1 200 OK\r\n{many}content-length: 0\r\n\r\n");
+        assert!(parse_head(h.as_bytes(), false).is_err());
+        let long = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD));
+        assert!(parse_head(long.as_bytes(), false).is_err());
+        let ok: String = (1..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let h = format!("HTTP/1.1 200 OK\r\n{ok}content-length: 7\r\n\r\n");
+        assert_eq!(head(&h).framing, Framing::Length(7));
     }
 
     #[test]

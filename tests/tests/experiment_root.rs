@@ -174,7 +174,7 @@ fn root_tiny_plan_end_to_end() {
         second.iter().collect::<Vec<_>>()
     );
     assert!(r["correlation"]["pooled"].as_array().unwrap().len() == 5);
-    assert!(r["capacity"]["rows"].as_array().is_some());
+    check_capacity(&r, cells);
 
     // The documents: sections present, not-applicable cells explained.
     let base = std::fs::read_to_string(d.join("bench/baseline.md")).unwrap();
@@ -686,4 +686,66 @@ fn root_a_real_openai_server_model_discovery_errors_and_cut_streams() {
     assert!(err.contains("incomplete"), "{err}");
     assert!(!d.join("out/results.json").exists());
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Every runnable configuration is searched for capacity or a note says why
+/// not (time bound); a capacity is the highest offered rate that met the SLO
+/// with every lower rate meeting it, and the search's bracket; no capacity
+/// always comes with the reason; N = ceil(fleet / (capacity x headroom)).
+fn check_capacity(r: &Value, cells: &[Value]) {
+    let cap = &r["capacity"];
+    let rows = cap["rows"].as_array().expect("capacity rows");
+    let notes = cap["notes"].as_array().expect("capacity notes");
+    let configs: std::collections::BTreeSet<String> = cells
+        .iter()
+        .filter(|c| c["status"] == "ran")
+        .map(|c| c["config"].to_string())
+        .collect();
+    println!(
+        "capacity: {} configurations searched, {} noted: {notes:?}",
+        rows.len(),
+        notes.len()
+    );
+    assert_eq!(
+        rows.len() + notes.len(),
+        configs.len(),
+        "each of the {} runnable configurations searched or noted: {cap:#}",
+        configs.len()
+    );
+    let slo = cap["slo_ms"].as_f64().expect("slo_ms");
+    let (fleet, headroom) = (
+        cap["fleet_load_rps"].as_f64().expect("fleet"),
+        cap["headroom"].as_f64().expect("headroom"),
+    );
+    for row in rows {
+        let mut pts: Vec<(f64, bool)> = row["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| {
+                let pass = p["errors"] == 0 && p["pctl_ms"].as_f64().is_some_and(|v| v <= slo);
+                (p["offered_rps"].as_f64().expect("offered"), pass)
+            })
+            .collect();
+        assert!(!pts.is_empty(), "a search without a rate: {row:#}");
+        assert!(pts.iter().all(|(o, _)| *o > 0.0), "{row:#}");
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let highest_ok = pts.iter().take_while(|p| p.1).last().map(|p| p.0);
+        match row["capacity_rps"].as_f64() {
+            Some(c) => {
+                assert_eq!(Some(c), highest_ok, "{row:#}");
+                assert_eq!(row["passed_rps"].as_f64(), Some(c), "{row:#}");
+                let failed = row["failed_rps"].as_f64().expect("a closed bracket");
+                assert!(failed > c, "bracket {c}..{failed}");
+                let n = (fleet / (c * headroom) - 1e-9).ceil().max(1.0) as u64;
+                assert_eq!(row["replicas"].as_u64(), Some(n), "{row:#}");
+                assert_eq!(row["replicas_n1"].as_u64(), Some(n + 1));
+            }
+            None => {
+                let why = row["refused"].as_str().unwrap_or("");
+                assert!(!why.is_empty(), "no capacity and no reason: {row:#}");
+                assert!(row["replicas"].is_null());
+            }
+        }
+    }
 }
