@@ -187,6 +187,10 @@ impl State {
             }
         }
         self.gone.retain(|_, (_, at)| at.elapsed() < REMEMBER_GONE);
+        for name in self.book.forget_idle(self.forget_after) {
+            self.ledger.retired.remove(&name);
+            self.memory.remove(&name);
+        }
     }
 
     fn harvest(&mut self, tid: u32) {
