@@ -199,11 +199,20 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
     let end_kib = rss_kib(pid).context("the exporter exited during the soak")?;
     rss.push((minutes, end_kib));
     let cpu = cpu_seconds(pid).unwrap_or(f64::NAN);
-    let lost: f64 = body
+    let lost: Vec<String> = body
         .lines()
-        .filter(|l| l.starts_with("tailprobe_lost_events_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+        .filter_map(|l| l.strip_prefix("tailprobe_lost_events_total{reason=\""))
+        .filter_map(|l| {
+            let (reason, v) = l.split_once("\"} ")?;
+            let v: f64 = v.trim().parse().ok()?;
+            (v > 0.0).then(|| format!("{reason} {v}"))
+        })
+        .collect();
+    let lost = if lost.is_empty() {
+        "none".to_string()
+    } else {
+        lost.join(", ")
+    };
     let at = |m: u64| {
         rss.iter()
             .rfind(|(mm, _)| *mm <= m)

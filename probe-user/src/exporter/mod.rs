@@ -187,6 +187,10 @@ impl State {
             }
         }
         self.gone.retain(|_, (_, at)| at.elapsed() < REMEMBER_GONE);
+        for name in self.book.forget_idle(self.forget_after) {
+            self.ledger.retired.remove(&name);
+            self.memory.remove(&name);
+        }
     }
 
     fn harvest(&mut self, tid: u32) {
@@ -203,6 +207,12 @@ impl State {
     /// Harvest slots of threads that no longer exist (their exit record
     /// was lost or came before we followed the process).
     fn sweep(&mut self, proc: &crate::procfs::ProcFs, pending: &[(u32, Instant)]) {
+        // Who preempted the targets is record's and diagnose's question,
+        // not exported: keep the map from filling (a full map counts
+        // preemptor_map_insert_failed on every new preemptor).
+        if self.probes.clear_preemptors().is_err() {
+            self.lose("map_read_failed");
+        }
         let Ok(live) = self.probes.read_threads() else {
             self.lose("map_read_failed");
             return;

@@ -507,6 +507,22 @@ impl Probes {
         Ok(out)
     }
 
+    /// Empty the preemptor map (the exporter does not report preemptors;
+    /// cleared now and then so that it never fills and counts losses).
+    pub fn clear_preemptors(&mut self) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, Preemptor> = HashMap::try_from(
+            self.ebpf
+                .map_mut("PREEMPTORS")
+                .ok_or_else(|| anyhow!("map PREEMPTORS missing"))?,
+        )?;
+        let keys: Vec<u32> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            // Gone meanwhile is fine.
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
     /// not part of a plain recording.
     pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
