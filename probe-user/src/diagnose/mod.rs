@@ -5,7 +5,7 @@
 //! - one module per detector (pure, each with its rule and threshold):
 //!   `preemption`, `starvation`, `saturation`, `throttling` (with `cgroup_cpu`, the
 //!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
-//! - `render`: the text report (pure); `unit`: `--unit` to a cgroup;
+//! - `render`: the text report (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
 
 pub mod cgroup_cpu;
@@ -20,7 +20,6 @@ pub mod render;
 pub mod saturation;
 pub mod starvation;
 pub mod throttling;
-pub mod unit;
 
 use std::{
     collections::BTreeMap,
