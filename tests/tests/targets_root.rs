@@ -384,3 +384,121 @@ fn root_unit_of_a_transient_systemd_service() {
         report["target"]
     );
 }
+
+/// Cpus_allowed_list of every thread of `pid`.
+fn allowed(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let s = fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        if let Some(l) = s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
+            out.push(l.trim().to_string());
+        }
+    }
+    out
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(tailprobe_bin()).args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// pin, numa and counters act on every process of a container: pin
+/// re-pins the threads of both (and --watch restores them), numa and
+/// counters name both processes.
+#[test]
+fn root_pin_numa_counters_take_a_container() {
+    let name = "root_pin_numa_counters_take_a_container";
+    skip_unless_root!(name);
+    let Some(mut tree) = Tree::new(name, "node") else {
+        return;
+    };
+    let id = hex_id(8);
+    let dir = tree.make(&format!("docker/{id}"));
+    let w = Workload::start(WORKLOAD, &["spin2", "0", "10"]);
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    tree.put(&dir, w.pid());
+    tree.put(&dir, sleeper.id());
+    let mut want = vec![u64::from(w.pid()), u64::from(sleeper.id())];
+    want.sort_unstable();
+    let prefix = &id[..12];
+    let c = json_of(&[
+        "counters",
+        "--container",
+        prefix,
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
+    let got: Vec<u64> = c["processes"].as_array().unwrap().iter().map(u).collect();
+    assert_eq!(got, want, "{c:#}");
+    let threads = allowed(w.pid()).len() + allowed(sleeper.id()).len();
+    assert_eq!(u(&c["threads"]), threads as u64, "{c:#}");
+    let n = json_of(&[
+        "numa",
+        "--container",
+        prefix,
+        "--duration",
+        "100ms",
+        "--json",
+    ]);
+    let got: Vec<u64> = n["processes"].as_array().unwrap().iter().map(u).collect();
+    assert_eq!(got, want, "{n:#}");
+    // pin --watch: every thread of both processes on CPU 0 during the
+    // watch, the original masks back after it.
+    let before = (allowed(w.pid()), allowed(sleeper.id()));
+    let journal =
+        std::env::temp_dir().join(format!("tailprobe-targets-{}.json", std::process::id()));
+    let child = Command::new(tailprobe_bin())
+        .args([
+            "pin",
+            "--pin",
+            "cpus:0",
+            "--container",
+            prefix,
+            "--watch",
+            "1s",
+            "--json",
+            "--journal",
+        ])
+        .arg(&journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen_pinned = false;
+    while Instant::now() < deadline && !seen_pinned {
+        seen_pinned = allowed(w.pid())
+            .iter()
+            .chain(allowed(sleeper.id()).iter())
+            .all(|l| l == "0");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen_pinned,
+        "threads of both processes were pinned to CPU 0"
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["threads"].as_array().unwrap().len(), threads, "{p:#}");
+    assert_eq!(
+        (allowed(w.pid()), allowed(sleeper.id())),
+        before,
+        "restored after --watch"
+    );
+    let _ = fs::remove_file(&journal);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
