@@ -502,3 +502,66 @@ fn root_pin_numa_counters_take_a_container() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+/// `experiment --container` takes the server's main process from the
+/// container (the process whose parent is outside it), and refuses an id
+/// that matches nothing before anything runs. The URL answers nothing, so
+/// the run stops at calibration, after the target was resolved.
+#[test]
+fn root_experiment_takes_the_server_by_container() {
+    let name = "root_experiment_takes_the_server_by_container";
+    skip_unless_root!(name);
+    let Some(mut tree) = Tree::new(name, "exp") else {
+        return;
+    };
+    let id = hex_id(9);
+    let dir = tree.make(&format!("system.slice/docker-{id}.scope"));
+    // The server's init and a child of it, both in the container.
+    let mut server = Command::new("sh")
+        .args(["-c", "sleep 60 & wait"])
+        .spawn()
+        .expect("sh");
+    tree.put(&dir, server.id());
+    std::thread::sleep(Duration::from_millis(100));
+    let kids =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.id())).unwrap_or_default();
+    let kids: Vec<u32> = kids
+        .split_whitespace()
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    for k in &kids {
+        tree.put(&dir, *k);
+    }
+    let scratch = std::env::temp_dir().join(format!("tailprobe-exp-{}", std::process::id()));
+    let arg = |f: &str| scratch.join(f).to_string_lossy().into_owned();
+    let run = |container: &str| {
+        Command::new(tailprobe_bin())
+            .args(["experiment", "--url", "http://127.0.0.1:9/v1/completions"])
+            .args(["--container", container])
+            .args(["--out", &arg("out"), "--baseline-doc", &arg("b.md")])
+            .args(["--summary-doc", &arg("s.md"), "--journal", &arg("j.json")])
+            .output()
+            .unwrap()
+    };
+    let out = run(&id[..12]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("recording its main process, pid {}", server.id())),
+        "{err}"
+    );
+    let out = run("ffffffffffff");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no container matches") && err.contains(&id),
+        "{err}"
+    );
+    assert!(!scratch.join("b.md").exists(), "nothing written");
+    let _ = fs::remove_dir_all(&scratch);
+    for k in kids {
+        // SAFETY: a signal to the sleep this test's shell started.
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -180,4 +180,29 @@ mod tests {
         let e = t.spec_in(&proc, &cg).unwrap_err().to_string();
         assert!(e.contains("no container matches \"zz\""), "{e}");
     }
+
+    #[test]
+    fn main_process_is_the_root_of_the_group() {
+        let d = tempfile::tempdir().unwrap();
+        // 100: the container's init (parent 50, outside); 101 its child
+        // with more threads; 200 another root with 3 threads.
+        for (pid, ppid, threads) in [(100u32, 50u32, 1u32), (101, 100, 8), (200, 60, 3)] {
+            let dir = d.path().join(pid.to_string());
+            for t in 0..threads {
+                std::fs::create_dir_all(dir.join(format!("task/{}", pid * 100 + t))).unwrap();
+            }
+            std::fs::write(
+                dir.join("stat"),
+                format!(
+                    "{pid} (p) S {ppid} 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 {threads} 0 1 0 0 0"
+                ),
+            )
+            .unwrap();
+        }
+        let proc = ProcFs::new(d.path());
+        assert_eq!(main_process(&proc, &[100, 101]), Some(100));
+        // Two roots: the one with more threads.
+        assert_eq!(main_process(&proc, &[100, 101, 200]), Some(200));
+        assert_eq!(main_process(&proc, &[]), None);
+    }
 }
