@@ -122,7 +122,8 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
             ))?;
         }
         match share {
-            Some(s) => crate::out::println(format_args!("remote share: {:.1}%", s * 100.0))?,
+            // + 0.0: an empty f64 sum is -0.0, which would print as "-0.0%".
+            Some(s) => crate::out::println(format_args!("remote share: {:.1}%", s * 100.0 + 0.0))?,
             None => crate::out::println(format_args!("remote share: no resident memory"))?,
         }
         crate::out::println(format_args!("over {:?}:", args.duration))?;
