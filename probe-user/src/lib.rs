@@ -13,24 +13,27 @@
 //! - `experiment`: the configuration matrix, its runner and the analysis.
 //! - `report_docs`: the Markdown documents, plots and systemd drop-in
 //!   rendered from an experiment's results.
+//! - `exporter`: `tailprobe exporter`, the always-on Prometheus exporter.
 //! - `cli`: argument parsing and one file per subcommand.
 
 pub mod cli;
-pub mod cpulist;
 pub mod diagnose;
 pub mod experiment;
+pub mod exporter;
 pub mod kernel;
-pub mod load;
 pub mod node;
 pub mod out;
 pub mod privileges;
-pub mod procfs;
 pub mod record;
 pub mod report;
 pub mod report_docs;
-pub mod serve;
 pub mod signals;
 pub mod stats;
-pub mod sysfs;
 pub mod timeline;
 pub mod workload;
+
+// Moved into their own crates (issue 11); the old paths stay so callers
+// compile unchanged.
+pub use tailprobe_load as load;
+pub use tailprobe_serve as serve;
+pub use tailprobe_system::{cpulist, procfs, sysfs};

@@ -25,6 +25,8 @@ sweep = [0.3, 0.8]
 sweep_s = 1.0
 fleet_load_rps = 100.0
 max_total_s = 75.0
+# One Perfetto trace per cell, capped at 1 MB.
+trace_mb = 1
 # This test checks the outputs and the documents. On a machine shared with
 # other work every cell can be disturbed (and then every cell is kept out
 # of the conclusions and no plot has data): detection is tested on its own
@@ -116,6 +118,7 @@ fn root_tiny_plan_end_to_end() {
     let multi = r["node"]["nodes"].as_array().map(|n| n.len()).unwrap_or(1) > 1;
     let cpufreq = r["node"]["facts"]["governors"].get("Ok").is_some();
     let mut ran = 0;
+    let mut traces = Vec::new();
     for c in cells {
         let st = c["status"].as_str().unwrap();
         let cfg = &c["config"];
@@ -126,7 +129,14 @@ fn root_tiny_plan_end_to_end() {
                 assert!(m["latency_ms"]["count"].as_u64().unwrap() > 0, "{c}");
                 assert!(m["latency_ms"]["p95"].as_f64().unwrap() > 0.0);
                 assert!(m["tail"]["method"].as_str().unwrap().starts_with("exact"));
-                assert_eq!(c["raw"].as_array().unwrap().len(), 3, "raw snapshots: {c}");
+                let raw = c["raw"].as_array().unwrap();
+                assert_eq!(raw.len(), 4, "raw snapshots and the trace: {c}");
+                let trace = raw
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|p| p.ends_with("/trace.pftrace"))
+                    .unwrap_or_else(|| panic!("no trace listed: {c}"));
+                traces.push(d.join("out").join(trace));
             }
             "not_applicable" => {
                 let why = c["reason"].as_str().unwrap();
@@ -142,6 +152,7 @@ fn root_tiny_plan_end_to_end() {
         }
     }
     assert!(ran >= 8, "only {ran} cells ran");
+    check_cell_traces(&traces);
     if !cpufreq && !multi {
         // current x {unpinned, local} x {none, same-node} x 2 repeats
         assert_eq!(ran, 8);
@@ -181,6 +192,10 @@ fn root_tiny_plan_end_to_end() {
         assert!(base.contains(h), "{h}");
     }
     assert!(base.contains("**Recommendation.**"));
+    assert!(
+        base.contains("trace.pftrace](") && base.contains("ui.perfetto.dev"),
+        "the cells table links the traces"
+    );
     assert!(base.contains("not applicable on this node"));
     let summ = std::fs::read_to_string(d.join("docs/summary.md")).unwrap();
     for h in [
@@ -230,6 +245,56 @@ fn root_tiny_plan_end_to_end() {
         broken
     );
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Every cell's trace: present, within the 1 MB cap, parsed by tailprobe's
+/// decoder with the server's switches and the requests in it; the first is
+/// also decoded by the PyPI `perfetto` package's decoder.
+fn check_cell_traces(traces: &[PathBuf]) {
+    for t in traces {
+        let bytes = std::fs::metadata(t)
+            .unwrap_or_else(|e| panic!("{}: {e}", t.display()))
+            .len();
+        assert!(
+            bytes <= 1 << 20,
+            "{}: {bytes} bytes over the cap",
+            t.display()
+        );
+        let tr = tailprobe::timeline::read_trace(t).expect("trace parses");
+        let switches: usize = tr
+            .packet
+            .iter()
+            .filter(|p| p.has_ftrace_events())
+            .map(|p| p.ftrace_events().compact_sched.switch_timestamp.len())
+            .sum();
+        let requests = tr
+            .packet
+            .iter()
+            .filter(|p| p.has_track_descriptor())
+            .filter(|p| p.track_descriptor().name().starts_with("request "))
+            .count();
+        println!(
+            "{}: {bytes} bytes, {switches} switches, {requests} requests",
+            t.display()
+        );
+        assert!(switches > 0 && requests > 0, "{}", t.display());
+    }
+    let Some(first) = traces.first() else {
+        return;
+    };
+    match tailprobe_tests::python_decode_trace(first) {
+        Some(v) => {
+            assert!(v["counts"]["switches"].as_u64().unwrap_or(0) > 0, "{v}");
+            assert!(
+                v["counts"]["request_tracks"].as_u64().unwrap_or(0) > 0,
+                "{v}"
+            );
+        }
+        None => tailprobe_tests::skip_fixable(
+            "root_tiny_plan_end_to_end (independent trace decoder)",
+            "the PyPI perfetto package is not installed (pip install perfetto)",
+        ),
+    }
 }
 
 const HOG_PLAN: &str = r#"

@@ -91,7 +91,8 @@ fn run_checked(c: &mut Command, what: &str, hint: &str) -> Result<()> {
 pub fn run(check_only: bool) -> Result<bool> {
     let py_ok = crate::pydeps::ensure(check_only)?;
     let caps_ok = test_tools(check_only)?;
-    Ok(ebpf_toolchain(check_only)? && py_ok && caps_ok)
+    let fleet_ok = crate::fleettools::ensure(check_only)?;
+    Ok(ebpf_toolchain(check_only)? && py_ok && fleet_ok && caps_ok)
 }
 
 /// `setcap` (Debian's libcap2-bin), which the capability tests

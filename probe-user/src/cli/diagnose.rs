@@ -15,11 +15,13 @@ use crate::{
 /// Name the CPU-side causes of a process's tail latency, with the evidence.
 ///
 /// Records the target like `tailprobe record` (sched, IRQ, page fault
-/// probes, plus who woke whom among its threads), snapshots its CPU
+/// probes, plus who woke whom among its threads and the idle periods of its
+/// CPUs), snapshots its CPU
 /// cgroup's throttling counters around the run, then runs one detector per
 /// cause: preemption by other processes, one saturated thread, CFS
 /// throttling, stop-the-world pauses, IRQ and softirq time, lock convoys /
-/// GIL contention. Each has a stated rule and threshold (docs/diagnose.md); a
+/// GIL contention. With --url and --rate it drives load while recording and
+/// ties each finding to the slow requests. Each has a stated rule and threshold (docs/diagnose.md); a
 /// cause below its threshold is not printed, and "no CPU-side cause found"
 /// is a valid answer. Findings are ranked by the target thread-time they
 /// cost. Needs CAP_BPF and CAP_PERFMON (root has them).
@@ -37,6 +39,46 @@ pub struct DiagnoseArgs {
     /// Print the diagnosis as JSON on stdout (schema: docs/diagnose.md).
     #[arg(long)]
     pub json: bool,
+    /// Drive load at this URL while recording (tailprobe's load generator,
+    /// as `tailprobe load URL --rate R`), then tie each finding to the slow
+    /// requests (those above p95).
+    #[arg(long, requires = "rate")]
+    pub url: Option<String>,
+    /// With --url: requests per second, on a constant schedule, for
+    /// --duration.
+    #[arg(long, requires = "url")]
+    pub rate: Option<f64>,
+}
+
+/// `tailprobe load`'s arguments, parsed from the words diagnose passes, so
+/// the load is built exactly as `tailprobe load` builds it.
+#[derive(Debug, clap::Parser)]
+struct LoadWords {
+    #[command(flatten)]
+    load: super::load::LoadArgs,
+}
+
+fn drive(url: &str, rate: f64, duration: Duration) -> Result<diagnose::drive::Drive> {
+    use clap::Parser as _;
+    let words = LoadWords::try_parse_from([
+        "tailprobe load".to_string(),
+        url.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--duration".into(),
+        format!("{}ms", duration.as_millis()),
+        "--no-progress".into(),
+    ])
+    .map_err(|e| anyhow::anyhow!("--url {url} --rate {rate}: {e}"))?;
+    let mut request = words.load.request()?;
+    request
+        .resolve(url, Duration::from_secs(10))
+        .with_context(|| format!("finding the model to ask {url} for"))?;
+    Ok(diagnose::drive::Drive {
+        url: url.to_string(),
+        rate,
+        load: words.load.options(request)?,
+    })
 }
 
 pub fn main(args: &DiagnoseArgs) -> Result<i32> {
@@ -49,10 +91,15 @@ pub fn main(args: &DiagnoseArgs) -> Result<i32> {
     } else {
         anyhow::bail!("name a target: --pid, --comm, --unit, --container, --pod or --cgroup");
     };
+    let drive = match (&args.url, args.rate) {
+        (Some(u), Some(r)) => Some(drive(u, r, args.duration)?),
+        _ => None,
+    };
     let d = diagnose::run(&DiagnoseOptions {
         target,
         duration: args.duration,
         progress: !args.json,
+        drive,
     })?;
     if args.json {
         crate::out::print_json(&d)?;

@@ -95,11 +95,11 @@ pub fn processes_of(proc: &ProcFs, spec: &TargetSpec) -> Result<(Vec<u32>, Strin
             return Ok((vec![tgid], format!("pid {tgid} ({comm})")));
         }
         TargetSpec::Cgroup(dir) => (
-            members::pids_in_cgroup(dir),
+            members::pids_in_cgroup_tree(dir),
             format!("cgroup {}", dir.display()),
         ),
         TargetSpec::Group(g) => (
-            members::pids_in_cgroup(&g.dir),
+            members::pids_in_cgroup_tree(&g.dir),
             format!("{} {}", g.kind, g.name),
         ),
         other => bail!(

@@ -80,6 +80,9 @@ pub struct RecordOptions {
     /// Also count who woke whom among the target's threads (an extra
     /// program on sched_wakeup; `report.wake_edges`).
     pub wake_edges: bool,
+    /// Attach the idle-state program (`cpu_idle` on `power:cpu_idle`;
+    /// `report.cpu_idle`).
+    pub cpu_idle: bool,
     /// Write the scheduler stream, IRQs, page faults and migrations into
     /// this Perfetto trace (implies `trace_events`); the caller finishes it.
     pub timeline: Option<crate::timeline::SharedTimeline>,
@@ -107,6 +110,7 @@ impl RecordOptions {
             irq: true,
             priority: None,
             wake_edges: false,
+            cpu_idle: false,
             timeline: None,
         }
     }
@@ -136,18 +140,8 @@ pub fn mark_process_start() {
     PROCESS_START_NS.get_or_init(monotonic_ns);
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
+/// CLOCK_MONOTONIC now, in ns (lives in `tailprobe_system::clock`).
+pub use tailprobe_system::clock::monotonic_ns;
 
 /// How often the target's pages per node are sampled during a run.
 const NUMA_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -234,7 +228,7 @@ fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Resul
 
 /// Every process under a cgroup directory now, and rescan it for more.
 fn in_cgroup(dir: PathBuf, mut notes: Vec<String>) -> Resolved {
-    let tgids = target::pids_in_cgroup(&dir);
+    let tgids = target::pids_in_cgroup_tree(&dir);
     if tgids.is_empty() {
         notes.push(format!(
             "cgroup {} has no process yet: waiting for some",
@@ -348,6 +342,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             ));
         }
     }
+    if opts.cpu_idle {
+        if let Err(e) = probes.attach_cpu_idle(&btf) {
+            probes.unavailable.push(format!(
+                "idle states: cpu_idle not attachable on power:cpu_idle ({e:#})"
+            ));
+        }
+    }
     drop(btf);
     let attach_ms = attach_time(&probes, opts.priority);
     if let Some(l) = launched.as_mut() {
@@ -414,7 +415,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         let found = match &r.rescan {
             Rescan::None => Vec::new(),
             Rescan::Comm(name) => target::pids_by_comm(&proc, name),
-            Rescan::Cgroup(dir) => target::pids_in_cgroup(dir),
+            Rescan::Cgroup(dir) => target::pids_in_cgroup_tree(dir),
         };
         for tgid in found {
             if !book.processes().contains(&tgid) {
@@ -509,6 +510,24 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     } else {
         BTreeMap::new()
     };
+    let cpu_idle = if probes.attached.contains(&"cpu_idle") {
+        let cost = prog_stats.iter().find(|p| p.name == "cpu_idle");
+        Some(crate::report::CpuIdleReport {
+            states: probes
+                .read_cpu_idle()?
+                .into_iter()
+                .map(|(state, exits, residency_ns)| crate::report::IdleStateUse {
+                    state,
+                    exits,
+                    residency_ns,
+                })
+                .collect(),
+            program_runs: cost.map_or(0, |c| c.run_count),
+            program_run_time_ns: cost.map_or(0, |c| c.run_time_ns),
+        })
+    } else {
+        None
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -571,6 +590,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.cpu_idle = cpu_idle;
     report.wake_edges = wake_edges
         .into_iter()
         .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {

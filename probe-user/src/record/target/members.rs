@@ -72,18 +72,25 @@ pub fn cgroup_dir(cgroup_root: &Path, path: &Path) -> Result<PathBuf> {
     );
 }
 
-/// Processes (thread group ids) in a cgroup and all its descendants (a pod
-/// keeps its processes in per-container children; a unit may delegate).
+/// Processes (thread group ids) in a cgroup itself, not its descendants.
 pub fn pids_in_cgroup(dir: &Path) -> Vec<u32> {
+    let mut out: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Processes in a cgroup and all its descendants (a pod keeps its
+/// processes in per-container children; a unit may delegate).
+pub fn pids_in_cgroup_tree(dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        out.extend(
-            fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.trim().parse::<u32>().ok()),
-        );
+        out.extend(pids_in_cgroup(&d));
         if let Ok(rd) = fs::read_dir(&d) {
             stack.extend(
                 rd.flatten()
@@ -295,7 +302,8 @@ mod tests {
             format!("system.slice/docker-{DOCKER_A}.scope")
         );
         // The container's processes, nested cgroups included.
-        assert_eq!(pids_in_cgroup(&g.dir), vec![2001, 2002]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![2001, 2002]);
+        assert_eq!(pids_in_cgroup(&g.dir), vec![2001]);
         // Upper case works too (ids are hex).
         assert_eq!(
             resolve_container(&proc, &cg, "3F2A9C").unwrap().name,
@@ -331,7 +339,7 @@ mod tests {
         let (proc, cg) = fixture("docker-cgroupfs-v1");
         let g = resolve_container(&proc, &cg, "3f2a").unwrap();
         assert_eq!(resolved(&g, &cg), format!("systemd/docker/{DOCKER_A}"));
-        assert_eq!(pids_in_cgroup(&g.dir), vec![3001]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![3001]);
         assert!(resolve_pod(&proc, &cg, "0b7e")
             .unwrap_err()
             .to_string()
@@ -352,11 +360,11 @@ mod tests {
                 )
             );
             // Pause container and the app container.
-            assert_eq!(pids_in_cgroup(&g.dir), vec![4001, 4002, 4003]);
+            assert_eq!(pids_in_cgroup_tree(&g.dir), vec![4001, 4002, 4003]);
         }
         let g = resolve_container(&proc, &cg, "aa11").unwrap();
         assert_eq!(g.runtime, Some("containerd"));
-        assert_eq!(pids_in_cgroup(&g.dir), vec![4002, 4003]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![4002, 4003]);
         let e = resolve_pod(&proc, &cg, "ffffffff").unwrap_err().to_string();
         assert!(e.contains(POD), "{e}");
     }
@@ -369,10 +377,10 @@ mod tests {
             resolved(&g, &cg),
             format!("systemd/kubepods/besteffort/pod{POD}")
         );
-        assert_eq!(pids_in_cgroup(&g.dir), vec![5001, 5002]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![5001, 5002]);
         let g = resolve_container(&proc, &cg, "bb22").unwrap();
         assert_eq!(g.runtime, Some("cri-o"));
-        assert_eq!(pids_in_cgroup(&g.dir), vec![5002]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![5002]);
     }
 
     #[test]
@@ -386,7 +394,7 @@ mod tests {
         assert_eq!(resolved(&g, &cg), "default/redis-1");
         let g = resolve_container(&proc, &cg, "cc33").unwrap();
         assert_eq!(g.runtime, Some("podman"));
-        assert_eq!(pids_in_cgroup(&g.dir), vec![6002]);
+        assert_eq!(pids_in_cgroup_tree(&g.dir), vec![6002]);
     }
 
     #[test]

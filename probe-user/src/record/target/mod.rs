@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{node::child, procfs::ProcFs};
 
-pub use members::{cgroup_dir, pids_in_cgroup, Group, CGROUP_ROOT};
+pub use members::{cgroup_dir, pids_in_cgroup, pids_in_cgroup_tree, Group, CGROUP_ROOT};
 
 /// How the user named the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

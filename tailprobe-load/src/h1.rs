@@ -384,7 +384,7 @@ impl FastConn {
             self.pos = 0;
         }
         let n = self.stream.read(&mut self.buf[self.len..]).await?;
-        let now = crate::record::monotonic_ns();
+        let now = tailprobe_system::clock::monotonic_ns();
         self.len += n;
         Ok((n, now))
     }

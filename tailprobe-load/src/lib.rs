@@ -10,7 +10,8 @@
 //! - `sse`: Server-Sent Events parsing and the token metrics (pure).
 //! - `complete`: whether an answer is what was asked (pure); `account`:
 //!   each outcome into the statistics and the record.
-//! - `sys`: CPU affinity, CPU time, absolute sleeps.
+//! - CPU affinity, CPU time and absolute sleeps come from
+//!   `tailprobe_system` (`affinity`, `clock`).
 //! - `stats`: HdrHistogram statistics (pure); `report`: the result, as JSON
 //!   and as text (pure).
 //! - `records`: per-request JSON Lines; `progress`: the terminal line.
@@ -37,7 +38,6 @@ pub mod schedule;
 pub mod spec;
 pub mod sse;
 pub mod stats;
-mod sys;
 pub mod target;
 
 use std::{
@@ -54,8 +54,6 @@ use std::{
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub use self::spec::{discover_model, DiscoverError, Expect, ModelChoice, RequestSpec};
-use self::sys::sleep_until_ns;
-pub use self::sys::{allowed_cpus, cpu_times, pin_to};
 use self::{
     client::{Conn, ReqError, Timing},
     progress::Live,
@@ -65,7 +63,9 @@ use self::{
     stats::Stats,
     target::Target,
 };
-use crate::record::monotonic_ns;
+pub use tailprobe_system::affinity::{allowed_cpus, pin_to};
+pub use tailprobe_system::clock::cpu_times;
+use tailprobe_system::clock::{monotonic_ns, sleep_until_ns};
 
 /// Errors that stop a run before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -431,7 +431,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
     }
     if let Some(cpus) = &opts.cpus {
         pin_to(cpus).map_err(|source| LoadError::Pin {
-            cpus: crate::cpulist::Display(cpus).to_string(),
+            cpus: tailprobe_system::cpulist::Display(cpus).to_string(),
             source,
         })?;
     }
@@ -541,7 +541,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         cpus: opts
             .cpus
             .as_ref()
-            .map(|c| crate::cpulist::Display(c).to_string()),
+            .map(|c| tailprobe_system::cpulist::Display(c).to_string()),
         allowed_cpus: allowed_cpus(),
         cpu_user_s: cpu1.0 - cpu0.0,
         cpu_sys_s: cpu1.1 - cpu0.1,

@@ -19,7 +19,7 @@ use super::{
     sse::{SseEvent, SseParser, TokenTimes},
     target::Target,
 };
-use crate::record::monotonic_ns;
+use tailprobe_system::clock::monotonic_ns;
 
 /// One keep-alive connection: the request handle and the connection's
 /// driver, polled by whichever task sends a request on it (no separate

@@ -145,7 +145,7 @@ pub fn judge_body(body: &[u8], expect: &Expect) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::sse::{SseEvent, TokenTimes};
+    use crate::sse::{SseEvent, TokenTimes};
 
     fn exp(max: Option<u32>) -> Expect {
         Expect {

@@ -284,7 +284,7 @@ pub fn quote_answer(body: &[u8]) -> String {
 }
 
 /// One blocking GET with `Connection: close`: (status, body).
-pub(crate) fn get(t: &Target, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn get(t: &Target, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
     let deadline = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&t.addr, timeout)?;
     let left = || {

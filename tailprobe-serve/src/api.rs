@@ -268,7 +268,7 @@ pub fn collect_text(toks: &[Tok]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::sse::{classify, Chunk};
+    use tailprobe_load::sse::{classify, Chunk};
 
     #[test]
     fn served_model_names_are_checked_like_vllm() {

@@ -4,6 +4,7 @@ use std::{fs, path::Path};
 
 use probe_common::CpuTopo;
 
+use super::cache;
 use crate::cpulist;
 
 /// Which LLC and node each online CPU belongs to. `root` is the sysfs mount
@@ -16,7 +17,9 @@ pub fn cpu_topology(root: &Path) -> Option<Vec<(u32, CpuTopo)>> {
     let mut out = Vec::with_capacity(online.len());
     for cpu in online {
         let node_id = node_of(root, cpu).unwrap_or(0);
-        let llc_id = llc_of(&cpu_dir.join(format!("cpu{cpu}"))).unwrap_or(node_id | 0x8000_0000);
+        let llc_id = cache::llc(root, cpu)
+            .and_then(|l| l.key())
+            .unwrap_or(node_id | 0x8000_0000);
         out.push((cpu, CpuTopo { llc_id, node_id }));
     }
     Some(out)
@@ -53,51 +56,10 @@ fn node_of(root: &Path, cpu: u32) -> Option<u32> {
     None
 }
 
-/// Identity of the highest-level cache of a CPU: its `id` file, else the
-/// first CPU that shares it.
-fn llc_of(cpu_dir: &Path) -> Option<u32> {
-    let mut best: Option<(u32, u32)> = None; // (level, id)
-    let rd = fs::read_dir(cpu_dir.join("cache")).ok()?;
-    for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("index") {
-            continue;
-        }
-        let p = e.path();
-        let Some(level) = read_u32(&p.join("level")) else {
-            continue;
-        };
-        let kind = fs::read_to_string(p.join("type")).unwrap_or_default();
-        if kind.trim() == "Instruction" {
-            continue;
-        }
-        let id = read_u32(&p.join("id")).or_else(|| {
-            let shared = fs::read_to_string(p.join("shared_cpu_list")).ok()?;
-            cpulist::parse(&shared).ok()?.first().copied()
-        });
-        if let Some(id) = id {
-            // Distinct levels may reuse small ids; fold the level in.
-            let id = (level << 24) | (id & 0x00ff_ffff);
-            if best.is_none_or(|(l, _)| level > l) {
-                best = Some((level, id));
-            }
-        }
-    }
-    best.map(|(_, id)| id)
-}
-
-fn read_u32(p: &Path) -> Option<u32> {
-    fs::read_to_string(p).ok()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn w(root: &Path, rel: &str, s: &str) {
-        let f = root.join(rel);
-        fs::create_dir_all(f.parent().unwrap()).unwrap();
-        fs::write(f, s).unwrap();
-    }
+    use crate::sysfs::cache::tests::w;
 
     /// Two sockets, two CPUs each, one L3 per socket (shape of a 2-node server).
     #[test]

@@ -1,4 +1,5 @@
-//! Thread CPU affinity (sched_{get,set}affinity), online CPUs, and the
+//! Thread CPU affinity (sched_{get,set}affinity, one copy for the node
+//! commands and the load generator), online CPUs, and the
 //! start time that tells a thread apart from a later one with the same id.
 
 use std::{fs, io, path::Path};
@@ -97,6 +98,19 @@ pub fn thread_affinity(tid: u32) -> io::Result<Vec<u32>> {
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .map(|c| c as u32)
         .collect())
+}
+
+/// Pin the calling thread (and the threads it starts later) to `cpus`.
+pub fn pin_to(cpus: &[u32]) -> io::Result<()> {
+    set_thread_affinity(0, cpus)
+}
+
+/// How many CPUs the calling thread may run on (at least 1).
+pub fn allowed_cpus() -> usize {
+    match thread_affinity(0) {
+        Ok(cpus) if !cpus.is_empty() => cpus.len(),
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
 /// The CPU the calling thread runs on now.

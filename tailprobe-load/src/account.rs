@@ -13,7 +13,7 @@ use super::{
     stats::Stats,
     Local, Outcome, Slo,
 };
-use crate::record::monotonic_ns;
+use tailprobe_system::clock::monotonic_ns;
 
 impl Local {
     pub(super) fn account(&self, id: u64, intended: Option<u64>, sent: u64, outcome: Outcome) {

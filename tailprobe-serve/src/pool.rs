@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{metrics::Metrics, model::Model};
-use crate::record::monotonic_ns;
+use tailprobe_system::clock::monotonic_ns;
 
 /// What a worker sends back while it generates.
 #[derive(Debug, Clone, PartialEq)]

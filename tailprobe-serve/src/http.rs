@@ -19,7 +19,7 @@ use super::{
     pool::{Job, SubmitError, Tok},
     State,
 };
-use crate::record::monotonic_ns;
+use tailprobe_system::clock::monotonic_ns;
 
 pub type RespBody = UnsyncBoxBody<Bytes, Infallible>;
 
