@@ -465,7 +465,7 @@ fn bad_input_is_refused_before_anything_runs() {
     if tailprobe_tests::is_root() {
         assert!(err.contains("CPU 4095, which does not exist here"), "{err}");
     } else {
-        assert!(err.contains("needs root"), "{err}");
+        assert!(err.contains("lacks CAP_"), "{err}");
     }
     assert!(!d.join("bench/baseline.md").exists());
     for (text, want) in [

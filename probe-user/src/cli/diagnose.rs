@@ -1,7 +1,7 @@
 //! `tailprobe diagnose`: record a target and name the causes of its
 //! CPU-side tail latency, ranked, with the evidence.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{ArgGroup, Args};
@@ -24,25 +24,15 @@ use crate::{
 /// ties each finding to the slow requests. Each has a stated rule and threshold (docs/diagnose.md); a
 /// cause below its threshold is not printed, and "no CPU-side cause found"
 /// is a valid answer. Findings are ranked by the target thread-time they
-/// cost. Needs root.
+/// cost. Needs CAP_BPF and CAP_PERFMON (root has them).
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["pid", "comm", "cgroup", "unit"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "comm", "cgroup", "unit", "container", "pod"])))]
 pub struct DiagnoseArgs {
-    /// Process to diagnose, all its threads.
-    #[arg(long, short)]
-    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub target: super::target_args::TargetArgs,
     /// Every process with this command name (15 characters at most).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Every process in this cgroup: a path under /sys/fs/cgroup (e.g.
-    /// system.slice/vllm.service, looked up in the v2 tree, the `unified`
-    /// tree beside v1 controllers, and the v1 `systemd` tree) or absolute.
-    #[arg(long)]
-    pub cgroup: Option<PathBuf>,
-    /// Every process of this systemd unit (e.g. vllm or vllm.service), found
-    /// through its control group.
-    #[arg(long)]
-    pub unit: Option<String>,
     /// How long to record.
     #[arg(long, short, default_value = "30s", value_parser = super::parse_duration)]
     pub duration: Duration,
@@ -93,21 +83,13 @@ fn drive(url: &str, rate: f64, duration: Duration) -> Result<diagnose::drive::Dr
 
 pub fn main(args: &DiagnoseArgs) -> Result<i32> {
     signals::install().context("installing the Ctrl-C handler")?;
-    crate::privileges::require_root("tailprobe diagnose")?;
-    let target = if let Some(p) = args.pid {
-        TargetSpec::Pid(p)
+    crate::privileges::require_bpf("tailprobe diagnose")?;
+    let target = if let Some(spec) = args.target.spec()? {
+        spec
     } else if let Some(c) = &args.comm {
         TargetSpec::Comm(c.clone())
-    } else if let Some(c) = &args.cgroup {
-        // A relative path may live in the unified tree beside v1 controllers.
-        let found = c.is_relative().then(|| {
-            diagnose::unit::find_dir(std::path::Path::new("/sys/fs/cgroup"), &c.to_string_lossy())
-        });
-        TargetSpec::Cgroup(found.flatten().unwrap_or_else(|| c.clone()))
-    } else if let Some(u) = &args.unit {
-        TargetSpec::Cgroup(diagnose::unit::resolve(u)?)
     } else {
-        anyhow::bail!("name a target: --pid, --comm, --cgroup or --unit");
+        anyhow::bail!("name a target: --pid, --comm, --unit, --container, --pod or --cgroup");
     };
     let drive = match (&args.url, args.rate) {
         (Some(u), Some(r)) => Some(drive(u, r, args.duration)?),

@@ -15,6 +15,7 @@ pub mod pin;
 pub mod record;
 pub mod restore;
 pub mod serve;
+pub mod target_args;
 pub mod topo;
 pub mod workload;
 

@@ -5,7 +5,7 @@
 //! - one module per detector (pure, each with its rule and threshold):
 //!   `preemption`, `starvation`, `saturation`, `throttling` (with `cgroup_cpu`, the
 //!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
-//! - `render`: the text report (pure); `unit`: `--unit` to a cgroup;
+//! - `render`: the text report (pure);
 //! - `drive`: `--url/--rate`, load driven while recording; `slow`: each
 //!   finding's timed evidence lined up with the slow requests (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
@@ -24,7 +24,6 @@ pub mod saturation;
 pub mod slow;
 pub mod starvation;
 pub mod throttling;
-pub mod unit;
 
 use std::{
     collections::BTreeMap,

@@ -11,9 +11,8 @@ use std::{
 };
 
 use crate::{
-    diagnose::unit,
     procfs::ProcFs,
-    record::target::{pids_by_comm, pids_in_cgroup},
+    record::target::{pids_by_comm, pids_in_cgroup, unit},
 };
 
 /// The target name of processes past the cardinality bound.
@@ -92,7 +91,7 @@ impl Resolver {
             return None;
         }
         entry.1 = Some(Instant::now());
-        match unit::resolve(u) {
+        match unit::resolve(&self.cgroup_root, u).map(|g| g.dir) {
             Ok(d) => {
                 self.notes.remove(u);
                 entry.0 = Some(d.clone());

@@ -143,8 +143,6 @@ pub fn mark_process_start() {
 /// CLOCK_MONOTONIC now, in ns (lives in `tailprobe_system::clock`).
 pub use tailprobe_system::clock::monotonic_ns;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
 /// How often the target's pages per node are sampled during a run.
 const NUMA_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -220,29 +218,40 @@ fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Resul
                 rescan: Rescan::Comm(name.clone()),
             }
         }
-        TargetSpec::Cgroup(path) => {
-            let dir = target::cgroup_dir(Path::new(CGROUP_ROOT), path)?;
-            let tgids = target::pids_in_cgroup(&dir);
-            if tgids.is_empty() {
-                notes.push(format!(
-                    "cgroup {} has no process yet: waiting for some",
-                    dir.display()
-                ));
-            }
-            Resolved {
-                tgids,
-                tid: None,
-                comm: dir.display().to_string(),
-                notes,
-                rescan: Rescan::Cgroup(dir),
-            }
-        }
+        TargetSpec::Cgroup(path) => in_cgroup(
+            target::cgroup_dir(Path::new(target::CGROUP_ROOT), path)?,
+            notes,
+        ),
+        TargetSpec::Group(g) => in_cgroup(g.dir.clone(), notes),
     })
+}
+
+/// Every process under a cgroup directory now, and rescan it for more.
+fn in_cgroup(dir: PathBuf, mut notes: Vec<String>) -> Resolved {
+    let tgids = target::pids_in_cgroup_tree(&dir);
+    if tgids.is_empty() {
+        notes.push(format!(
+            "cgroup {} has no process yet: waiting for some",
+            dir.display()
+        ));
+    }
+    Resolved {
+        tgids,
+        tid: None,
+        comm: dir.display().to_string(),
+        notes,
+        rescan: Rescan::Cgroup(dir),
+    }
 }
 
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     mark_process_start();
-    privileges::require_root("tailprobe record")?;
+    privileges::require_bpf("tailprobe record")?;
+    if matches!(opts.priority, Some(priority::Priority::Fifo(_)))
+        || matches!(opts.priority, Some(priority::Priority::Nice(n)) if n < 0)
+    {
+        privileges::require("tailprobe record --priority", &[privileges::Cap::SysNice])?;
+    }
     privileges::require_btf()?;
     let proc = ProcFs::default();
     let mut launched = match &opts.target {
@@ -257,6 +266,23 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
     let mut notes = r.notes;
+    // Pids inside the targets' PID namespaces, read now and at the end (a
+    // process that exits in between keeps the one read here).
+    let mut ns_pids: BTreeMap<u32, u32> = r
+        .tgids
+        .iter()
+        .filter_map(|p| Some((*p, target::members::ns_pid(proc.root(), *p)?)))
+        .collect();
+    // BPF_ENABLE_STATS is one of the few BPF commands that still needs
+    // CAP_SYS_ADMIN; without it the recording goes on, unmeasured.
+    let self_stats = opts.self_stats && privileges::has(privileges::Cap::SysAdmin);
+    if opts.self_stats && !self_stats {
+        notes.push(
+            "probe cost not measured: BPF run-time statistics (BPF_ENABLE_STATS) need \
+             CAP_SYS_ADMIN, which this process lacks"
+                .into(),
+        );
+    }
     // Read once: scanned here for the offsets, parsed by the loader.
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
@@ -297,7 +323,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_runq_ns: opts.outlier_runq.as_nanos() as u64,
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
-        self_stats: opts.self_stats,
+        self_stats,
         trace_events: opts.trace_events || sched_trace.is_some(),
         sched_trace,
         plan: PlanInputs {
@@ -389,7 +415,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         let found = match &r.rescan {
             Rescan::None => Vec::new(),
             Rescan::Comm(name) => target::pids_by_comm(&proc, name),
-            Rescan::Cgroup(dir) => target::pids_in_cgroup(dir),
+            Rescan::Cgroup(dir) => target::pids_in_cgroup_tree(dir),
         };
         for tgid in found {
             if !book.processes().contains(&tgid) {
@@ -455,6 +481,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         // the process gone: give it a moment to reach the maps.
         std::thread::sleep(Duration::from_millis(50));
     }
+    for pid in book.processes() {
+        if let Some(n) = target::members::ns_pid(proc.root(), pid) {
+            ns_pids.insert(pid, n);
+        }
+    }
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
@@ -512,6 +543,16 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             processes: book.processes(),
             builtin: opts.builtin,
             command_exit_code,
+            cgroup: match &r.rescan {
+                Rescan::Cgroup(d) => Some(d.display().to_string()),
+                _ => None,
+            },
+            runtime: match &opts.target {
+                TargetSpec::Group(g) => g.runtime,
+                _ => None,
+            },
+            ns_pid: ns_pids.get(&main_pid).copied(),
+            ns_pids,
         },
         start_ns,
         end_ns,
@@ -534,7 +575,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outliers: stream.outliers,
         outliers_not_kept: stream.not_kept,
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
-        prog_stats: opts.self_stats.then_some(prog_stats),
+        prog_stats: self_stats.then_some(prog_stats),
         unavailable: probes.unavailable.clone(),
         left_out: probes.left_out.clone(),
         attach_ms,

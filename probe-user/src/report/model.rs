@@ -41,6 +41,17 @@ pub struct Target {
     pub builtin: bool,
     /// Exit status of a launched command, when it finished.
     pub command_exit_code: Option<i32>,
+    /// The cgroup directory followed (cgroup, unit, container, pod targets).
+    pub cgroup: Option<String>,
+    /// The container runtime whose cgroup layout matched (container targets).
+    pub runtime: Option<&'static str>,
+    /// The main process's pid inside its PID namespace (the last `NSpid`
+    /// field of /proc/<pid>/status), when it runs in a namespace below
+    /// tailprobe's, e.g. in a container; `pid` is the host's.
+    pub ns_pid: Option<u32>,
+    /// Host pid -> pid inside its namespace, for every followed process
+    /// that runs in a namespace below tailprobe's.
+    pub ns_pids: std::collections::BTreeMap<u32, u32>,
 }
 
 /// The kernel's own accounting over the same window, for comparison.

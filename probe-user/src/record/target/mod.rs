@@ -1,6 +1,12 @@
-//! Naming the target: a pid, one thread, a command name, a cgroup, or a
-//! command tailprobe launches. Resolves names to processes, and launches
-//! commands held at the starting line until the probes are attached.
+//! Naming the target: a pid, one thread, a command name, a cgroup, a
+//! systemd unit, a container, a Kubernetes pod, or a command tailprobe
+//! launches. Resolves names to processes (`members`, through the cgroup
+//! layouts in `cgroup_layout`), and launches commands held at the starting
+//! line until the probes are attached.
+
+pub mod cgroup_layout;
+pub mod members;
+pub mod unit;
 
 use std::{
     fs,
@@ -15,6 +21,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{node::child, procfs::ProcFs};
 
+pub use members::{cgroup_dir, pids_in_cgroup, pids_in_cgroup_tree, Group, CGROUP_ROOT};
+
 /// How the user named the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
@@ -24,6 +32,9 @@ pub enum TargetSpec {
     Comm(String),
     /// Every process in this cgroup (v2 path, absolute or under /sys/fs/cgroup).
     Cgroup(PathBuf),
+    /// Every process of a systemd unit, a container or a pod, resolved to
+    /// its cgroup directory.
+    Group(Group),
     /// Launch this command and follow it (and its children).
     Command(Vec<String>),
 }
@@ -35,6 +46,7 @@ impl TargetSpec {
             TargetSpec::Tid(_) => "tid",
             TargetSpec::Comm(_) => "comm",
             TargetSpec::Cgroup(_) => "cgroup",
+            TargetSpec::Group(g) => g.kind,
             TargetSpec::Command(_) => "command",
         }
     }
@@ -44,6 +56,7 @@ impl TargetSpec {
             TargetSpec::Pid(p) | TargetSpec::Tid(p) => p.to_string(),
             TargetSpec::Comm(c) => c.clone(),
             TargetSpec::Cgroup(p) => p.display().to_string(),
+            TargetSpec::Group(g) => g.name.clone(),
             TargetSpec::Command(argv) => argv.join(" "),
         }
     }
@@ -66,35 +79,6 @@ pub fn pids_by_comm(proc: &ProcFs, name: &str) -> Vec<u32> {
         .filter(|pid| proc.check_target(*pid).is_ok())
         .collect();
     out.sort_unstable();
-    out
-}
-
-/// The cgroup directory for a user-given path.
-pub fn cgroup_dir(cgroup_root: &Path, path: &Path) -> Result<PathBuf> {
-    let dir = if path.starts_with(cgroup_root) {
-        path.to_path_buf()
-    } else {
-        cgroup_root.join(path.strip_prefix("/").unwrap_or(path))
-    };
-    if !dir.join("cgroup.procs").exists() {
-        bail!(
-            "{} is not a cgroup (no cgroup.procs there); give a path like \
-             /sys/fs/cgroup/system.slice/my.service or system.slice/my.service",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// Processes (thread group ids) in a cgroup.
-pub fn pids_in_cgroup(dir: &Path) -> Vec<u32> {
-    let mut out: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -242,21 +226,5 @@ mod tests {
         let p = ProcFs::new(d.path());
         assert_eq!(pids_by_comm(&p, "vllm"), vec![10, 12]);
         assert_eq!(pids_by_comm(&p, "nothing"), Vec::<u32>::new());
-    }
-
-    #[test]
-    fn cgroup_paths() {
-        let d = tempfile::tempdir().unwrap();
-        let svc = d.path().join("system.slice/model.service");
-        fs::create_dir_all(&svc).unwrap();
-        fs::write(svc.join("cgroup.procs"), "300\n200\n300\n").unwrap();
-        let dir = cgroup_dir(d.path(), Path::new("/system.slice/model.service")).unwrap();
-        assert_eq!(dir, svc);
-        assert_eq!(cgroup_dir(d.path(), &svc).unwrap(), svc);
-        assert_eq!(pids_in_cgroup(&dir), vec![200, 300]);
-        let err = cgroup_dir(d.path(), Path::new("nope"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a cgroup"), "{err}");
     }
 }

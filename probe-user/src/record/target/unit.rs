@@ -3,15 +3,11 @@
 //! tree this machine mounts (v2 at `/sys/fs/cgroup`, the v2 `unified` tree
 //! beside v1 controllers, or the v1 `name=systemd` hierarchy).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 
-/// Trees to look in, under the cgroup mount root, in order.
-const TREES: [&str; 3] = ["", "unified", "systemd"];
+use super::members::{find_dir, Group};
 
 /// The unit name as systemd expects it (`vllm` -> `vllm.service`).
 pub fn unit_name(u: &str) -> String {
@@ -22,22 +18,12 @@ pub fn unit_name(u: &str) -> String {
     }
 }
 
-/// The directory of `control_group` (e.g. `/system.slice/x.service`) in
-/// the first tree under `cgroup_root` that has it with a `cgroup.procs`.
-pub fn find_dir(cgroup_root: &Path, control_group: &str) -> Option<PathBuf> {
-    let rel = control_group.trim().trim_start_matches('/');
-    if rel.is_empty() {
-        return None;
+/// Resolve a unit to its cgroup directory under `cgroup_root` with systemctl.
+pub fn resolve(cgroup_root: &Path, unit: &str) -> Result<Group> {
+    let name = unit_name(unit.trim());
+    if name == ".service" {
+        bail!("--unit needs a unit name, e.g. vllm or vllm.service");
     }
-    TREES
-        .iter()
-        .map(|t| cgroup_root.join(t).join(rel))
-        .find(|d| d.join("cgroup.procs").exists())
-}
-
-/// Resolve a unit to its cgroup directory with systemctl.
-pub fn resolve(unit: &str) -> Result<PathBuf> {
-    let name = unit_name(unit);
     let out = Command::new("systemctl")
         .args(["show", "--property", "ControlGroup", "--value", &name])
         .output()
@@ -52,8 +38,17 @@ pub fn resolve(unit: &str) -> Result<PathBuf> {
     if cg.is_empty() {
         bail!("unit {name} has no control group (not running?): start it, or use --pid");
     }
-    find_dir(Path::new("/sys/fs/cgroup"), &cg).with_context(|| {
-        format!("unit {name}'s control group {cg} is in no cgroup tree under /sys/fs/cgroup")
+    let dir = find_dir(cgroup_root, &cg).with_context(|| {
+        format!(
+            "unit {name}'s control group {cg} is in no cgroup tree under {}",
+            cgroup_root.display()
+        )
+    })?;
+    Ok(Group {
+        kind: "unit",
+        name,
+        runtime: None,
+        dir,
     })
 }
 
@@ -65,21 +60,19 @@ mod tests {
     fn names_and_trees() {
         assert_eq!(unit_name("vllm"), "vllm.service");
         assert_eq!(unit_name("x.scope"), "x.scope");
-        let dir = std::env::temp_dir().join(format!("tp-unit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let d = tempfile::tempdir().unwrap();
         let cg = "/system.slice/vllm.service";
         // Only in the unified tree (v1 controllers beside it).
-        let unified = dir.join("unified/system.slice/vllm.service");
+        let unified = d.path().join("unified/system.slice/vllm.service");
         std::fs::create_dir_all(&unified).unwrap();
         std::fs::write(unified.join("cgroup.procs"), "42\n").unwrap();
-        assert_eq!(find_dir(&dir, cg), Some(unified));
+        assert_eq!(find_dir(d.path(), cg), Some(unified));
         // A pure v2 mount wins when it has the group.
-        let v2 = dir.join("system.slice/vllm.service");
+        let v2 = d.path().join("system.slice/vllm.service");
         std::fs::create_dir_all(&v2).unwrap();
         std::fs::write(v2.join("cgroup.procs"), "42\n").unwrap();
-        assert_eq!(find_dir(&dir, cg), Some(v2));
-        assert_eq!(find_dir(&dir, "/"), None);
-        assert_eq!(find_dir(&dir, "/other.service"), None);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(find_dir(d.path(), cg), Some(v2));
+        assert_eq!(find_dir(d.path(), "/"), None);
+        assert_eq!(find_dir(d.path(), "/other.service"), None);
     }
 }
