@@ -12,7 +12,6 @@
 //! - `own`:     the exporter's own cost; the targets' memory per node.
 //! - `caps`:    the capabilities it needs (no root uid required).
 
-pub mod caps;
 pub mod fold;
 pub mod http;
 pub mod own;
@@ -25,6 +24,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::privileges::caps::BpfStats;
 use anyhow::{Context as _, Result};
 use probe_common::{event, CpuTopo};
 
@@ -252,16 +252,13 @@ impl State {
 /// address once the probes are attached.
 pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()> {
     record::mark_process_start();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let mask = caps::effective(&status).unwrap_or(0);
-    caps::check_load(mask)?;
+    privileges::require_bpf("tailprobe exporter")?;
     privileges::require_btf()?;
-    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok();
-    let self_stats = match (opts.self_stats, caps::stats(mask, sysctl.as_deref())) {
+    let self_stats = match (opts.self_stats, privileges::bpf_stats()) {
         (false, _) => false,
-        (true, caps::Stats::Enable) => true,
-        (true, caps::Stats::AlreadyOn) => false,
-        (true, caps::Stats::Unavailable) => {
+        (true, BpfStats::Enable) => true,
+        (true, BpfStats::AlreadyOn) => false,
+        (true, BpfStats::Unavailable) => {
             eprintln!(
                 "tailprobe exporter: no CAP_SYS_ADMIN and kernel.bpf_stats_enabled=0: the \
                  programs' cost metrics stay at zero (set the sysctl on the node, docs/fleet.md)"

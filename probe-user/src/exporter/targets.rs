@@ -12,7 +12,7 @@ use std::{
 
 use crate::{
     procfs::ProcFs,
-    record::target::{pids_by_comm, pids_in_cgroup, unit},
+    record::target::{pids_by_comm, pids_in_cgroup, pids_in_cgroup_tree, unit},
 };
 
 /// The target name of processes past the cardinality bound.
@@ -152,7 +152,7 @@ impl Resolver {
             out.push(Found {
                 name: name.to_string(),
                 kind,
-                tgids: cgroup_tree_pids(dir),
+                tgids: pids_in_cgroup_tree(dir),
             });
             return;
         }
@@ -170,7 +170,7 @@ impl Resolver {
             out.push(Found {
                 name: format!("{name}/{base}"),
                 kind,
-                tgids: cgroup_tree_pids(&child),
+                tgids: pids_in_cgroup_tree(&child),
             });
         }
     }
@@ -195,19 +195,6 @@ fn child_dirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// Processes of a cgroup and every group below it.
-pub fn cgroup_tree_pids(dir: &Path) -> Vec<u32> {
-    let mut out = pids_in_cgroup(dir);
-    let mut stack = child_dirs(dir);
-    while let Some(d) = stack.pop() {
-        out.extend(pids_in_cgroup(&d));
-        stack.extend(child_dirs(&d));
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// The followed processes and the name each is counted under. A process

@@ -70,6 +70,29 @@ impl CapSet {
     }
 }
 
+/// How the programs' run-time statistics (run count, run time) can be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BpfStats {
+    /// Turn them on ourselves (BPF_ENABLE_STATS needs CAP_SYS_ADMIN).
+    Enable,
+    /// Already on for the whole machine (`kernel.bpf_stats_enabled=1`).
+    AlreadyOn,
+    /// Neither: no cost figures.
+    Unavailable,
+}
+
+/// The way to BPF run-time statistics for a process holding `set`, given
+/// the text of `/proc/sys/kernel/bpf_stats_enabled` (when readable).
+pub fn bpf_stats(set: CapSet, sysctl: Option<&str>) -> BpfStats {
+    if sysctl.is_some_and(|s| s.trim() == "1") {
+        BpfStats::AlreadyOn
+    } else if set.0 & Cap::SysAdmin.bit() != 0 {
+        BpfStats::Enable
+    } else {
+        BpfStats::Unavailable
+    }
+}
+
 /// The effective set from a `/proc/<pid>/status` text (`CapEff:` line, hex).
 pub fn effective_from_status(status: &str) -> Option<CapSet> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -125,6 +148,16 @@ pub fn refusal(what: &str, need: &[Cap], missing: &[Cap], euid: u32) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bpf_stats_from_caps_and_sysctl() {
+        let admin = CapSet(Cap::SysAdmin.bit());
+        let bpf = CapSet(Cap::Bpf.bit() | Cap::Perfmon.bit());
+        assert_eq!(bpf_stats(admin, Some("0\n")), BpfStats::Enable);
+        assert_eq!(bpf_stats(admin, None), BpfStats::Enable);
+        assert_eq!(bpf_stats(bpf, Some("0")), BpfStats::Unavailable);
+        assert_eq!(bpf_stats(bpf, Some("1\n")), BpfStats::AlreadyOn);
+    }
 
     #[test]
     fn status_and_sets() {

@@ -63,6 +63,13 @@ pub fn has(cap: Cap) -> bool {
     effective().grants(cap)
 }
 
+/// How this process can get BPF run-time statistics (see
+/// [`caps::bpf_stats`]).
+pub fn bpf_stats() -> caps::BpfStats {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok();
+    caps::bpf_stats(effective(), sysctl.as_deref())
+}
+
 /// Compatibility for callers written before capabilities were checked: what
 /// they guarded was loading eBPF programs, so this is [`require_bpf`].
 pub fn require_root(what: &str) -> Result<()> {
