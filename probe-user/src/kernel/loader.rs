@@ -76,6 +76,7 @@ pub enum Filter {
 
 mod sched_trace;
 pub use sched_trace::SchedTraceConfig;
+mod threads;
 
 /// What the programs are told before loading.
 #[derive(Debug, Clone)]
@@ -213,6 +214,9 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
     let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
     let mo = migrate.clone().unwrap_or_default();
     let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
+    let pid_max = threads::read_pid_max(Path::new("/proc"))?;
+    let (tid_entries, tgid_words) = threads::map_sizes(pid_max);
+    let hotpath_off = threads::hotpath_off_from_env()?;
     let mut ebpf = EbpfLoader::new()
         .override_global("FILTER_MODE", &mode, true)
         .override_global("TARGET_TGID", &tgid, true)
@@ -237,6 +241,11 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
         .override_global("SCHED_TRACE_ON", &st_on, true)
         .override_global("TASK_PRIO_OFF", &st_prio, true)
         .map_max_entries("SCHED_TRACE", st_bytes)
+        .map_max_entries("TID_SLOT", tid_entries)
+        .map_max_entries("TGID_BITS", tgid_words)
+        .map_max_entries("THREADS", cfg.max_threads)
+        .override_global("THREADS_CAP", &cfg.max_threads, true)
+        .override_global("HOTPATH_OFF", &hotpath_off, true)
         .load(EBPF_OBJECT)
         .context("loading tailprobe's eBPF object into the kernel")?;
     if let Some(topo) = &cfg.topology {
@@ -257,15 +266,8 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
         Filter::Set { tgids, .. } => tgids.clone(),
         Filter::Single { tgid, .. } => vec![*tgid],
     };
-    {
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            ebpf.map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        for t in &initial {
-            m.insert(t, 1, 0)
-                .with_context(|| format!("adding pid {t} to the followed set"))?;
-        }
+    for t in &initial {
+        threads::follow_tgid(&mut ebpf, *t)?;
     }
     Ok((ebpf, tracefs, migrate))
 }
@@ -361,13 +363,7 @@ fn attach(
 impl Probes {
     /// Add a process to the followed set (TGID_SET mode).
     pub fn follow(&mut self, tgid: u32) -> Result<()> {
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        m.insert(tgid, 1, 0)
-            .with_context(|| format!("adding pid {tgid} to the followed set"))?;
+        threads::follow_tgid(&mut self.ebpf, tgid)?;
         // Two or more processes now: make sure the set is what filters.
         let mut mode: Array<&mut MapData, u32> = Array::try_from(
             self.ebpf
@@ -382,55 +378,7 @@ impl Probes {
     /// Stop following a process (the exporter, when it exits or leaves
     /// its selector). Absent is not an error.
     pub fn unfollow(&mut self, tgid: u32) -> Result<()> {
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        match m.remove(&tgid) {
-            Ok(()) => Ok(()),
-            // Not there (never added, or removed already): nothing to do.
-            Err(_) if m.get(&tgid, 0).is_err() => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing pid {tgid} from the followed set")),
-        }
-    }
-
-    /// Every thread the programs have seen.
-    pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
-        let slots: HashMap<&MapData, u32, ThreadSlot> =
-            HashMap::try_from(map(&self.ebpf, "SLOTS")?)?;
-        let mut out = BTreeMap::new();
-        for item in slots.iter() {
-            let (tid, slot) = item.context("reading the SLOTS map")?;
-            out.insert(tid, ThreadCounters::from(&slot));
-        }
-        Ok(out)
-    }
-
-    /// One thread's run-queue total so far: 0 when it has no slot yet,
-    /// None when the map cannot be read.
-    pub fn thread_runq_total(&self, tid: u32) -> Option<u64> {
-        let slots: HashMap<&MapData, u32, ThreadSlot> =
-            HashMap::try_from(map(&self.ebpf, "SLOTS").ok()?).ok()?;
-        match slots.get(&tid, 0) {
-            Ok(s) => Some(s.stats.runq_total_ns),
-            Err(aya::maps::MapError::KeyNotFound) => Some(0),
-            Err(_) => None,
-        }
-    }
-
-    /// Read one exited thread's counters and free its slot.
-    pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
-        let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(
-            self.ebpf
-                .map_mut("SLOTS")
-                .ok_or_else(|| anyhow!("map SLOTS missing"))?,
-        )?;
-        let Ok(slot) = slots.get(&tid, 0) else {
-            return Ok(None);
-        };
-        let _ = slots.remove(&tid);
-        Ok(Some(ThreadCounters::from(&slot)))
+        threads::unfollow_tgid(&mut self.ebpf, tgid)
     }
 
     /// Loss counters: (name, per-CPU values).
