@@ -243,15 +243,14 @@ fn sample_policy(
     })
 }
 
-/// Start `tailprobe record ARGS --json`, sample its main thread's policy
+/// Start `tailprobe record --json ARGS`, sample its main thread's policy
 /// until it exits, and return (samples, instant the "probes attached" line
 /// was read, JSON report).
 fn record_sampled(args: &[&str]) -> (Vec<(Instant, (u64, u64))>, Instant, serde_json::Value) {
     use std::io::BufRead as _;
     let mut child = Command::new(tailprobe_bin())
-        .arg("record")
+        .args(["record", "--json"])
         .args(args)
-        .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
