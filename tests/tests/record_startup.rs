@@ -216,13 +216,16 @@ fn bad_priority_is_a_usage_error() {
     }
 }
 
+/// Samples of (rt_priority, policy), each with its instant.
+type Samples = Vec<(Instant, (u64, u64))>;
+
 /// Every (rt_priority, policy) of `pid`'s main thread, sampled every 100 us
 /// from a SCHED_FIFO 2 thread (so that the sampling itself is not starved)
 /// until `stop` is set, with the instant of each sample.
 fn sample_policy(
     pid: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(Instant, (u64, u64))>> {
+) -> std::thread::JoinHandle<Samples> {
     std::thread::spawn(move || {
         let p = libc::sched_param { sched_priority: 2 };
         // SAFETY: valid sched_param; pid 0 is this sampling thread.
@@ -246,7 +249,7 @@ fn sample_policy(
 /// Start `tailprobe record --json ARGS`, sample its main thread's policy
 /// until it exits, and return (samples, instant the "probes attached" line
 /// was read, JSON report).
-fn record_sampled(args: &[&str]) -> (Vec<(Instant, (u64, u64))>, Instant, serde_json::Value) {
+fn record_sampled(args: &[&str]) -> (Samples, Instant, serde_json::Value) {
     use std::io::BufRead as _;
     let mut child = Command::new(tailprobe_bin())
         .args(["record", "--json"])
