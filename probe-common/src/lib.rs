@@ -393,3 +393,7 @@ mod pod {
 pub fn wake_edge_key(waker: u32, wakee: u32) -> u64 {
     ((waker as u64) << 32) | wakee as u64
 }
+
+/// Idle states the `cpu_idle` program keeps apart per CPU (`CPU_IDLE`);
+/// deeper ones are added to the last.
+pub const CPU_IDLE_STATES: u32 = 16;

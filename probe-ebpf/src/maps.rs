@@ -361,3 +361,16 @@ pub unsafe fn atomic_add(p: *mut u64, v: u64) {
 /// attached (`tailprobe diagnose`).
 #[map]
 pub static WAKE_EDGES: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Per CPU and idle state (index: the cpuidle state number, deeper ones in
+/// the last slot): `[idle periods ended, ns spent in them]`, only on CPUs the
+/// target has run on. Filled only when the `cpu_idle` program is attached
+/// (`tailprobe diagnose`).
+#[map]
+pub static CPU_IDLE: PerCpuArray<[u64; 2]> =
+    PerCpuArray::with_max_entries(probe_common::CPU_IDLE_STATES, 0);
+
+/// Per CPU: the idle period in progress, `[state + 1 (0: none kept), entry
+/// ns]` (`cpu_idle`).
+#[map]
+pub static CPU_IDLE_OPEN: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);

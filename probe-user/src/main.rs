@@ -30,6 +30,7 @@ fn main() {
         Command::Numa(a) => tailprobe::cli::numa::main(a),
         Command::Restore(a) => tailprobe::cli::restore::main(a),
         Command::Experiment(a) => tailprobe::cli::experiment::main(a),
+        Command::Exporter(a) => tailprobe::cli::exporter::main(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

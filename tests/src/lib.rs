@@ -204,10 +204,17 @@ impl Recording {
     /// Start recording with the given target arguments (e.g. `--tid N`,
     /// `--comm NAME`), then `extra`; wait until the probes are attached.
     pub fn start_with(target: &[&str], extra: &[&str]) -> Recording {
-        let mut child = Command::new(tailprobe_bin())
-            .args(["record", "--duration", "60s", "--json"])
+        let mut cmd = Command::new(tailprobe_bin());
+        cmd.args(["record", "--duration", "60s", "--json"])
             .args(target)
-            .args(extra)
+            .args(extra);
+        Recording::start_command(cmd)
+    }
+
+    /// Start `cmd` (a `tailprobe record ... --json` command line the caller
+    /// built, e.g. another binary or another user) and wait until attached.
+    pub fn start_command(mut cmd: Command) -> Recording {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -384,4 +391,59 @@ pub fn python_decode_trace(path: &std::path::Path) -> Option<serde_json::Value> 
         String::from_utf8_lossy(&out.stderr)
     );
     Some(serde_json::from_slice(&out.stdout).expect("decoder prints JSON"))
+}
+
+/// Run the phase of a `spin2` workload (two threads spinning `spin_ms` on
+/// one CPU) while `rec` records it, stop the recording, and check each
+/// thread against the kernel's own accounting over the same window with
+/// record_sched.rs's tolerances: the workload contended (schedstat wait at
+/// least 30% of `spin_ms`), run-queue totals within 5% (+2 ms),
+/// involuntary switches within 2% (+3). `label` heads the printed figures.
+/// Returns the report.
+pub fn spin2_agrees_with_schedstat(
+    w: &mut Workload,
+    rec: Recording,
+    spin_ms: u64,
+    label: &str,
+) -> serde_json::Value {
+    let snap = |w: &Workload| -> Vec<KernelCounters> {
+        w.tids
+            .iter()
+            .map(|t| kernel_counters(w.pid(), *t))
+            .collect()
+    };
+    let before = snap(w);
+    w.go_and_wait(Duration::from_secs(30));
+    let after = snap(w);
+    let (code, report) = rec.stop();
+    assert_eq!(code, 0, "exit code; notes {:#}", report["notes"]);
+    assert_eq!(report["lossy"], false, "{:#}", report["losses"]);
+    for (i, tid) in w.tids.iter().enumerate() {
+        let k = delta(before[i], after[i]);
+        let t = thread(&report, *tid);
+        let ours = u(&t["runq_wait"]["total_ns"]);
+        let inv = u(&t["involuntary_switches"]);
+        eprintln!(
+            "{label}: tid {tid}: run-queue ours {ours} ns, schedstat {} ns ({:.2}%); involuntary ours {inv}, kernel {}",
+            k.wait_ns,
+            ours as f64 * 100.0 / k.wait_ns.max(1) as f64,
+            k.involuntary
+        );
+        assert!(
+            k.wait_ns >= spin_ms * 1_000_000 * 3 / 10,
+            "the workload did not contend as designed: schedstat wait {} ns",
+            k.wait_ns
+        );
+        assert!(
+            ours.abs_diff(k.wait_ns) as f64 <= k.wait_ns as f64 * 0.05 + 2e6,
+            "run-queue total: ours {ours}, kernel {}",
+            k.wait_ns
+        );
+        assert!(
+            inv.abs_diff(k.involuntary) as f64 <= k.involuntary as f64 * 0.02 + 3.0,
+            "involuntary: ours {inv}, kernel {}",
+            k.involuntary
+        );
+    }
+    report
 }

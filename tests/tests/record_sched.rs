@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use tailprobe_tests::{
-    delta, kernel_counters, online_cpus, skip_unless_root, thread, u, KernelCounters, Recording,
-    Workload,
+    delta, kernel_counters, kernel_migrations, online_cpus, skip_unless_root, thread, u,
+    KernelCounters, Recording, Workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
-/// Agreement tolerances, stated once: run-queue totals within 5% (+2 ms for
-/// very small totals); switch counts within 2% (+3).
+/// Agreement tolerances, stated once: run-queue totals within 3% (+2 ms for
+/// very small totals; measured on a 2-CPU host at load average 23: 98.65%
+/// to 99.99% of schedstat's, as README says), on-CPU time within 5%; switch
+/// counts within 2% (+3).
 fn close(ours: u64, kernel: u64, rel: f64, abs: u64) -> bool {
     let diff = ours.abs_diff(kernel) as f64;
     diff <= kernel as f64 * rel + abs as f64
@@ -57,7 +59,7 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
             k.wait_ns
         );
         assert!(
-            close(ours_wait, k.wait_ns, 0.05, 2_000_000),
+            close(ours_wait, k.wait_ns, 0.03, 2_000_000),
             "run-queue total: ours {ours_wait}, kernel {}",
             k.wait_ns
         );
@@ -87,7 +89,7 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
     let pct = report["process"]["runq_agreement_pct"]
         .as_f64()
         .expect("agreement");
-    assert!((95.0..=105.0).contains(&pct), "process agreement {pct}%");
+    assert!((97.0..=103.0).contains(&pct), "process agreement {pct}%");
 }
 
 /// A thread moved to the other CPU N times is seen migrating at least N times.
@@ -104,22 +106,37 @@ fn root_bounced_thread_migrates_at_least_n_times() {
     let n = 200u64;
     let mut w = Workload::start(WORKLOAD, &["bounce", &n.to_string()]);
     let rec = Recording::start(w.pid(), &[]);
+    let tid = w.tids[0];
+    let kernel_before = kernel_migrations(w.pid(), tid);
     w.go_and_wait(Duration::from_secs(30));
+    let kernel = kernel_migrations(w.pid(), tid)
+        .zip(kernel_before)
+        .map(|(a, b)| a - b);
     let (code, report) = rec.stop();
     assert_eq!(code, 0);
-    let t = thread(&report, w.tids[0]);
+    let t = thread(&report, tid);
     let migrations = u(&t["migrations"]["total"]);
-    eprintln!("bounced {n} times: {migrations} migrations seen");
+    eprintln!(
+        "bounced {n} times: {migrations} migrations seen, kernel's se.nr_migrations {kernel:?}"
+    );
     assert!(
         migrations >= n,
         "expected at least {n} migrations, saw {migrations}"
     );
-    // A bounce is one migration (plus the odd load-balancer move); far more
-    // would mean double counting.
+    // A bounce is one migration; the load balancer may add a few, which the
+    // kernel counts too (se.nr_migrations, where /proc/PID/sched exists).
+    // Without it, at most 2 extra moves.
+    let bound = kernel.map_or(n + 2, |k| k.max(n) + 2);
     assert!(
-        migrations <= n * 2,
-        "implausibly many migrations: {migrations}"
+        migrations <= bound,
+        "{migrations} migrations for {n} bounces (kernel {kernel:?}): double counting"
     );
+    if let Some(k) = kernel {
+        assert!(
+            migrations.abs_diff(k) <= 2,
+            "ours {migrations}, kernel's se.nr_migrations {k}"
+        );
+    }
     // On one node, never cross-NUMA (two-node machines: tests/tests/vm_numa.rs).
     if report["numa"]["nodes"] == 1 {
         assert_eq!(u(&t["migrations"]["cross_numa"]), 0);

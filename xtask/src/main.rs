@@ -4,11 +4,14 @@
 //! - `run`:   the main job (profiles the built-in target when none is given).
 //! - `test`:  every test: fmt, clippy (host and eBPF), unit and root tests.
 //! - `bench`: side-by-side benchmarks, written to docs/benchmarks.md.
+//! - `soak`:  the exporter for 30 minutes, memory written to docs/fleet.md.
 
 mod bench;
 mod cmd;
+mod fleettools;
 mod pydeps;
 mod setup;
+mod soak;
 mod testsum;
 mod vm;
 
@@ -61,6 +64,17 @@ enum Task {
         #[arg(long, value_parser = ["probes", "attach", "load"])]
         only: Option<String>,
     },
+    /// `tailprobe exporter` for 30 minutes with targets starting and
+    /// exiting: its memory at start, after 10 and 30 minutes, into
+    /// docs/fleet.md.
+    Soak {
+        /// Length of the run in minutes.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Use the debug build (faster to build, slower to run).
+        #[arg(long)]
+        debug: bool,
+    },
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
     /// QEMU guest (no KVM) with 2 vCPUs on 2 NUMA nodes; docs/vm-test.md.
     VmTest {
@@ -94,6 +108,7 @@ fn main() {
         })
         .map(|_| ()),
         Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
+        Task::Soak { minutes, debug } => soak::run(minutes, debug),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

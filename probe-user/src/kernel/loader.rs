@@ -382,6 +382,22 @@ impl Probes {
         Ok(())
     }
 
+    /// Stop following a process (the exporter, when it exits or leaves
+    /// its selector). Absent is not an error.
+    pub fn unfollow(&mut self, tgid: u32) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut("TGIDS")
+                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
+        )?;
+        match m.remove(&tgid) {
+            Ok(()) => Ok(()),
+            // Not there (never added, or removed already): nothing to do.
+            Err(_) if m.get(&tgid, 0).is_err() => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing pid {tgid} from the followed set")),
+        }
+    }
+
     /// Every thread the programs have seen.
     pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
         let slots: HashMap<&MapData, u32, ThreadSlot> =
@@ -494,6 +510,22 @@ impl Probes {
         Ok(out)
     }
 
+    /// Empty the preemptor map (the exporter does not report preemptors;
+    /// cleared now and then so that it never fills and counts losses).
+    pub fn clear_preemptors(&mut self) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, Preemptor> = HashMap::try_from(
+            self.ebpf
+                .map_mut("PREEMPTORS")
+                .ok_or_else(|| anyhow!("map PREEMPTORS missing"))?,
+        )?;
+        let keys: Vec<u32> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            // Gone meanwhile is fine.
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
     /// not part of a plain recording.
     pub fn attach_wake_edges(&mut self, btf: &Btf) -> Result<()> {
@@ -509,6 +541,34 @@ impl Probes {
         for item in m.iter() {
             let (k, n) = item.context("reading the WAKE_EDGES map")?;
             out.insert(((k >> 32) as u32, k as u32), n);
+        }
+        Ok(out)
+    }
+
+    /// Attach the idle-state program (`cpu_idle`, on `power:cpu_idle`),
+    /// which is not part of a plain recording.
+    pub fn attach_cpu_idle(&mut self, btf: &Btf) -> Result<()> {
+        attach_btf(&mut self.ebpf, btf, "cpu_idle", "cpu_idle")?;
+        self.attached.push("cpu_idle");
+        Ok(())
+    }
+
+    /// Idle periods on the CPUs the target ran on, per idle state number
+    /// (the last also holds deeper ones): (state, periods ended, ns in them),
+    /// CPUs summed; states never entered are left out.
+    pub fn read_cpu_idle(&self) -> Result<Vec<(u32, u64, u64)>> {
+        let m: PerCpuArray<&MapData, [u64; 2]> =
+            PerCpuArray::try_from(map(&self.ebpf, "CPU_IDLE")?)?;
+        let mut out = Vec::new();
+        for s in 0..probe_common::CPU_IDLE_STATES {
+            let (mut n, mut ns) = (0u64, 0u64);
+            for v in m.get(&s, 0).context("reading CPU_IDLE")?.iter() {
+                n += v[0];
+                ns += v[1];
+            }
+            if n > 0 {
+                out.push((s, n, ns));
+            }
         }
         Ok(out)
     }

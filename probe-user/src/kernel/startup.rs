@@ -211,6 +211,18 @@ pub fn refusal_note() -> Option<String> {
     }
 }
 
+/// The kernel's BTF (the bytes of `/sys/kernel/btf/vmlinux`) parsed with
+/// aya's parser, once per run: for the attach points and for the loader.
+pub fn parse_kernel_btf(raw: &[u8]) -> anyhow::Result<Btf> {
+    use anyhow::Context as _;
+    Btf::parse(raw, aya::Endianness::default()).with_context(|| {
+        format!(
+            "parsing the kernel's BTF ({})",
+            crate::privileges::VMLINUX_BTF
+        )
+    })
+}
+
 /// An aya loader that takes `btf` (parsed once by the caller) without
 /// parsing the kernel's BTF a second time, and whether the loader parsed it
 /// anyway (the fallback).

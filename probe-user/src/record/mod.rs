@@ -81,6 +81,9 @@ pub struct RecordOptions {
     /// Also count who woke whom among the target's threads (an extra
     /// program on sched_wakeup; `report.wake_edges`).
     pub wake_edges: bool,
+    /// Attach the idle-state program (`cpu_idle` on `power:cpu_idle`;
+    /// `report.cpu_idle`).
+    pub cpu_idle: bool,
     /// Write the scheduler stream, IRQs, page faults and migrations into
     /// this Perfetto trace (implies `trace_events`); the caller finishes it.
     pub timeline: Option<crate::timeline::SharedTimeline>,
@@ -108,6 +111,7 @@ impl RecordOptions {
             irq: true,
             priority: None,
             wake_edges: false,
+            cpu_idle: false,
             timeline: None,
         }
     }
@@ -137,20 +141,8 @@ pub fn mark_process_start() {
     PROCESS_START_NS.get_or_init(monotonic_ns);
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// CLOCK_MONOTONIC now, in ns (lives in `tailprobe_system::clock`).
+pub use tailprobe_system::clock::monotonic_ns;
 
 /// How often the target's pages per node are sampled during a run.
 const NUMA_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -227,24 +219,30 @@ fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Resul
                 rescan: Rescan::Comm(name.clone()),
             }
         }
-        TargetSpec::Cgroup(path) => {
-            let dir = target::cgroup_dir(Path::new(CGROUP_ROOT), path)?;
-            let tgids = target::pids_in_cgroup(&dir);
-            if tgids.is_empty() {
-                notes.push(format!(
-                    "cgroup {} has no process yet: waiting for some",
-                    dir.display()
-                ));
-            }
-            Resolved {
-                tgids,
-                tid: None,
-                comm: dir.display().to_string(),
-                notes,
-                rescan: Rescan::Cgroup(dir),
-            }
-        }
+        TargetSpec::Cgroup(path) => in_cgroup(
+            target::cgroup_dir(Path::new(target::CGROUP_ROOT), path)?,
+            notes,
+        ),
+        TargetSpec::Group(g) => in_cgroup(g.dir.clone(), notes),
     })
+}
+
+/// Every process under a cgroup directory now, and rescan it for more.
+fn in_cgroup(dir: PathBuf, mut notes: Vec<String>) -> Resolved {
+    let tgids = target::pids_in_cgroup_tree(&dir);
+    if tgids.is_empty() {
+        notes.push(format!(
+            "cgroup {} has no process yet: waiting for some",
+            dir.display()
+        ));
+    }
+    Resolved {
+        tgids,
+        tid: None,
+        comm: dir.display().to_string(),
+        notes,
+        rescan: Rescan::Cgroup(dir),
+    }
 }
 
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
@@ -254,7 +252,12 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         setup: monotonic_ns(),
         ..startup::Stamps::default()
     };
-    privileges::require_root("tailprobe record")?;
+    privileges::require_bpf("tailprobe record")?;
+    if matches!(opts.priority, Some(priority::Priority::Fifo(_)))
+        || matches!(opts.priority, Some(priority::Priority::Nice(n)) if n < 0)
+    {
+        privileges::require("tailprobe record --priority", &[privileges::Cap::SysNice])?;
+    }
     privileges::require_btf()?;
     let proc = ProcFs::default();
     let mut launched = match &opts.target {
@@ -272,6 +275,23 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
     let mut notes = r.notes;
+    // Pids inside the targets' PID namespaces, read now and at the end (a
+    // process that exits in between keeps the one read here).
+    let mut ns_pids: BTreeMap<u32, u32> = r
+        .tgids
+        .iter()
+        .filter_map(|p| Some((*p, target::members::ns_pid(proc.root(), *p)?)))
+        .collect();
+    // BPF_ENABLE_STATS is one of the few BPF commands that still needs
+    // CAP_SYS_ADMIN; without it the recording goes on, unmeasured.
+    let self_stats = opts.self_stats && privileges::has(privileges::Cap::SysAdmin);
+    if opts.self_stats && !self_stats {
+        notes.push(
+            "probe cost not measured: BPF run-time statistics (BPF_ENABLE_STATS) need \
+             CAP_SYS_ADMIN, which this process lacks"
+                .into(),
+        );
+    }
     stamps.target = monotonic_ns();
     // Read once, scanned for the offsets, parsed once for the attach points
     // and aya's loader (kernel/startup.rs).
@@ -285,8 +305,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         prio_off: btf_offsets::resolve_prio(&raw_btf).unwrap_or(0),
     });
     stamps.btf_offsets = monotonic_ns();
-    let btf = aya::Btf::parse(&raw_btf, aya::Endianness::default())
-        .with_context(|| format!("parsing the kernel's BTF ({})", privileges::VMLINUX_BTF))?;
+    let btf = startup::parse_kernel_btf(&raw_btf)?;
     drop(raw_btf);
     stamps.btf_parse = monotonic_ns();
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
@@ -321,7 +340,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_runq_ns: opts.outlier_runq.as_nanos() as u64,
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
-        self_stats: opts.self_stats,
+        self_stats,
         trace_events: opts.trace_events || sched_trace.is_some(),
         sched_trace,
         plan: PlanInputs {
@@ -338,6 +357,13 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         if let Err(e) = probes.attach_wake_edges(&btf) {
             probes.unavailable.push(format!(
                 "who woke whom: sched_wakeup_edges not attachable ({e:#})"
+            ));
+        }
+    }
+    if opts.cpu_idle {
+        if let Err(e) = probes.attach_cpu_idle(&btf) {
+            probes.unavailable.push(format!(
+                "idle states: cpu_idle not attachable on power:cpu_idle ({e:#})"
             ));
         }
     }
@@ -414,7 +440,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         let found = match &r.rescan {
             Rescan::None => Vec::new(),
             Rescan::Comm(name) => target::pids_by_comm(&proc, name),
-            Rescan::Cgroup(dir) => target::pids_in_cgroup(dir),
+            Rescan::Cgroup(dir) => target::pids_in_cgroup_tree(dir),
         };
         for tgid in found {
             if !book.processes().contains(&tgid) {
@@ -480,6 +506,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         // the process gone: give it a moment to reach the maps.
         std::thread::sleep(Duration::from_millis(50));
     }
+    for pid in book.processes() {
+        if let Some(n) = target::members::ns_pid(proc.root(), pid) {
+            ns_pids.insert(pid, n);
+        }
+    }
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
@@ -504,6 +535,24 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     } else {
         BTreeMap::new()
     };
+    let cpu_idle = if probes.attached.contains(&"cpu_idle") {
+        let cost = prog_stats.iter().find(|p| p.name == "cpu_idle");
+        Some(crate::report::CpuIdleReport {
+            states: probes
+                .read_cpu_idle()?
+                .into_iter()
+                .map(|(state, exits, residency_ns)| crate::report::IdleStateUse {
+                    state,
+                    exits,
+                    residency_ns,
+                })
+                .collect(),
+            program_runs: cost.map_or(0, |c| c.run_count),
+            program_run_time_ns: cost.map_or(0, |c| c.run_time_ns),
+        })
+    } else {
+        None
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -519,6 +568,16 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             processes: book.processes(),
             builtin: opts.builtin,
             command_exit_code,
+            cgroup: match &r.rescan {
+                Rescan::Cgroup(d) => Some(d.display().to_string()),
+                _ => None,
+            },
+            runtime: match &opts.target {
+                TargetSpec::Group(g) => g.runtime,
+                _ => None,
+            },
+            ns_pid: ns_pids.get(&main_pid).copied(),
+            ns_pids,
         },
         start_ns,
         end_ns,
@@ -541,7 +600,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outliers: stream.outliers,
         outliers_not_kept: stream.not_kept,
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
-        prog_stats: opts.self_stats.then_some(prog_stats),
+        prog_stats: self_stats.then_some(prog_stats),
         unavailable: probes.unavailable.clone(),
         left_out: probes.left_out.clone(),
         attach_ms,
@@ -556,6 +615,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.cpu_idle = cpu_idle;
     report.wake_edges = wake_edges
         .into_iter()
         .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {

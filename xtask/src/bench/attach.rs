@@ -230,10 +230,10 @@ fn series(name: &str, argv: &[String], ours: bool, n: usize) -> Result<(Row, Own
 
 fn poller_at_fifo() {
     let p = libc::sched_param { sched_priority: 50 };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     // SAFETY: valid sched_param; pid 0 is this thread. Failure only makes
     // the measurement noisier, so it is reported, not fatal. Children
     // (the tools, hackbench) get the default policy back (reset on fork).
-    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     if unsafe { libc::sched_setscheduler(0, policy, &p) } != 0 {
         eprintln!("xtask bench: could not put the poller at SCHED_FIFO; times under load are upper bounds");
     }
