@@ -1,11 +1,19 @@
 //! The `tailprobe` binary: parse arguments and dispatch.
 
 use clap::Parser;
-use tailprobe::cli::{exit, Cli, Command};
+use tailprobe::{
+    cli::{exit, Cli, Command},
+    kernel::startup,
+};
 
 fn main() {
+    // `record` runs at SCHED_FIFO 1 from here until its programs are
+    // attached (kernel/startup.rs); decided from the raw arguments so that
+    // not even argument parsing waits for a CPU on a saturated machine.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    startup::boost_at_start(startup::plan(&args));
     tailprobe::record::mark_process_start();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     let result = match &cli.command {
         Command::Record(a) => tailprobe::cli::record::main(a),
         Command::Diagnose(a) => tailprobe::cli::diagnose::main(a),

@@ -143,8 +143,8 @@ fn root_bounced_thread_migrates_at_least_n_times() {
     }
 }
 
-/// A thread that sleeps N times switches out voluntarily N times and is woken
-/// N times; counts match /proc status exactly (within 2).
+/// A thread that sleeps N times switches out voluntarily about N times and is
+/// woken as often; our counts match the kernel's (/proc status) within 2.
 #[test]
 fn root_sleeper_switches_voluntarily() {
     skip_unless_root!("root_sleeper_switches_voluntarily");
@@ -162,7 +162,16 @@ fn root_sleeper_switches_voluntarily() {
         "slept {n} times: voluntary ours {vol}, kernel {}; wakeups {}",
         k.voluntary, t["wakeups"]
     );
-    assert!(vol >= n, "voluntary {vol} < {n}");
+    // The comparison is with the kernel's count, not with N: a sleep whose
+    // timer fires before the thread has blocked ends without a switch, and
+    // the kernel does not count it either (QEMU 6.1 lane: 298 of 300, ours
+    // 298 too). The kernel's count only has to show that the workload did
+    // sleep, nearly every time.
+    assert!(
+        k.voluntary >= n * 9 / 10,
+        "the kernel counted {} voluntary switches for {n} sleeps: the workload did not sleep",
+        k.voluntary
+    );
     assert!(
         close(vol, k.voluntary, 0.0, 2),
         "voluntary: ours {vol}, kernel {}",

@@ -99,6 +99,13 @@ pub struct RecordArgs {
     /// preempts the server it observes whenever it runs (docs/record-json.md).
     #[arg(long, value_parser = crate::record::priority::parse)]
     pub priority: Option<crate::record::priority::Priority>,
+    /// Do not run the start-up at SCHED_FIFO 1. By default `record` runs at
+    /// real-time priority 1 from its first instruction until every program
+    /// is attached (then drops back; never passed on to a launched command),
+    /// so that it attaches at once on a saturated machine
+    /// (`attach_ms.startup_priority` in the report).
+    #[arg(long)]
+    pub no_startup_boost: bool,
     /// Command to launch and record (after `--`).
     /// Also write a Perfetto trace (protobuf) to FILE: the target's
     /// switches and wakeups and whoever ran in their place, IRQs on its
@@ -157,6 +164,11 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
         ];
         (TargetSpec::Command(argv), true)
     };
+    if args.no_startup_boost {
+        // main() read the flag from the raw arguments already; this keeps
+        // the flag's promise should the two ever disagree.
+        let _ = crate::kernel::startup::end_boost();
+    }
     let mut opts = RecordOptions::new(spec);
     opts.builtin = builtin;
     opts.follow_children = args.follow_children;

@@ -305,8 +305,10 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
             numa_balancing,
         },
     };
-    let probes = Probes::load_and_attach(&cfg, &btf)?;
+    let parsed = crate::kernel::startup::parse_kernel_btf(&btf)?;
     drop(btf);
+    let probes = Probes::load_and_attach(&cfg, &parsed)?;
+    drop(parsed);
     let start_time_seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
 };
 use probe_common::{
     filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, Preemptor, ThreadSlot,
@@ -130,6 +130,12 @@ pub struct Probes {
     /// last one was.
     pub first_attached_ns: u64,
     pub all_attached_ns: u64,
+    /// CLOCK_MONOTONIC when the object was loaded (maps made), before the
+    /// first program was verified.
+    pub loaded_ns: u64,
+    /// Whether aya's loader parsed the kernel's BTF itself (the fallback of
+    /// `startup::new_loader`).
+    pub loader_parsed_btf: bool,
     /// `mm_migrate_pages` reason names on this kernel, read from tracefs
     /// while it was there (attach time).
     pub migrate_reasons: BTreeMap<i64, String>,
@@ -174,29 +180,23 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 }
 
 impl Probes {
-    /// Load and attach with `kernel_btf`, the bytes of
-    /// `/sys/kernel/btf/vmlinux` the caller has already read (for the
-    /// offsets): they are parsed once more here, for the attach points'
-    /// type ids, on a second thread while aya's loader does its own parse
-    /// (aya 0.14's `EbpfLoader::new` always parses the kernel's BTF).
-    pub fn load_and_attach(cfg: &LoadConfig, kernel_btf: &[u8]) -> Result<Self> {
-        std::thread::scope(|s| {
-            let parsing = s.spawn(|| Btf::parse(kernel_btf, aya::Endianness::default()));
-            let ebpf = load(cfg);
-            let btf = parsing
-                .join()
-                .map_err(|_| anyhow!("the BTF parsing thread panicked"))?
-                .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-            let (ebpf, tracefs, migrate) = ebpf?;
-            attach(cfg, ebpf, &btf, tracefs, migrate)
-        })
+    /// Load and attach with `btf`, the kernel's BTF parsed once by the
+    /// caller: it gives the attach points' type ids and is handed to aya's
+    /// loader, which does not parse its own (`startup::new_loader`).
+    pub fn load_and_attach(cfg: &LoadConfig, btf: &Btf) -> Result<Self> {
+        let (ebpf, tracefs, migrate, loader_parsed_btf) = load(cfg, btf)?;
+        let loaded_ns = crate::record::monotonic_ns();
+        let mut probes = attach(cfg, ebpf, btf, tracefs, migrate)?;
+        probes.loaded_ns = loaded_ns;
+        probes.loader_parsed_btf = loader_parsed_btf;
+        Ok(probes)
     }
 }
 
 type Tracefs = Option<(std::path::PathBuf, bool)>;
 
 /// Open the object with the run's settings, create and fill its maps.
-fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
+fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>, bool)> {
     raise_memlock_limit();
     let (mode, tgid, follow) = match &cfg.filter {
         Filter::Single {
@@ -217,7 +217,8 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
     let pid_max = threads::read_pid_max(Path::new("/proc"))?;
     let (tid_entries, tgid_words) = threads::map_sizes(pid_max);
     let hotpath_off = threads::hotpath_off_from_env()?;
-    let mut ebpf = EbpfLoader::new()
+    let (mut loader, loader_parsed_btf) = super::startup::new_loader(btf);
+    let mut ebpf = loader
         .override_global("FILTER_MODE", &mode, true)
         .override_global("TARGET_TGID", &tgid, true)
         .override_global("TARGET_TID", &tid, true)
@@ -269,7 +270,7 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
     for t in &initial {
         threads::follow_tgid(&mut ebpf, *t)?;
     }
-    Ok((ebpf, tracefs, migrate))
+    Ok((ebpf, tracefs, migrate, loader_parsed_btf))
 }
 
 /// Attach the programs the run needs, required ones first.
@@ -356,6 +357,8 @@ fn attach(
         left_out,
         first_attached_ns,
         all_attached_ns: crate::record::monotonic_ns(),
+        loaded_ns: 0,
+        loader_parsed_btf: false,
         migrate_reasons,
     })
 }
@@ -473,10 +476,8 @@ impl Probes {
 
     /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
     /// not part of a plain recording.
-    pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
-        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
-            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_waking")?;
+    pub fn attach_wake_edges(&mut self, btf: &Btf) -> Result<()> {
+        attach_btf(&mut self.ebpf, btf, "sched_wakeup_edges", "sched_waking")?;
         self.attached.push("sched_wakeup_edges");
         Ok(())
     }
@@ -494,10 +495,8 @@ impl Probes {
 
     /// Attach the idle-state program (`cpu_idle`, on `power:cpu_idle`),
     /// which is not part of a plain recording.
-    pub fn attach_cpu_idle(&mut self, kernel_btf: &[u8]) -> Result<()> {
-        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
-            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        attach_btf(&mut self.ebpf, &btf, "cpu_idle", "cpu_idle")?;
+    pub fn attach_cpu_idle(&mut self, btf: &Btf) -> Result<()> {
+        attach_btf(&mut self.ebpf, btf, "cpu_idle", "cpu_idle")?;
         self.attached.push("cpu_idle");
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::{
         btf_offsets,
         loader::{map_entries_for, Filter, LoadConfig, Probes, SchedTraceConfig, ThreadCounters},
         plan::PlanInputs,
+        startup,
     },
     privileges,
     procfs::ProcFs,
@@ -246,6 +247,11 @@ fn in_cgroup(dir: PathBuf, mut notes: Vec<String>) -> Resolved {
 
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     mark_process_start();
+    let mut stamps = startup::Stamps {
+        process_start: PROCESS_START_NS.get().copied().unwrap_or(0),
+        setup: monotonic_ns(),
+        ..startup::Stamps::default()
+    };
     privileges::require_bpf("tailprobe record")?;
     if matches!(opts.priority, Some(priority::Priority::Fifo(_)))
         || matches!(opts.priority, Some(priority::Priority::Nice(n)) if n < 0)
@@ -263,6 +269,9 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         priority::apply(p).with_context(|| {
             format!("setting the recorder's priority to {p} (needs CAP_SYS_NICE; drop --priority)")
         })?;
+        if matches!(p, priority::Priority::Fifo(_)) {
+            startup::superseded();
+        }
     }
     let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
     let mut notes = r.notes;
@@ -283,14 +292,22 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
                 .into(),
         );
     }
-    // Read once: scanned here for the offsets, parsed by the loader.
-    let btf = std::fs::read(privileges::VMLINUX_BTF)
+    stamps.target = monotonic_ns();
+    // Read once, scanned for the offsets, parsed once for the attach points
+    // and aya's loader (kernel/startup.rs).
+    let raw_btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
-    let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
+    stamps.btf_read = monotonic_ns();
+    let offsets =
+        btf_offsets::resolve(&raw_btf).context("resolving task_struct offsets from BTF")?;
     let sched_trace = opts.timeline.as_ref().map(|_| SchedTraceConfig {
         ring_bytes: crate::timeline::session::SCHED_RING_BYTES,
-        prio_off: btf_offsets::resolve_prio(&btf).unwrap_or(0),
+        prio_off: btf_offsets::resolve_prio(&raw_btf).unwrap_or(0),
     });
+    stamps.btf_offsets = monotonic_ns();
+    let btf = startup::parse_kernel_btf(&raw_btf)?;
+    drop(raw_btf);
+    stamps.btf_parse = monotonic_ns();
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
     let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
@@ -334,6 +351,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     };
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
+    stamps.config = attach_begin_ns;
     let mut probes = Probes::load_and_attach(&cfg, &btf)?;
     if opts.wake_edges {
         if let Err(e) = probes.attach_wake_edges(&btf) {
@@ -350,7 +368,14 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         }
     }
     drop(btf);
-    let attach_ms = attach_time(&probes, opts.priority);
+    stamps.loaded = probes.loaded_ns;
+    stamps.attached = probes.all_attached_ns;
+    // Every program is attached: the start-up priority goes.
+    if let Err(e) = startup::end_boost() {
+        notes.push(e);
+    }
+    notes.extend(startup::refusal_note());
+    let attach_ms = attach_time(&probes, opts.priority, &stamps);
     if let Some(l) = launched.as_mut() {
         l.release()?;
     }
@@ -602,7 +627,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     Ok(report)
 }
 
-fn attach_time(probes: &Probes, prio: Option<priority::Priority>) -> AttachTime {
+fn attach_time(
+    probes: &Probes,
+    prio: Option<priority::Priority>,
+    stamps: &startup::Stamps,
+) -> AttachTime {
     let start = PROCESS_START_NS.get().copied().unwrap_or(0);
     let ms = |t: u64| t.saturating_sub(start) as f64 / 1e6;
     AttachTime {
@@ -612,6 +641,9 @@ fn attach_time(probes: &Probes, prio: Option<priority::Priority>) -> AttachTime 
         first_attached_monotonic_ns: probes.first_attached_ns,
         all_attached_monotonic_ns: probes.all_attached_ns,
         priority: prio.map_or_else(|| "default".to_string(), |p| p.to_string()),
+        startup_priority: startup::describe(),
+        phases: stamps.phases(),
+        loader_parsed_btf: probes.loader_parsed_btf,
     }
 }
 

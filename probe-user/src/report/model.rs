@@ -387,6 +387,14 @@ pub struct AttachTime {
     pub all_attached_monotonic_ns: u64,
     /// `--priority` the loader and reader ran at ("default" when not raised).
     pub priority: String,
+    /// The priority from the first line of `main` until every program was
+    /// attached, e.g. "fifo:1 until attached" (kernel/startup.rs).
+    pub startup_priority: String,
+    /// Where the time went, in ms, phase by phase.
+    pub phases: crate::kernel::startup::Phases,
+    /// Whether aya's loader parsed the kernel's BTF a second time (false:
+    /// parsed once, by us, and shared).
+    pub loader_parsed_btf: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

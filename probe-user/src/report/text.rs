@@ -320,8 +320,8 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     let a = &r.attach_ms;
     let _ = writeln!(
         o,
-        "attached in {:.0} ms (first program {:.0} ms after start, priority {})",
-        a.all, a.first, a.priority
+        "attached in {:.0} ms (first program {:.0} ms after start; start-up at {}, then priority {})",
+        a.all, a.first, a.startup_priority, a.priority
     );
     for note in &r.notes {
         let _ = writeln!(o, "note: {note}");
