@@ -108,8 +108,9 @@ impl ThreadStats {
     }
 }
 
-/// Everything the kernel keeps about one target thread, in one value of one
-/// shared hash map, so an event costs one map lookup. Each field has a
+/// Everything the kernel keeps about one target thread, in one value (of the
+/// tid-indexed `THREADS` array, or the `SLOTS` hash beyond it), so an event
+/// costs one slot lookup. Each field has a
 /// single writer at a time (the kernel serialises the hooks that touch a
 /// given task: its own context, or the run-queue and pi locks), so plain
 /// stores are enough.
@@ -128,6 +129,9 @@ pub struct ThreadSlot {
     pub stats: ThreadStats,
     /// Run-queue wait histogram, see [`hist`].
     pub hist: [u64; HIST_BUCKETS],
+    /// The thread this slot belongs to (0: an unused array slot).
+    pub tid: u32,
+    pub _pad: u32,
 }
 
 impl ThreadSlot {
@@ -138,6 +142,8 @@ impl ThreadSlot {
         preempted_by_comm: [0; 16],
         stats: ThreadStats::ZERO,
         hist: [0; HIST_BUCKETS],
+        tid: 0,
+        _pad: 0,
     };
 }
 
@@ -152,7 +158,8 @@ pub struct Preemptor {
     pub _pad: u32,
 }
 
-/// What is running on a CPU, as far as the target is concerned (per-CPU slot).
+/// What is running on a CPU, as far as the target is concerned (per-CPU slot
+/// of `ON_CPU`, everything the switch path keeps per CPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OnCpu {
@@ -161,6 +168,12 @@ pub struct OnCpu {
     pub _pad: u32,
     /// When it was switched in (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
+    /// The thread group switched in last on this CPU, and whether it is
+    /// followed (1) or not (0): the `next` of one switch is the `prev` of
+    /// the following one, so in set mode the prev side needs no lookup.
+    /// Kept here so the switch path needs one per-CPU lookup, not two.
+    pub filter_tgid: u32,
+    pub filter_ours: u32,
 }
 
 /// Count, total and maximum of a duration (IRQ time, softirq delay).
@@ -351,6 +364,24 @@ pub const MAX_CPUS: u32 = 4096;
 /// (missed event), not a measurement: 60 s.
 pub const MAX_SANE_DELTA_NS: u64 = 60_000_000_000;
 
+/// Bits of the `HOTPATH_OFF` global: each turns one hot-path change of
+/// issue 13 back to the way before it, for measuring what it bought.
+pub mod hotpath {
+    /// Task fields by `bpf_probe_read_kernel` (and `prev` by
+    /// `bpf_get_current_pid_tgid`) instead of direct BTF loads.
+    pub const DIRECT_READS: u32 = 1;
+    /// Per-thread slots in the `SLOTS` hash instead of the tid-indexed arrays.
+    pub const TID_ARRAYS: u32 = 2;
+    /// The followed-process set by `TGIDS` hash lookups instead of the bitmap.
+    pub const TGID_BITMAP: u32 = 4;
+    /// Names for `TAILPROBE_HOTPATH_OFF` (comma-separated).
+    pub const NAMES: [(&str, u32); 3] = [
+        ("direct-reads", DIRECT_READS),
+        ("tid-arrays", TID_ARRAYS),
+        ("tgid-bitmap", TGID_BITMAP),
+    ];
+}
+
 /// Filter modes (`FILTER_MODE` global).
 pub mod filter {
     /// One process: `TARGET_TGID`.
@@ -393,3 +424,7 @@ mod pod {
 pub fn wake_edge_key(waker: u32, wakee: u32) -> u64 {
     ((waker as u64) << 32) | wakee as u64
 }
+
+/// Idle states the `cpu_idle` program keeps apart per CPU (`CPU_IDLE`);
+/// deeper ones are added to the last.
+pub const CPU_IDLE_STATES: u32 = 16;

@@ -2,13 +2,14 @@
 //! helpers every program uses (target filter, per-thread slots, windows).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use probe_common::{
-    bucket_index, filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, OnCpu, Preemptor,
-    ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS, WINDOW_SLOTS,
+    bucket_index, filter, hotpath, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, OnCpu,
+    Preemptor, ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS,
+    WINDOW_SLOTS,
 };
 
 // ---- configuration globals, written by the loader before loading ----
@@ -37,6 +38,16 @@ static OUTLIER_RUNQ_NS: u64 = 0;
 /// IRQ/softirq runs on a target thread at or above this are streamed.
 #[unsafe(no_mangle)]
 static OUTLIER_IRQ_NS: u64 = 0;
+/// Benchmark switches (`probe_common::hotpath`): each set bit turns one
+/// hot-path change back to the older way, so its effect can be measured
+/// with one build (`TAILPROBE_HOTPATH_OFF`, docs/benchmarks.md). A
+/// read-only global: the verifier drops the branch not taken.
+#[unsafe(no_mangle)]
+static HOTPATH_OFF: u32 = 0;
+
+/// Slots in `THREADS` (its max_entries, written by the loader).
+#[unsafe(no_mangle)]
+static THREADS_CAP: u32 = 0;
 /// Non-zero: also stream every page fault and migration of the target
 /// (for exact per-request attribution).
 #[unsafe(no_mangle)]
@@ -48,6 +59,12 @@ macro_rules! global {
         // the compiler does not constant-fold the initial value.
         unsafe { core::ptr::read_volatile(&$name) as $ty }
     }};
+}
+
+/// Is hot-path change `bit` switched off?
+#[inline(always)]
+pub fn hotpath_off(bit: u32) -> bool {
+    global!(HOTPATH_OFF, u32) & bit != 0
 }
 
 #[inline(always)]
@@ -101,12 +118,34 @@ pub fn switch_to_set_mode() {
     }
 }
 
-/// Followed processes (TGID_SET mode): tgid -> 1.
+/// Followed processes (TGID_SET mode): tgid -> 1. Authoritative for tgids
+/// beyond `TGID_BITS`; the loader and the fork program fill both.
 #[map]
 pub static TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
-/// Everything about each target thread (pending wait, counters, histogram):
-/// one lookup per event. Sized by the loader from the target's threads.
+/// Followed processes as a bitmap, one bit per tgid below `pid_max` (the
+/// loader sizes it): one inlined array lookup instead of a hash lookup.
+/// Userspace sets bits with atomic ORs through a shared mapping, the fork
+/// program with BPF atomic ORs, so neither loses the other's bit.
+#[map]
+pub static TGID_BITS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Slot number + 1 in `THREADS` of each thread, indexed by tid (0: none).
+/// Sized from `pid_max` by the loader.
+#[map]
+pub static TID_SLOT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per-thread state, claimed on a thread's first event (see `thread_slot`).
+#[map]
+pub static THREADS: Array<ThreadSlot> = Array::with_max_entries(1, 0);
+
+/// How many `THREADS` slots have been handed out (index 0).
+#[map]
+pub static THREADS_USED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Everything about each target thread (pending wait, counters, histogram)
+/// whose tid is beyond `TID_SLOT` or that came after `THREADS` filled up.
+/// Sized by the loader from the target's threads.
 #[map]
 pub static SLOTS: HashMap<u32, ThreadSlot> = HashMap::with_max_entries(4096, 0);
 
@@ -181,20 +220,45 @@ pub fn is_target_tgid(tgid: u32) -> bool {
     if filter_mode() == filter::SINGLE_TGID {
         tgid == global!(TARGET_TGID, u32)
     } else {
-        // SAFETY: lookup only; the value is not used.
-        unsafe { TGIDS.get(tgid).is_some() }
+        tgid_in_set(tgid)
     }
 }
 
-/// Per CPU: the thread group switched in last and whether it is followed.
-/// The `next` of one switch is the `prev` of the following switch on the
-/// same CPU, so in TGID_SET mode the prev side needs no map lookup.
-#[map]
-pub static FILTER_CACHE: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
-
-/// `is_target_tgid` for the two sides of a switch, with the per-CPU cache.
+/// The followed-process set: the bitmap, or the hash beyond it.
 #[inline(always)]
-pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) {
+fn tgid_in_set(tgid: u32) -> bool {
+    if hotpath_off(hotpath::TGID_BITMAP) {
+        // SAFETY: lookup only; the value is not used.
+        return unsafe { TGIDS.get(tgid).is_some() };
+    }
+    match TGID_BITS.get(tgid >> 6) {
+        Some(w) => (*w >> (tgid & 63)) & 1 != 0,
+        // SAFETY: lookup only; the value is not used.
+        None => unsafe { TGIDS.get(tgid).is_some() },
+    }
+}
+
+/// Add a process to the followed set (both stores).
+#[inline(always)]
+pub fn follow_tgid(tgid: u32) -> bool {
+    let inserted = TGIDS.insert(tgid, 1, BPF_NOEXIST as u64);
+    if let Some(w) = TGID_BITS.get_ptr_mut(tgid >> 6) {
+        // SAFETY: an 8-byte map value; an atomic OR, as userspace does.
+        unsafe { atomic_or(w, 1u64 << (tgid & 63)) };
+        return true;
+    }
+    // SAFETY: lookup only.
+    inserted.is_ok() || unsafe { TGIDS.get(tgid).is_some() }
+}
+
+/// `is_target_tgid` for the two sides of a switch, with the per-CPU cache
+/// in `ON_CPU` (`oc`).
+#[inline(always)]
+pub fn switch_sides_are_targets(
+    prev_tgid: u32,
+    next_tgid: u32,
+    oc: Option<*mut OnCpu>,
+) -> (bool, bool) {
     if filter_mode() == filter::SINGLE_TGID {
         let t = global!(TARGET_TGID, u32);
         return (
@@ -202,13 +266,13 @@ pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) 
             next_tgid != 0 && next_tgid == t,
         );
     }
-    let Some(c) = FILTER_CACHE.get_ptr_mut(0) else {
+    let Some(c) = oc else {
         return (is_target_tgid(prev_tgid), is_target_tgid(next_tgid));
     };
     // SAFETY: per-CPU map value of this CPU.
     unsafe {
-        let prev = if (*c)[0] == prev_tgid && prev_tgid != 0 {
-            (*c)[1] != 0
+        let prev = if (*c).filter_tgid == prev_tgid && prev_tgid != 0 {
+            (*c).filter_ours != 0
         } else {
             is_target_tgid(prev_tgid)
         };
@@ -217,7 +281,8 @@ pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) 
         } else {
             is_target_tgid(next_tgid)
         };
-        *c = [next_tgid, u32::from(next)];
+        (*c).filter_tgid = next_tgid;
+        (*c).filter_ours = u32::from(next);
         (prev, next)
     }
 }
@@ -245,9 +310,78 @@ pub fn count_loss(index: u32) {
     }
 }
 
-/// A target thread's slot, created on first use.
+/// A target thread's slot, created on first use: in `THREADS` through the
+/// tid-indexed `TID_SLOT` (two inlined array lookups), else in the `SLOTS`
+/// hash.
 #[inline(always)]
 pub fn thread_slot(tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
+    if hotpath_off(hotpath::TID_ARRAYS) {
+        return hash_slot(tid, tgid);
+    }
+    if let Some(e) = TID_SLOT.get_ptr_mut(tid) {
+        // SAFETY: pointer from an array lookup.
+        let i = unsafe { *e };
+        if i != 0 {
+            return THREADS.get_ptr_mut((i - 1) as u32);
+        }
+        if let Some(p) = claim_slot(e, tid, tgid) {
+            return Some(p);
+        }
+    }
+    hash_slot(tid, tgid)
+}
+
+/// A thread's existing slot (no creation).
+#[inline(always)]
+pub fn find_slot(tid: u32) -> Option<*mut ThreadSlot> {
+    if let Some(e) = TID_SLOT.get_ptr_mut(tid) {
+        // SAFETY: pointer from an array lookup.
+        let i = unsafe { *e };
+        if i != 0 {
+            return THREADS.get_ptr_mut((i - 1) as u32);
+        }
+    }
+    SLOTS.get_ptr_mut(tid)
+}
+
+/// Hand a fresh `THREADS` slot to `tid` (whose `TID_SLOT` entry is `e`):
+/// bump `THREADS_USED`, fill the slot's identity, then publish it with a
+/// compare-and-swap; a CPU that loses the race uses the winner's slot and
+/// leaves its own empty (tid 0, skipped by userspace). None when the array
+/// is full.
+#[inline(always)]
+fn claim_slot(e: *mut u64, tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
+    let cap = u64::from(global!(THREADS_CAP, u32));
+    let used = THREADS_USED.get_ptr_mut(0)?;
+    // SAFETY: pointer from an array lookup; a racy read only decides
+    // whether to try.
+    if unsafe { *used } >= cap {
+        return None;
+    }
+    // SAFETY: an 8-byte map value.
+    let i = unsafe { atomic_fetch_add(used, 1) };
+    if i >= cap {
+        return None;
+    }
+    let p = THREADS.get_ptr_mut(i as u32)?;
+    // SAFETY: slot `i` was handed to this CPU alone by the fetch-add.
+    unsafe {
+        (*p).tid = tid;
+        (*p).stats.tgid = tgid;
+    }
+    // SAFETY: an 8-byte map value.
+    let won = unsafe { atomic_cmpxchg(e, 0, i + 1) };
+    if won == 0 {
+        return Some(p);
+    }
+    // SAFETY: our own slot, never published.
+    unsafe { (*p).tid = 0 };
+    THREADS.get_ptr_mut((won - 1) as u32)
+}
+
+/// A target thread's slot in the `SLOTS` hash, created on first use.
+#[inline(always)]
+fn hash_slot(tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
     if let Some(p) = SLOTS.get_ptr_mut(tid) {
         return Some(p);
     }
@@ -259,7 +393,10 @@ pub fn thread_slot(tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
     match SLOTS.get_ptr_mut(tid) {
         Some(p) => {
             // SAFETY: pointer from a map lookup.
-            unsafe { (*p).stats.tgid = tgid };
+            unsafe {
+                (*p).tid = tid;
+                (*p).stats.tgid = tgid;
+            }
             Some(p)
         }
         None => {
@@ -356,8 +493,69 @@ pub unsafe fn atomic_add(p: *mut u64, v: u64) {
     }
 }
 
+/// `*p |= v` as one BPF atomic instruction (Linux 5.12+).
+#[inline(always)]
+pub unsafe fn atomic_or(p: *mut u64, v: u64) {
+    // SAFETY: the caller passes a pointer to a live, 8-byte aligned map value.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) |= {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        );
+    }
+}
+
+/// `*p += v`, returning the old value, as one BPF atomic (Linux 5.12+).
+#[inline(always)]
+pub unsafe fn atomic_fetch_add(p: *mut u64, v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: the caller passes a pointer to a live, 8-byte aligned map value.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+            options(nostack),
+        );
+    }
+    v
+}
+
+/// Compare-and-swap of a u64: stores `new` when `*p == old`; returns the
+/// value found (`old` on success). One BPF atomic (Linux 5.12+).
+#[inline(always)]
+pub unsafe fn atomic_cmpxchg(p: *mut u64, old: u64, new: u64) -> u64 {
+    let found: u64;
+    // SAFETY: the caller passes a pointer to a live, 8-byte aligned map value.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {n})",
+            p = in(reg) p,
+            n = in(reg) new,
+            inout("r0") old => found,
+            options(nostack),
+        );
+    }
+    found
+}
+
 /// Waker -> woken thread, both of the target: wakeups counted
 /// (`wake_edge_key`). Filled only when the `sched_wakeup_edges` program is
 /// attached (`tailprobe diagnose`).
 #[map]
 pub static WAKE_EDGES: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Per CPU and idle state (index: the cpuidle state number, deeper ones in
+/// the last slot): `[idle periods ended, ns spent in them]`, only on CPUs the
+/// target has run on. Filled only when the `cpu_idle` program is attached
+/// (`tailprobe diagnose`).
+#[map]
+pub static CPU_IDLE: PerCpuArray<[u64; 2]> =
+    PerCpuArray::with_max_entries(probe_common::CPU_IDLE_STATES, 0);
+
+/// Per CPU: the idle period in progress, `[state + 1 (0: none kept), entry
+/// ns]` (`cpu_idle`).
+#[map]
+pub static CPU_IDLE_OPEN: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);

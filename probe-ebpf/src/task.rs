@@ -63,6 +63,55 @@ pub fn pid_tgid(task: u64) -> (u32, u32) {
     )
 }
 
+/// Direct loads from a `task_struct` pointer that the verifier knows as one
+/// (a `tp_btf` argument, not a value read from memory): the offsets are
+/// read-only globals, so the verifier sees them as constants and checks each
+/// load against the kernel's BTF (a field of the right size at that offset).
+/// No helper call, unlike `bpf_probe_read_kernel`; a fault reads 0 (the
+/// kernel's exception table for BTF pointer loads, Linux 5.5+).
+pub mod btf {
+    use super::{global, TASK_COMM_OFF, TASK_PID_OFF, TASK_STATE_OFF, TASK_TGID_OFF};
+
+    #[inline(always)]
+    fn load_u32(task: u64, off: u64) -> u32 {
+        // SAFETY: `task` is a BTF pointer to a task_struct and `off` a field
+        // of it (see the module comment): the kernel checks and guards the
+        // load.
+        unsafe { core::ptr::read_volatile((task + off) as *const u32) }
+    }
+
+    /// (pid, tgid): two 4-byte loads (the verifier allows no load wider
+    /// than the field).
+    #[inline(always)]
+    pub fn pid_tgid(task: u64) -> (u32, u32) {
+        (
+            load_u32(task, global(&TASK_PID_OFF)),
+            load_u32(task, global(&TASK_TGID_OFF)),
+        )
+    }
+
+    /// Scheduler state word (0 = TASK_RUNNING).
+    #[inline(always)]
+    pub fn state(task: u64) -> u32 {
+        load_u32(task, global(&TASK_STATE_OFF))
+    }
+
+    /// The command name, as four 4-byte loads inside the char array.
+    #[inline(always)]
+    pub fn comm(task: u64) -> [u8; 16] {
+        let off = global(&TASK_COMM_OFF);
+        let w = [
+            load_u32(task, off),
+            load_u32(task, off + 4),
+            load_u32(task, off + 8),
+            load_u32(task, off + 12),
+        ];
+        // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit
+        // pattern is valid for both.
+        unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
+    }
+}
+
 /// tgid of a task only (the cheap filter).
 #[inline(always)]
 pub fn tgid(task: u64) -> Option<u32> {

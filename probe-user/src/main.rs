@@ -1,11 +1,19 @@
 //! The `tailprobe` binary: parse arguments and dispatch.
 
 use clap::Parser;
-use tailprobe::cli::{exit, Cli, Command};
+use tailprobe::{
+    cli::{exit, Cli, Command},
+    kernel::startup,
+};
 
 fn main() {
+    // `record` runs at SCHED_FIFO 1 from here until its programs are
+    // attached (kernel/startup.rs); decided from the raw arguments so that
+    // not even argument parsing waits for a CPU on a saturated machine.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    startup::boost_at_start(startup::plan(&args));
     tailprobe::record::mark_process_start();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     let result = match &cli.command {
         Command::Record(a) => tailprobe::cli::record::main(a),
         Command::Diagnose(a) => tailprobe::cli::diagnose::main(a),
@@ -22,6 +30,7 @@ fn main() {
         Command::Numa(a) => tailprobe::cli::numa::main(a),
         Command::Restore(a) => tailprobe::cli::restore::main(a),
         Command::Experiment(a) => tailprobe::cli::experiment::main(a),
+        Command::Exporter(a) => tailprobe::cli::exporter::main(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -5,6 +5,11 @@
 //! values. Case counts are bounded so the whole file runs in seconds inside
 //! `cargo test` (and so in `cargo xtask test`).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use proptest::prelude::*;
 use tailprobe::{
     cpulist,

@@ -575,3 +575,288 @@ fn root_diagnose_names_cpu_oversubscription() {
     let d = diagnose(p.pid());
     assert!(!fired(&d, "cpu_starvation"), "{d:#}");
 }
+
+/// A recording of `pid` in this process (the recorder as a library), for
+/// what the JSON of `tailprobe diagnose` does not show.
+struct InProcess {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<anyhow::Result<tailprobe::report::RecordReport>>,
+}
+
+impl InProcess {
+    /// Start it with the options `set` changes; returns once the probes are
+    /// attached.
+    fn start(pid: u32, set: impl FnOnce(&mut tailprobe::record::RecordOptions)) -> InProcess {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut ro = tailprobe::record::RecordOptions::new(tailprobe::record::TargetSpec::Pid(pid));
+        ro.duration = Some(Duration::from_secs(120));
+        ro.stop = Some(stop.clone());
+        ro.quiet_command = true;
+        set(&mut ro);
+        ro.on_attached = Some(tailprobe::record::Callback::new(move |_| {
+            let _ = tx.send(());
+        }));
+        let handle = std::thread::spawn(move || tailprobe::record::run(&ro));
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("probes attached within 60 s");
+        InProcess { stop, handle }
+    }
+
+    fn stop(self) -> tailprobe::report::RecordReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .join()
+            .expect("recording thread")
+            .expect("recording succeeded")
+    }
+}
+
+/// The waker program (`sched_wakeup_edges`, on `sched_waking`) against the
+/// kernel's own count: two threads pass a byte back and forth 1500 times
+/// over a Unix socket pair, each blocking in its read until the other
+/// writes. Every voluntary switch of one of them (the kernel's
+/// `voluntary_ctxt_switches`) is a sleep that the other ends, apart from
+/// the start and end barriers and the final park (at most 3); the edges from
+/// one to the other must match that count.
+#[test]
+fn root_waker_edges_agree_with_the_kernel() {
+    tailprobe_tests::skip_unless_root!("root_waker_edges_agree_with_the_kernel");
+    let rounds = 1500u64;
+    let mut w = tailprobe_tests::Workload::start(
+        env!("CARGO_BIN_EXE_workload"),
+        &["pingpong", &rounds.to_string()],
+    );
+    let pid = w.pid();
+    let (a, b) = (w.tids[0], w.tids[1]);
+    let rec = InProcess::start(pid, |ro| ro.wake_edges = true);
+    let before = [a, b].map(|t| tailprobe_tests::kernel_counters(pid, t));
+    w.go_and_wait(Duration::from_secs(60));
+    let after = [a, b].map(|t| tailprobe_tests::kernel_counters(pid, t));
+    let report = rec.stop();
+    assert!(
+        !report.lossy,
+        "the recorder lost events: {:?}",
+        report.notes
+    );
+    let edge = |from: u32, to: u32| {
+        report
+            .wake_edges
+            .iter()
+            .find(|e| e.waker_tid == from && e.wakee_tid == to)
+            .map_or(0, |e| e.count)
+    };
+    for (i, (from, to)) in [(b, a), (a, b)].into_iter().enumerate() {
+        let kernel = after[i].voluntary - before[i].voluntary;
+        let ours = edge(from, to);
+        eprintln!(
+            "wakeups of {to} by {from}: waker edges {ours}, kernel voluntary switches {kernel}"
+        );
+        assert!(
+            kernel >= rounds / 2,
+            "the workload hardly slept ({kernel} voluntary switches of {to} for {rounds} rounds)"
+        );
+        assert!(
+            ours.abs_diff(kernel) <= 3,
+            "waker edges {from}->{to}: {ours}, kernel: {kernel} voluntary switches of {to}"
+        );
+    }
+}
+
+/// `tailprobe serve` on CPU 0, started and its address read from stderr;
+/// killed when dropped.
+fn serve_on_cpu0() -> (Proc, String) {
+    let mut child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(tailprobe_bin())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--hidden",
+            "32",
+            "--layers",
+            "1",
+            "--duration",
+            "180s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tailprobe serve");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut line)
+        .expect("serve's first line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (Proc(child), url)
+}
+
+/// `diagnose --url --rate`: the built-in server on CPU 0 and a spinning hog
+/// in another cgroup (twice the server's weight) on the same CPU. Preemption is named first, and the
+/// requests above p95 overlap the server's waits after preemption at least
+/// as often as requests in general, and hold more of that wait. (Without the
+/// hog, preemption stays quiet: `root_diagnose_names_a_hog_in_another_cgroup`.)
+#[test]
+fn root_diagnose_ties_preemption_to_the_slow_requests() {
+    tailprobe_tests::skip_unless_root!("root_diagnose_ties_preemption_to_the_slow_requests");
+    let (Some(cg), Some(hog_cg), Some(tool)) = (cgroup("srv"), cgroup("srvhog"), cgroup("drive"))
+    else {
+        return;
+    };
+    // The server's group gets half the hog's weight: a server that is idle
+    // between requests is otherwise favoured at each wakeup and hardly waits.
+    if cg.v1 {
+        cg.write("cpu.shares", "131072");
+    } else {
+        cg.write("cpu.weight", "5000");
+    }
+    let (server, url) = serve_on_cpu0();
+    cg.add(server.pid());
+    let hog = Proc::start("0", &["spin"]);
+    hog_cg.add(hog.pid());
+    // tailprobe (recorder and load generator) on CPU 1, away from the server.
+    let child = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(tailprobe_bin())
+        .args([
+            "diagnose",
+            "--pid",
+            &server.pid().to_string(),
+            "--url",
+            &format!("{url}/v1/completions"),
+            "--rate",
+            "20",
+            "--duration",
+            SECS,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tailprobe diagnose");
+    tool.add(child.id());
+    let out = child.wait_with_output().expect("wait for diagnose");
+    assert!(
+        out.status.success(),
+        "tailprobe diagnose --url failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).expect("diagnose JSON");
+    let f = first(&d);
+    assert_eq!(f["detector"], "preemption", "{d:#}");
+    let load = &d["load"];
+    let ok = load["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 60, "too few requests succeeded: {load:#}");
+    let tie = load["ties"]
+        .as_array()
+        .expect("ties")
+        .iter()
+        .find(|t| t["detector"] == "preemption")
+        .unwrap_or_else(|| panic!("preemption not tied: {load:#}"));
+    let n = |k: &str| tie[k].as_f64().unwrap_or_else(|| panic!("{k}: {tie:#}"));
+    let slow_share = n("slow_overlapping") / n("slow_requests");
+    let all_share = n("all_overlapping") / n("all_requests");
+    eprintln!(
+        "served_matched {}; {}",
+        load["served_matched"],
+        tie["text"].as_str().unwrap_or_default()
+    );
+    assert!(tie["tied"] == true, "{tie:#}");
+    assert!(n("gap_explained_pct") > 0.0, "{tie:#}");
+    assert!(
+        slow_share >= 0.5 && slow_share >= all_share,
+        "slow {slow_share:.2} vs all {all_share:.2}: {tie:#}"
+    );
+    assert!(
+        evidence(f, "slow_requests_overlap_pct") >= 50.0,
+        "the finding carries the tie: {f:#}"
+    );
+}
+
+/// Idle-state entries of one CPU summed from cpuidle sysfs (`usage` of every
+/// state), or None without cpuidle.
+fn cpuidle_usage(cpu: u32) -> Option<u64> {
+    let base = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle"));
+    let mut total = 0;
+    let mut any = false;
+    for e in fs::read_dir(&base).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("state") {
+            continue;
+        }
+        let u: u64 = fs::read_to_string(e.path().join("usage"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        total += u;
+        any = true;
+    }
+    any.then_some(total)
+}
+
+/// The `cpu_idle` program against the kernel's own count: a thread pinned
+/// to CPU 1 sleeping 1 ms 2000 times, so CPU 1 (and only it) is a CPU the
+/// target ran on; the idle periods the program counts there must match the
+/// growth of CPU 1's cpuidle `usage` counters over the same time (minus the
+/// periods before the target first ran there, and the edges of the window).
+#[test]
+fn root_cpu_idle_program_agrees_with_cpuidle_usage() {
+    tailprobe_tests::skip_unless_root!("root_cpu_idle_program_agrees_with_cpuidle_usage");
+    if cpuidle_usage(1).is_none() {
+        skip(
+            "root_cpu_idle_program_agrees_with_cpuidle_usage",
+            "CPU 1 has no cpuidle states in sysfs (no cpuidle driver)",
+        );
+        return;
+    }
+    let mut w = tailprobe_tests::Workload::start(
+        env!("CARGO_BIN_EXE_workload"),
+        &["sleeper", "2000", "1000"],
+    );
+    let pid = w.pid();
+    let st = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset");
+    assert!(st.success(), "pinning the workload to CPU 1");
+    let rec = InProcess::start(pid, |ro| ro.cpu_idle = true);
+    let before = cpuidle_usage(1).expect("usage");
+    w.go_and_wait(Duration::from_secs(60));
+    let after = cpuidle_usage(1).expect("usage");
+    let report = rec.stop();
+    let idle = report
+        .cpu_idle
+        .as_ref()
+        .unwrap_or_else(|| panic!("cpu_idle not attached: {:?}", report.unavailable));
+    let ours: u64 = idle.states.iter().map(|s| s.exits).sum();
+    let kernel = after - before;
+    eprintln!(
+        "CPU 1 idle periods: cpu_idle program {ours} (states {:?}), cpuidle usage {kernel}; \
+         program {} runs, {} ns",
+        idle.states, idle.program_runs, idle.program_run_time_ns
+    );
+    if kernel < 200 {
+        // A machine kept busy by other work never idles: nothing to compare.
+        skip(
+            "root_cpu_idle_program_agrees_with_cpuidle_usage",
+            &format!("CPU 1 entered an idle state only {kernel} times (the machine is busy)"),
+        );
+        return;
+    }
+    // The program also counts between `after` and the stop; it misses the
+    // periods before the target's first run on CPU 1.
+    let diff = ours.abs_diff(kernel) as f64;
+    assert!(
+        diff <= 20.0 + 0.05 * kernel as f64,
+        "cpu_idle program {ours} vs cpuidle usage {kernel}"
+    );
+}

@@ -15,13 +15,10 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
-    time::Duration,
 };
 
 use clap::CommandFactory as _;
-use tailprobe_tests::{
-    check_two_spinners, kernel_snapshot, skip, skip_unless_root, Recording, Workload,
-};
+use tailprobe_tests::{skip, skip_unless_root, spin2_agrees_with_schedstat, Recording, Workload};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
@@ -425,8 +422,8 @@ fn root_deb_postinst_sets_group_mode_and_capabilities() {
 /// The static binary from the .deb records two spinners sharing CPU 0 with
 /// an empty environment and no toolchain on PATH; its figures agree with
 /// schedstat and /proc status by record_sched's checks
-/// (tailprobe_tests::check_two_spinners: run-queue and on-CPU totals within
-/// 5% + 2 ms, switches within 2% + 3).
+/// (tailprobe_tests::spin2_agrees_with_schedstat: run-queue totals within
+/// 5% + 2 ms, involuntary switches within 2% + 3).
 #[test]
 fn root_packaged_binary_records_like_schedstat() {
     skip_unless_root!("root_packaged_binary_records_like_schedstat");
@@ -468,13 +465,7 @@ fn root_packaged_binary_records_like_schedstat() {
     cmd.args(["record", "--duration", "60s", "--json", "--pid"])
         .arg(w.pid().to_string());
     let rec = Recording::start_command(cmd);
-    let before = kernel_snapshot(w.pid(), &w.tids);
-    w.go_and_wait(Duration::from_secs(30 * tailprobe_tests::time_scale()));
-    let after = kernel_snapshot(w.pid(), &w.tids);
-    let (code, report) = rec.stop();
-    assert_eq!(code, 0, "exit code");
-    assert_eq!(report["lossy"], false, "{:#}", report["losses"]);
-    check_two_spinners(&report, &w.tids, &before, &after, spin_ms);
+    spin2_agrees_with_schedstat(&mut w, rec, spin_ms, "packaged");
 }
 
 /// The OCI archive: a valid layout whose blobs match their digests, one

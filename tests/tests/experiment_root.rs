@@ -25,6 +25,8 @@ sweep = [0.3, 0.8]
 sweep_s = 1.0
 fleet_load_rps = 100.0
 max_total_s = 75.0
+# One Perfetto trace per cell, capped at 1 MB.
+trace_mb = 1
 # This test checks the outputs and the documents. On a machine shared with
 # other work every cell can be disturbed (and then every cell is kept out
 # of the conclusions and no plot has data): detection is tested on its own
@@ -116,6 +118,7 @@ fn root_tiny_plan_end_to_end() {
     let multi = r["node"]["nodes"].as_array().map(|n| n.len()).unwrap_or(1) > 1;
     let cpufreq = r["node"]["facts"]["governors"].get("Ok").is_some();
     let mut ran = 0;
+    let mut traces = Vec::new();
     for c in cells {
         let st = c["status"].as_str().unwrap();
         let cfg = &c["config"];
@@ -126,7 +129,14 @@ fn root_tiny_plan_end_to_end() {
                 assert!(m["latency_ms"]["count"].as_u64().unwrap() > 0, "{c}");
                 assert!(m["latency_ms"]["p95"].as_f64().unwrap() > 0.0);
                 assert!(m["tail"]["method"].as_str().unwrap().starts_with("exact"));
-                assert_eq!(c["raw"].as_array().unwrap().len(), 3, "raw snapshots: {c}");
+                let raw = c["raw"].as_array().unwrap();
+                assert_eq!(raw.len(), 4, "raw snapshots and the trace: {c}");
+                let trace = raw
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|p| p.ends_with("/trace.pftrace"))
+                    .unwrap_or_else(|| panic!("no trace listed: {c}"));
+                traces.push(d.join("out").join(trace));
             }
             "not_applicable" => {
                 let why = c["reason"].as_str().unwrap();
@@ -142,6 +152,7 @@ fn root_tiny_plan_end_to_end() {
         }
     }
     assert!(ran >= 8, "only {ran} cells ran");
+    check_cell_traces(&traces);
     if !cpufreq && !multi {
         // current x {unpinned, local} x {none, same-node} x 2 repeats
         assert_eq!(ran, 8);
@@ -163,7 +174,7 @@ fn root_tiny_plan_end_to_end() {
         second.iter().collect::<Vec<_>>()
     );
     assert!(r["correlation"]["pooled"].as_array().unwrap().len() == 5);
-    assert!(r["capacity"]["rows"].as_array().is_some());
+    check_capacity(&r, cells);
 
     // The documents: sections present, not-applicable cells explained.
     let base = std::fs::read_to_string(d.join("bench/baseline.md")).unwrap();
@@ -181,6 +192,10 @@ fn root_tiny_plan_end_to_end() {
         assert!(base.contains(h), "{h}");
     }
     assert!(base.contains("**Recommendation.**"));
+    assert!(
+        base.contains("trace.pftrace](") && base.contains("ui.perfetto.dev"),
+        "the cells table links the traces"
+    );
     assert!(base.contains("not applicable on this node"));
     let summ = std::fs::read_to_string(d.join("docs/summary.md")).unwrap();
     for h in [
@@ -230,6 +245,56 @@ fn root_tiny_plan_end_to_end() {
         broken
     );
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Every cell's trace: present, within the 1 MB cap, parsed by tailprobe's
+/// decoder with the server's switches and the requests in it; the first is
+/// also decoded by the PyPI `perfetto` package's decoder.
+fn check_cell_traces(traces: &[PathBuf]) {
+    for t in traces {
+        let bytes = std::fs::metadata(t)
+            .unwrap_or_else(|e| panic!("{}: {e}", t.display()))
+            .len();
+        assert!(
+            bytes <= 1 << 20,
+            "{}: {bytes} bytes over the cap",
+            t.display()
+        );
+        let tr = tailprobe::timeline::read_trace(t).expect("trace parses");
+        let switches: usize = tr
+            .packet
+            .iter()
+            .filter(|p| p.has_ftrace_events())
+            .map(|p| p.ftrace_events().compact_sched.switch_timestamp.len())
+            .sum();
+        let requests = tr
+            .packet
+            .iter()
+            .filter(|p| p.has_track_descriptor())
+            .filter(|p| p.track_descriptor().name().starts_with("request "))
+            .count();
+        println!(
+            "{}: {bytes} bytes, {switches} switches, {requests} requests",
+            t.display()
+        );
+        assert!(switches > 0 && requests > 0, "{}", t.display());
+    }
+    let Some(first) = traces.first() else {
+        return;
+    };
+    match tailprobe_tests::python_decode_trace(first) {
+        Some(v) => {
+            assert!(v["counts"]["switches"].as_u64().unwrap_or(0) > 0, "{v}");
+            assert!(
+                v["counts"]["request_tracks"].as_u64().unwrap_or(0) > 0,
+                "{v}"
+            );
+        }
+        None => tailprobe_tests::skip_fixable(
+            "root_tiny_plan_end_to_end (independent trace decoder)",
+            "the PyPI perfetto package is not installed (pip install perfetto)",
+        ),
+    }
 }
 
 const HOG_PLAN: &str = r#"
@@ -400,7 +465,7 @@ fn bad_input_is_refused_before_anything_runs() {
     if tailprobe_tests::is_root() {
         assert!(err.contains("CPU 4095, which does not exist here"), "{err}");
     } else {
-        assert!(err.contains("needs root"), "{err}");
+        assert!(err.contains("lacks CAP_"), "{err}");
     }
     assert!(!d.join("bench/baseline.md").exists());
     for (text, want) in [
@@ -621,4 +686,66 @@ fn root_a_real_openai_server_model_discovery_errors_and_cut_streams() {
     assert!(err.contains("incomplete"), "{err}");
     assert!(!d.join("out/results.json").exists());
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Every runnable configuration is searched for capacity or a note says why
+/// not (time bound); a capacity is the highest offered rate that met the SLO
+/// with every lower rate meeting it, and the search's bracket; no capacity
+/// always comes with the reason; N = ceil(fleet / (capacity x headroom)).
+fn check_capacity(r: &Value, cells: &[Value]) {
+    let cap = &r["capacity"];
+    let rows = cap["rows"].as_array().expect("capacity rows");
+    let notes = cap["notes"].as_array().expect("capacity notes");
+    let configs: std::collections::BTreeSet<String> = cells
+        .iter()
+        .filter(|c| c["status"] == "ran")
+        .map(|c| c["config"].to_string())
+        .collect();
+    println!(
+        "capacity: {} configurations searched, {} noted: {notes:?}",
+        rows.len(),
+        notes.len()
+    );
+    assert_eq!(
+        rows.len() + notes.len(),
+        configs.len(),
+        "each of the {} runnable configurations searched or noted: {cap:#}",
+        configs.len()
+    );
+    let slo = cap["slo_ms"].as_f64().expect("slo_ms");
+    let (fleet, headroom) = (
+        cap["fleet_load_rps"].as_f64().expect("fleet"),
+        cap["headroom"].as_f64().expect("headroom"),
+    );
+    for row in rows {
+        let mut pts: Vec<(f64, bool)> = row["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| {
+                let pass = p["errors"] == 0 && p["pctl_ms"].as_f64().is_some_and(|v| v <= slo);
+                (p["offered_rps"].as_f64().expect("offered"), pass)
+            })
+            .collect();
+        assert!(!pts.is_empty(), "a search without a rate: {row:#}");
+        assert!(pts.iter().all(|(o, _)| *o > 0.0), "{row:#}");
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let highest_ok = pts.iter().take_while(|p| p.1).last().map(|p| p.0);
+        match row["capacity_rps"].as_f64() {
+            Some(c) => {
+                assert_eq!(Some(c), highest_ok, "{row:#}");
+                assert_eq!(row["passed_rps"].as_f64(), Some(c), "{row:#}");
+                let failed = row["failed_rps"].as_f64().expect("a closed bracket");
+                assert!(failed > c, "bracket {c}..{failed}");
+                let n = (fleet / (c * headroom) - 1e-9).ceil().max(1.0) as u64;
+                assert_eq!(row["replicas"].as_u64(), Some(n), "{row:#}");
+                assert_eq!(row["replicas_n1"].as_u64(), Some(n + 1));
+            }
+            None => {
+                let why = row["refused"].as_str().unwrap_or("");
+                assert!(!why.is_empty(), "no capacity and no reason: {row:#}");
+                assert!(row["replicas"].is_null());
+            }
+        }
+    }
 }

@@ -146,6 +146,7 @@ fn root_launch_pinned_and_repin_a_pid_then_restore() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let victim = before[1].0;
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: plain bit operations on a zeroed set; setaffinity on a thread
     // of the workload this test started.

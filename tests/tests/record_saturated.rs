@@ -48,7 +48,8 @@ fn root_starved_recorder_agrees_with_schedstat_on_a_saturated_cpu() {
     let ms_s = spin_ms.to_string();
     let mut w = Workload::start(WORKLOAD, &["spin-n", "0", &n_s, &ms_s]);
     let pid = w.pid().to_string();
-    // SAFETY (pre_exec): pin_to only calls sched_setaffinity.
+    // SAFETY: pre_exec runs pin_to in the child after fork, and pin_to only
+    // calls sched_setaffinity (async-signal-safe).
     let mut rec = unsafe {
         Command::new(tailprobe_bin())
             .args(["record", "--pid", &pid, "--duration", "60s", "--json"])

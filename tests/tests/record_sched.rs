@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use tailprobe_tests::{
-    delta, kernel_counters, online_cpus, skip_unless_root, thread, u, KernelCounters, Recording,
-    Workload,
+    delta, kernel_counters, kernel_migrations, online_cpus, skip_unless_root, thread, u,
+    KernelCounters, Recording, Workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
-/// Agreement tolerances, stated once: run-queue totals within 5% (+2 ms for
-/// very small totals); switch counts within 2% (+3).
+/// Agreement tolerances, stated once: run-queue totals within 3% (+2 ms for
+/// very small totals; measured on a 2-CPU host at load average 23: 98.65%
+/// to 99.99% of schedstat's, as README says), on-CPU time within 5%; switch
+/// counts within 2% (+3).
 fn close(ours: u64, kernel: u64, rel: f64, abs: u64) -> bool {
     let diff = ours.abs_diff(kernel) as f64;
     diff <= kernel as f64 * rel + abs as f64
@@ -38,7 +40,56 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
     assert_eq!(code, 0, "exit code");
     assert_eq!(report["end_reason"], "interrupted");
     assert_eq!(report["lossy"], false, "{:#}", report["losses"]);
-    tailprobe_tests::check_two_spinners(&report, &w.tids, &before, &after, spin_ms);
+    for (i, tid) in w.tids.iter().enumerate() {
+        let k = delta(before[i], after[i]);
+        let t = thread(&report, *tid);
+        let ours_wait = u(&t["runq_wait"]["total_ns"]);
+        eprintln!(
+            "tid {tid}: run-queue ours {ours_wait} ns, schedstat {} ns ({:.2}%); involuntary ours {}, kernel {}",
+            k.wait_ns,
+            ours_wait as f64 * 100.0 / k.wait_ns.max(1) as f64,
+            t["involuntary_switches"],
+            k.involuntary
+        );
+        // Each of two spinners sharing a CPU waits a large share of the time:
+        // at least 30% of its own spin time (ideally ~50%).
+        assert!(
+            k.wait_ns >= spin_ms * 1_000_000 * 3 / 10,
+            "the workload did not contend as designed: schedstat wait {} ns",
+            k.wait_ns
+        );
+        assert!(
+            close(ours_wait, k.wait_ns, 0.03, 2_000_000),
+            "run-queue total: ours {ours_wait}, kernel {}",
+            k.wait_ns
+        );
+        let ours_invol = u(&t["involuntary_switches"]);
+        assert!(
+            ours_invol >= 10,
+            "too few involuntary switches: {ours_invol}"
+        );
+        assert!(
+            close(ours_invol, k.involuntary, 0.02, 3),
+            "involuntary: ours {ours_invol}, kernel {}",
+            k.involuntary
+        );
+        assert!(close(u(&t["voluntary_switches"]), k.voluntary, 0.02, 3));
+        assert!(u(&t["runq_wait"]["count"]) >= ours_invol - 3);
+        let p95 = u(&t["runq_wait"]["p95_ns"]);
+        let max = u(&t["runq_wait"]["max_ns"]);
+        assert!(p95 > 0 && p95 <= max, "p95 {p95} max {max}");
+        // On-CPU time against schedstat's run time, same tolerance.
+        assert!(
+            close(u(&t["oncpu_ns"]), k.run_ns, 0.05, 2_000_000),
+            "on-CPU: ours {}, kernel {}",
+            t["oncpu_ns"],
+            k.run_ns
+        );
+    }
+    let pct = report["process"]["runq_agreement_pct"]
+        .as_f64()
+        .expect("agreement");
+    assert!((97.0..=103.0).contains(&pct), "process agreement {pct}%");
 }
 
 /// A thread moved to the other CPU N times is seen migrating at least N times.
@@ -55,30 +106,45 @@ fn root_bounced_thread_migrates_at_least_n_times() {
     let n = 200u64;
     let mut w = Workload::start(WORKLOAD, &["bounce", &n.to_string()]);
     let rec = Recording::start(w.pid(), &[]);
+    let tid = w.tids[0];
+    let kernel_before = kernel_migrations(w.pid(), tid);
     w.go_and_wait(Duration::from_secs(30));
+    let kernel = kernel_migrations(w.pid(), tid)
+        .zip(kernel_before)
+        .map(|(a, b)| a - b);
     let (code, report) = rec.stop();
     assert_eq!(code, 0);
-    let t = thread(&report, w.tids[0]);
+    let t = thread(&report, tid);
     let migrations = u(&t["migrations"]["total"]);
-    eprintln!("bounced {n} times: {migrations} migrations seen");
+    eprintln!(
+        "bounced {n} times: {migrations} migrations seen, kernel's se.nr_migrations {kernel:?}"
+    );
     assert!(
         migrations >= n,
         "expected at least {n} migrations, saw {migrations}"
     );
-    // A bounce is one migration (plus the odd load-balancer move); far more
-    // would mean double counting.
+    // A bounce is one migration; the load balancer may add a few, which the
+    // kernel counts too (se.nr_migrations, where /proc/PID/sched exists).
+    // Without it, at most 2 extra moves.
+    let bound = kernel.map_or(n + 2, |k| k.max(n) + 2);
     assert!(
-        migrations <= n * 2,
-        "implausibly many migrations: {migrations}"
+        migrations <= bound,
+        "{migrations} migrations for {n} bounces (kernel {kernel:?}): double counting"
     );
+    if let Some(k) = kernel {
+        assert!(
+            migrations.abs_diff(k) <= 2,
+            "ours {migrations}, kernel's se.nr_migrations {k}"
+        );
+    }
     // On one node, never cross-NUMA (two-node machines: tests/tests/vm_numa.rs).
     if report["numa"]["nodes"] == 1 {
         assert_eq!(u(&t["migrations"]["cross_numa"]), 0);
     }
 }
 
-/// A thread that sleeps N times switches out voluntarily N times and is woken
-/// N times; counts match /proc status exactly (within 2).
+/// A thread that sleeps N times switches out voluntarily about N times and is
+/// woken as often; our counts match the kernel's (/proc status) within 2.
 #[test]
 fn root_sleeper_switches_voluntarily() {
     skip_unless_root!("root_sleeper_switches_voluntarily");
@@ -96,7 +162,16 @@ fn root_sleeper_switches_voluntarily() {
         "slept {n} times: voluntary ours {vol}, kernel {}; wakeups {}",
         k.voluntary, t["wakeups"]
     );
-    assert!(vol >= n, "voluntary {vol} < {n}");
+    // The comparison is with the kernel's count, not with N: a sleep whose
+    // timer fires before the thread has blocked ends without a switch, and
+    // the kernel does not count it either (QEMU 6.1 lane: 298 of 300, ours
+    // 298 too). The kernel's count only has to show that the workload did
+    // sleep, nearly every time.
+    assert!(
+        k.voluntary >= n * 9 / 10,
+        "the kernel counted {} voluntary switches for {n} sleeps: the workload did not sleep",
+        k.voluntary
+    );
     assert!(
         close(vol, k.voluntary, 0.0, 2),
         "voluntary: ours {vol}, kernel {}",

@@ -133,9 +133,12 @@ fn root_softirq_time_is_charged_to_the_interrupted_thread() {
         after - before,
         t["softirq"]
     );
+    // Each datagram over loopback raises NET_RX, which runs when the sender
+    // re-enables bottom halves: nearly all 5000 in the sender's context
+    // (5% may go to ksoftirqd or batch with another on a busy machine).
     assert!(
-        net_rx >= 100,
-        "expected NET_RX on the sending thread, got {net_rx}"
+        net_rx >= 4750,
+        "expected NET_RX for nearly all 5000 datagrams on the sending thread, got {net_rx}"
     );
     assert!(
         net_rx <= after - before,
@@ -232,8 +235,15 @@ fn root_preemptors_windows_outliers_and_cost() {
     let per = sw["ns_per_event"].as_f64().expect("ns per event");
     eprintln!("sched_switch: {} events, {per:.0} ns/event", sw["events"]);
     assert!(u(&sw["events"]) > 100);
-    let max_ns = 20_000.0 * tailprobe_tests::time_scale() as f64;
-    assert!((5.0..max_ns).contains(&per), "{per} ns per event");
+    // Measured on this project's 2-CPU host: 492 to 1104 ns per event
+    // (docs/benchmarks.md); BPF run-time statistics add about 20 ns. Below
+    // 100 ns the program cannot have done its map work; above 5 us it is
+    // ten times the measured cost (both are scaled on emulated CPUs).
+    let scale = tailprobe_tests::time_scale() as f64;
+    assert!(
+        (100.0..=5_000.0 * scale).contains(&per),
+        "{per} ns per event"
+    );
     assert_eq!(r["lossy"], false, "{:#}", r["losses"]);
 }
 

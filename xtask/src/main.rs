@@ -5,12 +5,15 @@
 //! - `test`:  every test: fmt, clippy (host and eBPF), unit and root tests.
 //! - `bench`: side-by-side benchmarks, written to docs/benchmarks.md.
 //! - `dist`:  static binary, tarball, .deb and OCI image (docs/dist.md).
+//! - `soak`:  the exporter for 30 minutes, memory written to docs/fleet.md.
 
 mod bench;
 mod cmd;
 mod dist;
+mod fleettools;
 mod pydeps;
 mod setup;
+mod soak;
 mod testsum;
 mod vm;
 
@@ -66,6 +69,17 @@ enum Task {
     /// Static (musl) binary, tarball with man pages and completions, .deb
     /// and OCI image under target/dist/; docs/dist.md.
     Dist,
+    /// `tailprobe exporter` for 30 minutes with targets starting and
+    /// exiting: its memory at start, after 10 and 30 minutes, into
+    /// docs/fleet.md.
+    Soak {
+        /// Length of the run in minutes.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Use the debug build (faster to build, slower to run).
+        #[arg(long)]
+        debug: bool,
+    },
     /// The probe and NUMA tests on Debian's 6.1 and 6.12 kernels, each in a
     /// QEMU guest (no KVM) with 2 vCPUs on 2 NUMA nodes; docs/vm-test.md.
     VmTest {
@@ -100,6 +114,7 @@ fn main() {
         .map(|_| ()),
         Task::Bench { quick, only } => bench::run(quick, only.as_deref()),
         Task::Dist => dist::dist().map(|_| ()),
+        Task::Soak { minutes, debug } => soak::run(minutes, debug),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -91,7 +91,38 @@ fn run_checked(c: &mut Command, what: &str, hint: &str) -> Result<()> {
 pub fn run(check_only: bool) -> Result<bool> {
     let py_ok = crate::pydeps::ensure(check_only)?;
     crate::dist::setup_musl_target(check_only);
-    Ok(ebpf_toolchain(check_only)? && py_ok)
+    let caps_ok = test_tools(check_only)?;
+    let fleet_ok = crate::fleettools::ensure(check_only)?;
+    Ok(ebpf_toolchain(check_only)? && py_ok && fleet_ok && caps_ok)
+}
+
+/// `setcap` (Debian's libcap2-bin), which the capability tests
+/// (tests/tests/caps_root.rs) use to give a copy of the binary file
+/// capabilities. Installed when root and apt-get are there; otherwise a
+/// note (those tests then report a skip). True when it was already there.
+fn test_tools(check_only: bool) -> Result<bool> {
+    if dpkg_installed("libcap2-bin")
+        || ["/usr/sbin/setcap", "/sbin/setcap"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+    {
+        step("ok: setcap (libcap2-bin)");
+        return Ok(true);
+    }
+    if check_only || !is_root() || output("apt-get", &["--version"]).is_none() {
+        step("note: setcap (libcap2-bin) is missing: the capability tests will be skipped");
+        return Ok(false);
+    }
+    step("installing libcap2-bin (apt-get), for the capability tests");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q", "libcap2-bin"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        step("note: apt-get could not install libcap2-bin: the capability tests will be skipped");
+    }
+    Ok(false)
 }
 
 /// Nightly, LLVM and bpf-linker; true when everything was already in place.

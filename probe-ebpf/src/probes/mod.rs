@@ -1,4 +1,5 @@
 //! One module per kernel hook (or family of hooks).
+mod cpu_idle;
 mod irq;
 mod mm_migrate_pages;
 mod numa;

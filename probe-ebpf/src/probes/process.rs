@@ -4,7 +4,6 @@
 //! pending wait and tells userspace to harvest its statistics and free its slot.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -13,8 +12,8 @@ use probe_common::{event, loss, Event};
 
 use crate::{
     maps::{
-        count_loss, emit, follow_children, is_target, is_target_tgid, switch_to_set_mode, SLOTS,
-        TGIDS,
+        count_loss, emit, find_slot, follow_children, follow_tgid, is_target, is_target_tgid,
+        switch_to_set_mode,
     },
     task,
 };
@@ -39,10 +38,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tgid == parent_tgid || child_pid != child_tgid {
         return 0;
     }
-    let inserted = TGIDS.insert(child_tgid, 1, BPF_NOEXIST as u64);
+    let followed = follow_tgid(child_tgid);
     // The set now has two processes: filter by it from here on.
     switch_to_set_mode();
-    if inserted.is_err() && TGIDS.get_ptr(child_tgid).is_none() {
+    if !followed {
         count_loss(loss::TGID_INSERT);
         return 0;
     }
@@ -71,7 +70,7 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     }
     // No pending wait survives the thread; its counters stay for userspace
     // to harvest (it frees the slot).
-    if let Some(t) = SLOTS.get_ptr_mut(pid) {
+    if let Some(t) = find_slot(pid) {
         // SAFETY: pointer from a map lookup; the thread is exiting.
         unsafe { (*t).since_ns = 0 };
     }

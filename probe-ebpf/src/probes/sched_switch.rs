@@ -5,9 +5,12 @@
 //! on-CPU time).
 //!
 //! Cost matters here more than anywhere: this fires on every context switch
-//! of the machine. A switch that involves no target thread costs one
-//! `task_struct` read and two compares; one that does costs one hash lookup
-//! per target side, the rest being per-CPU array slots.
+//! of the machine. Both tasks' ids are direct loads from the BTF pointers
+//! (no helper call); a switch that involves no target thread costs those and
+//! two compares (one process) or a bitmap test (a set); one that does costs
+//! two inlined array lookups per target side (`TID_SLOT`, `THREADS`), the
+//! rest being per-CPU array slots. No hash lookup unless a thread is beyond
+//! the arrays or a preemptor is charged.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -15,11 +18,15 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use probe_common::{event, loss, CpuStats, Event, OnCpu, Preemptor, Window, MAX_SANE_DELTA_NS};
+use probe_common::{
+    event, hotpath, loss, CpuStats, Event, OnCpu, Preemptor, Window, MAX_SANE_DELTA_NS,
+};
+
+use crate::task::btf;
 
 use crate::{
     maps::{
-        atomic_add, count_loss, cpu_stats, emit, hist_record, outlier_runq_ns,
+        atomic_add, count_loss, cpu_stats, emit, hist_record, hotpath_off, outlier_runq_ns,
         switch_sides_are_targets, thread_slot, tid_passes, window, ON_CPU, PREEMPTORS,
     },
     task, trace,
@@ -27,16 +34,24 @@ use crate::{
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let prev_tgid = (pid_tgid >> 32) as u32;
-    let prev_pid = pid_tgid as u32;
+    // `prev` is current: the same ids bpf_get_current_pid_tgid gives,
+    // without the helper call.
+    let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    let (next_pid, next_tgid) = task::pid_tgid(next);
-    if next_tgid == task::UNREADABLE {
-        count_loss(loss::TASK_READ);
-    }
+    let ((prev_pid, prev_tgid), (next_pid, next_tgid)) = if hotpath_off(hotpath::DIRECT_READS) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let n = task::pid_tgid(next);
+        if n.1 == task::UNREADABLE {
+            count_loss(loss::TASK_READ);
+        }
+        ((pid_tgid as u32, (pid_tgid >> 32) as u32), n)
+    } else {
+        (btf::pid_tgid(prev), btf::pid_tgid(next))
+    };
     // Cheapest possible exit for the common case: neither side is ours.
-    let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid);
+    // Everything kept per CPU for the switch path, in one slot.
+    let oc = ON_CPU.get_ptr_mut(0);
+    let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid, oc);
     if !prev_ours && !next_ours {
         if trace::on() {
             let s = trace::Sides {
@@ -75,11 +90,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let cpu = cpu_stats();
     if prev_ours && tid_passes(prev_pid) {
         switch_out(
-            &ctx, prev_pid, prev_tgid, next, next_pid, next_tgid, now, win, cpu,
+            &ctx, prev_pid, prev_tgid, next, next_pid, next_tgid, now, win, cpu, oc,
         );
     }
     if next_ours && tid_passes(next_pid) {
-        switch_in(next_pid, next_tgid, now, win, cpu);
+        switch_in(next_pid, next_tgid, now, win, cpu, oc);
     }
     0
 }
@@ -96,6 +111,7 @@ fn switch_out(
     now: u64,
     win: Option<*mut Window>,
     cpu: Option<*mut CpuStats>,
+    oc: Option<*mut OnCpu>,
 ) {
     let preempt: u64 = ctx.arg(0);
     let prev_state: u64 = ctx.arg(3);
@@ -104,9 +120,14 @@ fn switch_out(
     // nivcsw). A task whose sleep was cancelled by a signal is set back to
     // running after prev_state was sampled: it is queued too.
     let involuntary = (preempt & 0xff) != 0 || (prev_state as u32) == 0;
-    let requeued = involuntary || task::state(prev) == Some(0);
+    let requeued = involuntary
+        || if hotpath_off(hotpath::DIRECT_READS) {
+            task::state(prev) == Some(0)
+        } else {
+            btf::state(prev) == 0
+        };
     let mut ran = 0u64;
-    if let Some(slot) = ON_CPU.get_ptr_mut(0) {
+    if let Some(slot) = oc {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
             if (*slot).tid == pid && now >= (*slot).since_ns {
@@ -125,7 +146,11 @@ fn switch_out(
                 (*t).since_ns = now;
                 (*t).preempted_by = next_pid;
                 (*t).preempted_by_tgid = next_tgid;
-                (*t).preempted_by_comm = task::comm(next).unwrap_or([0; 16]);
+                (*t).preempted_by_comm = if hotpath_off(hotpath::DIRECT_READS) {
+                    task::comm(next).unwrap_or([0; 16])
+                } else {
+                    btf::comm(next)
+                };
             } else {
                 (*t).since_ns = 0;
                 (*t).preempted_by = 0;
@@ -156,16 +181,20 @@ fn switch_out(
 }
 
 #[inline(always)]
-fn switch_in(pid: u32, tgid: u32, now: u64, win: Option<*mut Window>, cpu: Option<*mut CpuStats>) {
-    if let Some(slot) = ON_CPU.get_ptr_mut(0) {
+fn switch_in(
+    pid: u32,
+    tgid: u32,
+    now: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
+    oc: Option<*mut OnCpu>,
+) {
+    if let Some(slot) = oc {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
-            *slot = OnCpu {
-                tid: pid,
-                _pad: 0,
-                since_ns: now,
-            }
-        };
+            (*slot).tid = pid;
+            (*slot).since_ns = now;
+        }
     }
     let Some(t) = thread_slot(pid, tgid) else {
         return;

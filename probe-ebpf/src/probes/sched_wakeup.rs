@@ -3,8 +3,10 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
+use probe_common::hotpath;
+
 use crate::{
-    maps::{is_target, runq_enter, thread_slot},
+    maps::{hotpath_off, is_target, runq_enter, thread_slot},
     task, trace,
 };
 
@@ -23,7 +25,11 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_wakeup(ctx: &BtfTracePointContext) {
     let p: u64 = ctx.arg(0);
-    let (pid, tgid) = task::pid_tgid(p);
+    let (pid, tgid) = if hotpath_off(hotpath::DIRECT_READS) {
+        task::pid_tgid(p)
+    } else {
+        task::btf::pid_tgid(p)
+    };
     if !is_target(pid, tgid) {
         return;
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::node_common::{self as nc, NodeArgs};
 use crate::{node::counters, procfs::ProcFs};
@@ -12,12 +12,13 @@ use crate::{node::counters, procfs::ProcFs};
 /// every thread of a process (threads it starts are counted too), and where
 /// the hardware exposes them instructions, cycles, IPC, branches,
 /// branch-misses and LLC-load-misses. Counters the node lacks are shown as
-/// "not supported here", never as zero.
+/// "not supported here", never as zero. The target is a process (--pid) or
+/// every process of a unit, container, pod or cgroup at the start, summed.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["pid", "unit", "container", "pod", "cgroup"])))]
 pub struct CountersArgs {
-    /// The process to count.
-    #[arg(long)]
-    pub pid: u32,
+    #[command(flatten)]
+    pub target: super::target_args::TargetArgs,
     /// How long to count.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub duration: Duration,
@@ -30,14 +31,32 @@ pub struct CountersArgs {
 
 pub fn main(args: &CountersArgs) -> Result<i32> {
     let proc = ProcFs::new(&args.node.proc_root);
-    let (pid, comm) = proc.check_target(args.pid)?;
-    let tids = proc.threads(pid);
+    let (pids, what) = args.target.processes(&proc)?;
+    let pid = pids[0];
+    let comm = proc.stat(pid).map(|s| s.comm).unwrap_or_default();
+    let tids: Vec<u32> = pids.iter().flat_map(|p| proc.threads(*p)).collect();
+    // Counting another process needs CAP_PERFMON unless the paranoia
+    // sysctl allows it to any user (<= 1); refuse with the name, not EACCES.
+    let paranoid =
+        std::fs::read_to_string(args.node.proc_root.join("sys/kernel/perf_event_paranoid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(2);
+    if paranoid > 1 {
+        crate::privileges::require(
+            &format!("tailprobe counters (kernel.perf_event_paranoid = {paranoid})"),
+            &[crate::privileges::Cap::Perfmon],
+        )?;
+    }
     let session = counters::Session::start(&tids).with_context(|| {
-        format!("opening perf counters on pid {pid} (needs root or perf_event_paranoid <= 1)")
+        format!(
+            "opening perf counters on {what} (needs CAP_PERFMON, or perf_event_paranoid <= 1 \
+             for processes of the same user, CAP_SYS_PTRACE for other users')"
+        )
     })?;
     crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
     eprintln!(
-        "tailprobe: counting {} thread(s) of pid {pid} ({comm}) for {:?}",
+        "tailprobe: counting {} thread(s) of {what} for {:?}",
         tids.len(),
         args.duration
     );
@@ -49,7 +68,7 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
         ) {
             break;
         }
-        if !proc.is_alive(pid) {
+        if !pids.iter().any(|p| proc.is_alive(*p)) {
             exited = true;
             break;
         }
@@ -61,6 +80,8 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
         nc::print_json(&serde_json::json!({
             "pid": pid,
             "comm": comm,
+            "target": what,
+            "processes": pids,
             "threads": tids.len(),
             "seconds": elapsed.as_secs_f64(),
             "target_exited": exited,
@@ -69,7 +90,7 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
         }))?;
     } else {
         crate::out::println(format_args!(
-            "pid {pid} ({comm}), {} thread(s), {:.2} s:",
+            "{what}, {} thread(s), {:.2} s:",
             tids.len(),
             elapsed.as_secs_f64()
         ))?;

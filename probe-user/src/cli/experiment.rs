@@ -34,7 +34,8 @@ pub const DEFAULT_PLAN: &str = include_str!("../../../plans/default.toml");
 /// launched per cell (--server-cmd and --url). Cells this node cannot run
 /// (no cpufreq, a single NUMA node) are recorded as not applicable with the
 /// reason. Every node change is journaled and restored; Ctrl-C stops after
-/// restoring and still writes what finished. Needs root.
+/// restoring and still writes what finished. Needs root (CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_NICE, CAP_DAC_OVERRIDE; docs/security.md).
 ///
 /// The request is the same in calibration and every cell: --api, --model
 /// (default: the first id of GET /v1/models, said in the output), --body or
@@ -137,6 +138,16 @@ pub struct ExperimentArgs {
     /// Pid of the running server at --url.
     #[arg(long, requires = "url", conflicts_with = "server_cmd")]
     pub pid: Option<u32>,
+    /// Container of the running server at --url (docker, containerd,
+    /// CRI-O or podman id, or a unique prefix): its main process (the one
+    /// whose parent is outside the container) is recorded, as with --pid.
+    #[arg(long, value_name = "ID", requires = "url", conflicts_with_all = ["server_cmd", "pid", "pod"])]
+    pub container: Option<String>,
+    /// Kubernetes pod (UID or a unique prefix) of the running server at
+    /// --url: its main process (the one with the most threads among the
+    /// pod's processes whose parent is outside the pod) is recorded.
+    #[arg(long, value_name = "UID", requires = "url", conflicts_with_all = ["server_cmd", "pid"])]
+    pub pod: Option<String>,
     /// Command that starts the server (run with sh -c, per cell, pinned).
     #[arg(long, requires = "url")]
     pub server_cmd: Option<String>,
@@ -302,8 +313,29 @@ impl ExperimentArgs {
         }
     }
 
+    /// The server's pid: --pid, or the main process of --container / --pod.
+    fn server_pid(&self) -> Result<Option<u32>> {
+        if self.pid.is_some() || (self.container.is_none() && self.pod.is_none()) {
+            return Ok(self.pid);
+        }
+        let group = super::target_args::TargetArgs {
+            container: self.container.clone(),
+            pod: self.pod.clone(),
+            ..Default::default()
+        };
+        let proc = crate::procfs::ProcFs::default();
+        let (pids, what) = group.processes(&proc)?;
+        let pid = super::target_args::main_process(&proc, &pids)
+            .with_context(|| format!("{what} has no running process"))?;
+        eprintln!(
+            "tailprobe: the server is {what}: recording its main process, pid {pid} ({} process(es) in it)",
+            pids.len()
+        );
+        Ok(Some(pid))
+    }
+
     fn target(&self) -> Result<ServerTarget> {
-        Ok(match (&self.url, self.pid, &self.server_cmd) {
+        Ok(match (&self.url, self.server_pid()?, &self.server_cmd) {
             (None, None, None) => ServerTarget::Builtin,
             (Some(u), Some(pid), None) => ServerTarget::Running {
                 url: u.clone(),
@@ -314,7 +346,7 @@ impl ExperimentArgs {
                 url: u.clone(),
             },
             (Some(_), None, None) => {
-                bail!("--url needs --pid (a running server) or --server-cmd (a command to launch)")
+                bail!("--url needs --pid, --container or --pod (a running server) or --server-cmd (a command to launch)")
             }
             _ => bail!("give --url with --pid, or --url with --server-cmd"),
         })
@@ -493,7 +525,11 @@ pub fn main(args: &ExperimentArgs) -> Result<i32> {
     }
     // Bad output locations and broken markers are refused before anything runs.
     report_docs::precheck(&paths)?;
-    privileges::require_root("tailprobe experiment")?;
+    // Probes on every cell, pinning the server's threads, and the node's
+    // root-owned knobs (governor, IRQ affinity) and journal.
+    let mut need = privileges::bpf_caps();
+    need.extend([privileges::Cap::SysNice, privileges::Cap::DacOverride]);
+    privileges::require("tailprobe experiment", &need)?;
     privileges::require_btf()?;
     signals::install().context("installing the Ctrl-C handler")?;
     let opts = ExperimentOptions {

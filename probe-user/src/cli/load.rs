@@ -138,7 +138,7 @@ pub struct LoadArgs {
     /// Also write a Perfetto trace (protobuf) to FILE: every request as
     /// slices on its own track, the server's threads as the kernel ran them,
     /// flows from requests to the thread that served them (built-in server).
-    /// Needs root; open it at ui.perfetto.dev (docs/timeline.md).
+    /// Needs CAP_BPF and CAP_PERFMON; open it at ui.perfetto.dev (docs/timeline.md).
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
     /// With --perfetto: the process whose threads to record [default: the
@@ -264,7 +264,7 @@ pub fn main(args: &LoadArgs) -> Result<i32> {
     let report = match &args.perfetto {
         None => load::run(&opts).with_context(|| format!("load on {}", args.url))?,
         Some(path) => {
-            crate::privileges::require_root("tailprobe load --perfetto")?;
+            crate::privileges::require_bpf("tailprobe load --perfetto")?;
             let t = crate::timeline::TraceOptions::new(path, args.perfetto_max_mb);
             let (report, summary) =
                 crate::timeline::session::load_with_trace(&opts, &args.url, args.record_pid, &t)?;

@@ -4,6 +4,7 @@ pub mod counters;
 pub mod diagnose;
 pub mod exec_gated;
 pub mod experiment;
+pub mod exporter;
 pub mod governor;
 pub mod irq;
 pub mod load;
@@ -14,6 +15,7 @@ pub mod pin;
 pub mod record;
 pub mod restore;
 pub mod serve;
+pub mod target_args;
 pub mod topo;
 pub mod version;
 pub mod workload;
@@ -61,6 +63,7 @@ pub enum Command {
     Numa(numa::NumaArgs),
     Restore(restore::RestoreArgs),
     Experiment(Box<experiment::ExperimentArgs>),
+    Exporter(exporter::ExporterArgs),
 }
 
 /// The longest duration any argument accepts: 7 days. Longer values are

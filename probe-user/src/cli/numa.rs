@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::node_common::{self as nc, NodeArgs};
 use crate::{
@@ -15,12 +15,13 @@ use crate::{
 /// Memory of a process per NUMA node (from numa_maps, like `numastat -p`),
 /// the share on nodes remote to the CPUs it may run on, and node numastat
 /// and /proc/vmstat NUMA counter deltas (balancing, migrations) over
-/// --duration.
+/// --duration. The target is a process (--pid) or every process of a
+/// unit, container, pod or cgroup, summed.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["pid", "unit", "container", "pod", "cgroup"])))]
 pub struct NumaArgs {
-    /// The process.
-    #[arg(long)]
-    pub pid: u32,
+    #[command(flatten)]
+    pub target: super::target_args::TargetArgs,
     /// Window for the numastat/vmstat deltas.
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub duration: Duration,
@@ -34,7 +35,9 @@ pub struct NumaArgs {
 pub fn main(args: &NumaArgs) -> Result<i32> {
     let roots = args.node.roots();
     let proc = ProcFs::new(&roots.proc);
-    let (pid, comm) = proc.check_target(args.pid)?;
+    let (pids, what) = args.target.processes(&proc)?;
+    let pid = pids[0];
+    let comm = proc.stat(pid).map(|s| s.comm).unwrap_or_default();
     if !numa::has_numa_maps(&roots.proc, pid) {
         return Ok(nc::not_available(&crate::node::NotAvailable(
             "the kernel has no NUMA support (no /proc/<pid>/numa_maps)".into(),
@@ -44,12 +47,28 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
     let a = numa::snapshot(&roots);
     nc::sleep_unless_stopped(args.duration);
     let b = numa::snapshot(&roots);
-    let mem = numa::read_process(&roots, pid)
-        .with_context(|| format!("reading /proc/{pid}/numa_maps"))?;
+    let mut mem = numa::ProcessNuma::default();
     let mut cpus = Vec::new();
-    for tid in proc.threads(pid) {
-        if let Some(s) = pin::allowed_list(&proc, pid, tid) {
-            cpus.extend(cpulist::parse(&s).unwrap_or_default());
+    for &p in &pids {
+        let m = match numa::read_process(&roots, p) {
+            Ok(m) => m,
+            // A process of a group that exited since: left out.
+            Err(_) if pids.len() > 1 && !proc.is_alive(p) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading /proc/{p}/numa_maps"));
+            }
+        };
+        for (n, k) in m.kib_per_node {
+            let e = mem.kib_per_node.entry(n).or_default();
+            *e = e.saturating_add(k);
+        }
+        for (pol, c) in m.policies {
+            *mem.policies.entry(pol).or_default() += c;
+        }
+        for tid in proc.threads(p) {
+            if let Some(s) = pin::allowed_list(&proc, p, tid) {
+                cpus.extend(cpulist::parse(&s).unwrap_or_default());
+            }
         }
     }
     cpus.sort_unstable();
@@ -66,6 +85,8 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
         nc::print_json(&serde_json::json!({
             "pid": pid,
             "comm": comm,
+            "target": what,
+            "processes": pids,
             "nodes": node_cpus.len(),
             "cpus_allowed": cpulist::Display(&cpus).to_string(),
             "local_nodes": local,
@@ -80,7 +101,12 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
     } else {
         let total: u64 = mem.kib_per_node.values().sum();
         crate::out::println(format_args!(
-            "pid {pid} ({comm}): {:.1} MiB resident in mappings, CPUs {}",
+            "{what}{}: {:.1} MiB resident in mappings, CPUs {}",
+            if pids.len() > 1 {
+                format!(" ({} processes)", pids.len())
+            } else {
+                String::new()
+            },
             total as f64 / 1024.0,
             cpulist::Display(&cpus)
         ))?;
@@ -96,7 +122,8 @@ pub fn main(args: &NumaArgs) -> Result<i32> {
             ))?;
         }
         match share {
-            Some(s) => crate::out::println(format_args!("remote share: {:.1}%", s * 100.0))?,
+            // + 0.0: an empty f64 sum is -0.0, which would print as "-0.0%".
+            Some(s) => crate::out::println(format_args!("remote share: {:.1}%", s * 100.0 + 0.0))?,
             None => crate::out::println(format_args!("remote share: no resident memory"))?,
         }
         crate::out::println(format_args!("over {:?}:", args.duration))?;

@@ -25,20 +25,20 @@ use crate::{
 /// thread, per CPU and per time window, beside the kernel's own accounting
 /// (schedstat) for the same window, with the probes' own cost and any loss.
 ///
-/// Target: --pid, --tid, --comm, --cgroup, or `-- CMD ARGS` to launch one
-/// (followed with its children until it exits). Without any, tailprobe
-/// records its built-in CPU workload. Needs root. Stops at --duration, on
+/// Target: --pid, --tid, --comm, --unit, --container, --pod, --cgroup, or
+/// `-- CMD ARGS` to launch one (followed with its children until it
+/// exits). Without any, tailprobe records its built-in CPU workload. Needs
+/// CAP_BPF and CAP_PERFMON (root has them; CAP_SYS_ADMIN before Linux 5.8). Stops at --duration, on
 /// Ctrl-C, or when the target exits (exit code 3, with the report of what
 /// was seen). A launched command (and the built-in workload) runs in a
 /// process group of its own that is stopped with the recording, and killed
 /// if tailprobe is; a command that exits non-zero makes that tailprobe's
 /// exit code.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").args(["pid", "tid", "comm", "cgroup", "command"])))]
+#[command(group(ArgGroup::new("target").args(["pid", "tid", "comm", "cgroup", "unit", "container", "pod", "command"])))]
 pub struct RecordArgs {
-    /// Process to record, all its threads (a thread id resolves to its process).
-    #[arg(long, short)]
-    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub target: super::target_args::TargetArgs,
     /// Record only this thread.
     #[arg(long)]
     pub tid: Option<u32>,
@@ -46,9 +46,6 @@ pub struct RecordArgs {
     /// characters at most), including ones started during the run.
     #[arg(long)]
     pub comm: Option<String>,
-    /// Every process in this cgroup (v2), e.g. system.slice/vllm.service.
-    #[arg(long)]
-    pub cgroup: Option<PathBuf>,
     /// Also follow child processes of the target (always on for `-- CMD`).
     #[arg(long)]
     pub follow_children: bool,
@@ -102,6 +99,13 @@ pub struct RecordArgs {
     /// preempts the server it observes whenever it runs (docs/record-json.md).
     #[arg(long, value_parser = crate::record::priority::parse)]
     pub priority: Option<crate::record::priority::Priority>,
+    /// Do not run the start-up at SCHED_FIFO 1. By default `record` runs at
+    /// real-time priority 1 from its first instruction until every program
+    /// is attached (then drops back; never passed on to a launched command),
+    /// so that it attaches at once on a saturated machine
+    /// (`attach_ms.startup_priority` in the report).
+    #[arg(long)]
+    pub no_startup_boost: bool,
     /// Command to launch and record (after `--`).
     /// Also write a Perfetto trace (protobuf) to FILE: the target's
     /// switches and wakeups and whoever ran in their place, IRQs on its
@@ -127,15 +131,13 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 
 pub fn main(args: &RecordArgs) -> Result<i32> {
     signals::install().context("installing the Ctrl-C handler")?;
-    crate::privileges::require_root("tailprobe record")?;
-    let (spec, builtin) = if let Some(p) = args.pid {
-        (TargetSpec::Pid(p), false)
+    crate::privileges::require_bpf("tailprobe record")?;
+    let (spec, builtin) = if let Some(spec) = args.target.spec()? {
+        (spec, false)
     } else if let Some(t) = args.tid {
         (TargetSpec::Tid(t), false)
     } else if let Some(c) = &args.comm {
         (TargetSpec::Comm(c.clone()), false)
-    } else if let Some(c) = &args.cgroup {
-        (TargetSpec::Cgroup(c.clone()), false)
     } else if !args.command.is_empty() {
         (TargetSpec::Command(args.command.clone()), false)
     } else {
@@ -162,6 +164,11 @@ pub fn main(args: &RecordArgs) -> Result<i32> {
         ];
         (TargetSpec::Command(argv), true)
     };
+    if args.no_startup_boost {
+        // main() read the flag from the raw arguments already; this keeps
+        // the flag's promise should the two ever disagree.
+        let _ = crate::kernel::startup::end_boost();
+    }
     let mut opts = RecordOptions::new(spec);
     opts.builtin = builtin;
     opts.follow_children = args.follow_children;

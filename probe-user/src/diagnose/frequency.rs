@@ -6,11 +6,14 @@
 //! [`DEEP_EXIT_US`] are enabled; and the target wakes up at least
 //! [`MIN_WAKEUPS_PER_S`] times a second (a request-driven, bursty thread that
 //! meets a slow or sleeping core at every wakeup). Confidence is `low` when
-//! only one of the two holds and `medium` when both do: the effect on
-//! latency is not measured here (C-state exit on wakeup would need the
-//! `power:cpu_idle` tracepoint, not used yet), so the finding carries no lost
-//! time and ranks after the measured ones. Without cpufreq and cpuidle (most
-//! VMs) the detector says "not available here".
+//! only one of the two holds and `medium` when both do. Where the
+//! `cpu_idle` program ran (`power:cpu_idle`, `tailprobe diagnose`), the deep
+//! states count only when the target's CPUs actually entered them: their
+//! exits per second and residency are measured, and exits x the advertised
+//! exit latency bounds the wake-up delay they add (an estimate: the exit
+//! itself is not timed). The lost time is still not measured, so the finding
+//! carries none and ranks after the measured ones. Without cpufreq and
+//! cpuidle (most VMs) the detector says "not available here".
 
 use std::path::Path;
 
@@ -27,6 +30,8 @@ pub const RULE: &str = "on the target's CPUs: governor not `performance` or idle
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdleState {
     pub cpu: u32,
+    /// The cpuidle state number (`stateN`).
+    pub state: u32,
     pub name: String,
     pub exit_us: u64,
     pub disabled: bool,
@@ -47,6 +52,7 @@ pub fn read_idle_states(roots: &Roots, cpus: &[u32]) -> Vec<IdleState> {
             };
             out.push(IdleState {
                 cpu: *cpu,
+                state: s,
                 name: read("name").unwrap_or_default(),
                 exit_us,
                 disabled: read("disable").is_some_and(|v| v == "1"),
@@ -64,6 +70,9 @@ pub struct Input<'a> {
     pub cpus: &'a [u32],
     pub wakeups: u64,
     pub duration_ns: u64,
+    /// Idle periods measured on the target's CPUs (`cpu_idle`); None when
+    /// the program was not attached.
+    pub idle_use: Option<&'a crate::report::CpuIdleReport>,
 }
 
 /// `Err(reason)` when neither cpufreq nor cpuidle is visible here.
@@ -89,10 +98,21 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             .collect(),
         Err(_) => Vec::new(),
     };
+    let exits_of = |state: u32| {
+        inp.idle_use.map(|u| {
+            u.states
+                .iter()
+                .filter(|x| x.state == state)
+                .map(|x| (x.exits, x.residency_ns))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        })
+    };
     let deep: Vec<&IdleState> = inp
         .idle
         .iter()
         .filter(|s| !s.disabled && s.exit_us >= DEEP_EXIT_US && inp.cpus.contains(&s.cpu))
+        // Measured: only the states the target's CPUs entered.
+        .filter(|s| exits_of(s.state).is_none_or(|(n, _)| n > 0))
         .collect();
     let per_s = inp.wakeups as f64 / (inp.duration_ns.max(1) as f64 / 1e9);
     if (slow_governors.is_empty() && deep.is_empty()) || per_s < MIN_WAKEUPS_PER_S {
@@ -144,12 +164,45 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             ),
         );
     }
+    if inp.idle_use.is_some() {
+        // Deep states by number (one entry per state, any CPU's latency).
+        let mut by_state: std::collections::BTreeMap<u32, (&str, u64)> = Default::default();
+        for s in &deep {
+            by_state.insert(s.state, (s.name.as_str(), s.exit_us));
+        }
+        let secs = inp.duration_ns.max(1) as f64 / 1e9;
+        let (mut exits, mut bound_us, mut resid_ns) = (0u64, 0u64, 0u64);
+        for (state, (_, exit_us)) in &by_state {
+            let (n, ns) = exits_of(*state).unwrap_or((0, 0));
+            exits += n;
+            resid_ns += ns;
+            bound_us += n * exit_us;
+        }
+        if exits > 0 {
+            f.evidence(
+                "deep_idle_exits_per_s",
+                exits as f64 / secs,
+                format!(
+                    "measured (power:cpu_idle): the target's CPUs left those states {:.0} times/s \
+                     after {:.1} ms in them in all; at the advertised exit latency that is up to \
+                     {:.1} ms of wake-up delay (an estimate: the exit is not timed)",
+                    exits as f64 / secs,
+                    resid_ns as f64 / 1e6,
+                    bound_us as f64 / 1e3
+                ),
+            );
+        }
+    }
+    let measured = if inp.idle_use.is_some() {
+        "deep-idle exits measured, their cost estimated"
+    } else {
+        "the latency cost per wakeup is not measured here (power:cpu_idle not attached)"
+    };
     f.evidence(
         "wakeups_per_s",
         per_s,
         format!(
-            "the target woke {per_s:.0} times/s; the latency cost per wakeup is not measured \
-             here (power:cpu_idle not used): ranked after the measured findings"
+            "the target woke {per_s:.0} times/s; {measured}: ranked after the measured findings"
         ),
     );
     Ok(Some(f))
@@ -180,6 +233,7 @@ mod tests {
     fn state(cpu: u32, name: &str, exit_us: u64, disabled: bool) -> IdleState {
         IdleState {
             cpu,
+            state: if name == "POLL" || name == "C1" { 0 } else { 1 },
             name: name.into(),
             exit_us,
             disabled,
@@ -198,6 +252,7 @@ mod tests {
             cpus: &[0],
             wakeups: 5000,
             duration_ns: TEN_S,
+            idle_use: None,
         })
         .expect("applies")
         .expect("fires");
@@ -219,6 +274,7 @@ mod tests {
             cpus: &[0],
             wakeups: 5000,
             duration_ns: TEN_S,
+            idle_use: None,
         };
         assert!(detect(&i).expect("applies").is_none());
         let slow = freq("powersave");
@@ -228,6 +284,7 @@ mod tests {
             cpus: &[0],
             wakeups: 50,
             duration_ns: TEN_S,
+            idle_use: None,
         };
         assert!(detect(&i).expect("applies").is_none(), "5 wakeups/s");
         let i = Input {
@@ -236,6 +293,7 @@ mod tests {
             cpus: &[0],
             wakeups: 5000,
             duration_ns: TEN_S,
+            idle_use: None,
         };
         assert!(detect(&i).unwrap_err().contains("not visible here"));
     }
@@ -255,5 +313,72 @@ mod tests {
         let got = read_idle_states(&roots, &[0, 1]);
         assert_eq!(got, [state(1, "POLL", 0, false), state(1, "C6", 133, true)]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A cpuidle tree like a bare-metal Intel node's (POLL, C1 2 us, C6
+    /// 170 us on CPU 0), with what the `cpu_idle` program measured.
+    #[test]
+    fn measured_deep_exits_count_and_unused_deep_states_do_not() {
+        let dir = std::env::temp_dir().join(format!("tp-idle-use-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (s, name, lat) in [(0, "POLL", "0"), (1, "C1", "2"), (2, "C6", "170")] {
+            let d = dir.join(format!("sys/devices/system/cpu/cpu0/cpuidle/state{s}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
+            std::fs::write(d.join("latency"), format!("{lat}\n")).unwrap();
+            std::fs::write(d.join("disable"), "0\n").unwrap();
+        }
+        let roots = Roots::new(dir.join("sys"), dir.join("proc"));
+        let idle = read_idle_states(&roots, &[0]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(idle.len(), 3);
+        let perf = freq("performance");
+        let used = |c6_exits: u64| crate::report::CpuIdleReport {
+            states: vec![
+                crate::report::IdleStateUse {
+                    state: 1,
+                    exits: 4000,
+                    residency_ns: 400_000_000,
+                },
+                crate::report::IdleStateUse {
+                    state: 2,
+                    exits: c6_exits,
+                    residency_ns: c6_exits * 2_000_000,
+                },
+            ],
+            program_runs: 2 * (4000 + c6_exits),
+            program_run_time_ns: 0,
+        };
+        // C6 entered 3000 times in 10 s: 300/s, up to 3000 x 170 us = 510 ms.
+        let u = used(3000);
+        let got = detect(&Input {
+            freq: Ok(&perf),
+            idle: &idle,
+            cpus: &[0],
+            wakeups: 5000,
+            duration_ns: TEN_S,
+            idle_use: Some(&u),
+        })
+        .expect("applies")
+        .expect("fires");
+        let e = got
+            .evidence
+            .iter()
+            .find(|e| e.key == "deep_idle_exits_per_s")
+            .expect("measured exits");
+        assert!((e.value - 300.0).abs() < 1e-9, "{}", e.value);
+        assert!(e.text.contains("510.0 ms"), "{}", e.text);
+        // C6 enabled but never entered: nothing deep was used, governor fine.
+        let u = used(0);
+        let quiet = detect(&Input {
+            freq: Ok(&perf),
+            idle: &idle,
+            cpus: &[0],
+            wakeups: 5000,
+            duration_ns: TEN_S,
+            idle_use: Some(&u),
+        })
+        .expect("applies");
+        assert!(quiet.is_none(), "{quiet:?}");
     }
 }

@@ -5,11 +5,14 @@
 //! - one module per detector (pure, each with its rule and threshold):
 //!   `preemption`, `starvation`, `saturation`, `throttling` (with `cgroup_cpu`, the
 //!   cgroup reader), `pauses`, `irq`, `convoy`, `numa`, `frequency`;
-//! - `render`: the text report (pure); `unit`: `--unit` to a cgroup;
+//! - `render`: the text report (pure);
+//! - `drive`: `--url/--rate`, load driven while recording; `slow`: each
+//!   finding's timed evidence lined up with the slow requests (pure);
 //! - this module: the orchestration (recording, cgroup snapshots).
 
 pub mod cgroup_cpu;
 pub mod convoy;
+pub mod drive;
 pub mod finding;
 pub mod frequency;
 pub mod irq;
@@ -18,9 +21,9 @@ pub mod pauses;
 pub mod preemption;
 pub mod render;
 pub mod saturation;
+pub mod slow;
 pub mod starvation;
 pub mod throttling;
-pub mod unit;
 
 use std::{
     collections::BTreeMap,
@@ -48,6 +51,9 @@ pub struct DiagnoseOptions {
     pub duration: Duration,
     /// Progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Load to drive while recording (`--url/--rate`); then findings are
+    /// tied to the slow requests.
+    pub drive: Option<drive::Drive>,
 }
 
 /// The target's CPU cgroup and its counters at both ends of the run.
@@ -106,6 +112,10 @@ pub struct Diagnosis {
     /// True when the recorder lost events: the numbers may be low.
     pub lossy: bool,
     pub notes: Vec<String>,
+    /// With `--url/--rate`: the load driven and how each finding lines up
+    /// with the slow requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<drive::DriveSummary>,
 }
 
 /// The target's CPU cgroup and its levels when the probes attached.
@@ -121,6 +131,13 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     // Diagnose needs sums, windows and preemptors, not the outlier stream.
     ropts.max_outliers = 1000;
     ropts.wake_edges = true;
+    ropts.cpu_idle = true;
+    if opts.drive.is_some() {
+        // Timed evidence for the slow requests: every run-queue wait of
+        // 100 us or more, up to 200k of them.
+        ropts.outlier_runq = Duration::from_micros(100);
+        ropts.max_outliers = 200_000;
+    }
     let before: Arc<Mutex<Option<StartSnapshot>>> = Arc::new(Mutex::new(None));
     let slot = before.clone();
     ropts.on_attached = Some(Callback::new(move |pid| {
@@ -133,7 +150,13 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
         }
         eprintln!("tailprobe: probes attached to pid {pid}; diagnosing");
     }));
-    let report = record::run(&ropts)?;
+    let (report, driven) = match &opts.drive {
+        None => (record::run(&ropts)?, None),
+        Some(d) => {
+            let (report, lr, reqs, matched) = drive::record_with_load(ropts, d)?;
+            (report, Some((d, lr, reqs, matched)))
+        }
+    };
     let cg = before
         .lock()
         .ok()
@@ -148,7 +171,19 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
         });
     let cgroups = preemptor_cgroups(root, &report);
     let facts = NodeFacts::read(&crate::node::Roots::default());
-    Ok(analyse(&report, cg.as_ref(), &cgroups, &facts))
+    let mut d = analyse(&report, cg.as_ref(), &cgroups, &facts);
+    if let Some((drive, lr, reqs, matched)) = driven {
+        let detectors: Vec<&'static str> = d.findings.iter().map(|f| f.detector).collect();
+        let sum = drive::summarise(drive, &lr, &report, &reqs, matched, &detectors);
+        for t in &sum.ties {
+            if let Some(f) = d.findings.iter_mut().find(|f| f.detector == t.detector) {
+                let pct = 100.0 * t.slow_overlapping as f64 / t.slow_requests.max(1) as f64;
+                f.evidence("slow_requests_overlap_pct", pct, t.text.clone());
+            }
+        }
+        d.load = Some(sum);
+    }
+    Ok(d)
 }
 
 /// The CPU-controller cgroup path of every process that preempted the
@@ -299,11 +334,22 @@ pub fn analyse(
         cpus: &target_cpus,
         wakeups: report.process.wakeups,
         duration_ns: duration,
+        idle_use: report.cpu_idle.as_ref(),
     }));
     push("frequency_idle", frequency::RULE, f, na);
 
     rank(&mut findings);
     let mut notes = report.notes.clone();
+    if let Some(c) = &report.cpu_idle {
+        let exits: u64 = c.states.iter().map(|s| s.exits).sum();
+        notes.push(format!(
+            "cpu_idle program (power:cpu_idle, CPUs the target ran on): {exits} idle periods \
+             seen; it ran {} times for {:.2} ms ({:.0} ns a run)",
+            c.program_runs,
+            c.program_run_time_ns as f64 / 1e6,
+            c.program_run_time_ns as f64 / c.program_runs.max(1) as f64
+        ));
+    }
     if report.lossy {
         notes.push(
             "the recorder lost events (see `tailprobe record --json` losses): the evidence may \
@@ -325,6 +371,7 @@ pub fn analyse(
         cgroup_path: cg.map(|c| c.cgroup.path.clone()),
         lossy: report.lossy,
         notes,
+        load: None,
     }
 }
 

@@ -49,6 +49,21 @@ pub fn text(d: &Diagnosis) -> String {
             let _ = writeln!(o, "   what to do: {}", f.advice);
         }
     }
+    if let Some(l) = &d.load {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "Load driven: {} at {} req/s: {} sent, {} ok, p50 {:.2} ms, p95 {:.2} ms (from the \
+             intended send time); {} matched to the server thread that served them",
+            l.url, l.rate, l.sent, l.ok, l.p50_ms, l.p95_ms, l.served_matched
+        );
+        for t in &l.ties {
+            let _ = writeln!(o, "  {:<17} {}", t.detector, t.text);
+        }
+        for n in &l.not_tied {
+            let _ = writeln!(o, "  {:<17} not tied: {}", n.detector, n.reason);
+        }
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "Detectors:");
     for r in &d.detectors {

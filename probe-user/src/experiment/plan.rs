@@ -158,6 +158,10 @@ pub struct Plan {
     pub rerun_disturbed: bool,
     /// The request every cell sends (calibration too).
     pub request: RequestPlan,
+    /// Perfetto trace of each cell (`cells/<cell>/trace.pftrace`), capped
+    /// at this many MB (events past the cap are left out and counted); 0:
+    /// no trace.
+    pub trace_mb: u64,
 }
 
 /// What the load generator asks the server.
@@ -236,6 +240,7 @@ impl Default for Plan {
             interference_min_ms: 10.0,
             rerun_disturbed: true,
             request: RequestPlan::default(),
+            trace_mb: 2,
         }
     }
 }
@@ -357,6 +362,12 @@ impl Plan {
             return bad(format!(
                 "server: hidden {} (at most 16384) and layers {} (at most 256)",
                 self.server.hidden, self.server.layers
+            ));
+        }
+        if self.trace_mb > 1024 {
+            return bad(format!(
+                "trace_mb {} must be at most 1024 (0: no trace per cell)",
+                self.trace_mb
             ));
         }
         if self.noise_threads == Some(0) {

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
 };
 use probe_common::{
     filter, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, Preemptor, ThreadSlot,
@@ -76,6 +76,7 @@ pub enum Filter {
 
 mod sched_trace;
 pub use sched_trace::SchedTraceConfig;
+mod threads;
 
 /// What the programs are told before loading.
 #[derive(Debug, Clone)]
@@ -129,6 +130,12 @@ pub struct Probes {
     /// last one was.
     pub first_attached_ns: u64,
     pub all_attached_ns: u64,
+    /// CLOCK_MONOTONIC when the object was loaded (maps made), before the
+    /// first program was verified.
+    pub loaded_ns: u64,
+    /// Whether aya's loader parsed the kernel's BTF itself (the fallback of
+    /// `startup::new_loader`).
+    pub loader_parsed_btf: bool,
     /// `mm_migrate_pages` reason names on this kernel, read from tracefs
     /// while it was there (attach time).
     pub migrate_reasons: BTreeMap<i64, String>,
@@ -173,29 +180,23 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 }
 
 impl Probes {
-    /// Load and attach with `kernel_btf`, the bytes of
-    /// `/sys/kernel/btf/vmlinux` the caller has already read (for the
-    /// offsets): they are parsed once more here, for the attach points'
-    /// type ids, on a second thread while aya's loader does its own parse
-    /// (aya 0.14's `EbpfLoader::new` always parses the kernel's BTF).
-    pub fn load_and_attach(cfg: &LoadConfig, kernel_btf: &[u8]) -> Result<Self> {
-        std::thread::scope(|s| {
-            let parsing = s.spawn(|| Btf::parse(kernel_btf, aya::Endianness::default()));
-            let ebpf = load(cfg);
-            let btf = parsing
-                .join()
-                .map_err(|_| anyhow!("the BTF parsing thread panicked"))?
-                .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-            let (ebpf, tracefs, migrate) = ebpf?;
-            attach(cfg, ebpf, &btf, tracefs, migrate)
-        })
+    /// Load and attach with `btf`, the kernel's BTF parsed once by the
+    /// caller: it gives the attach points' type ids and is handed to aya's
+    /// loader, which does not parse its own (`startup::new_loader`).
+    pub fn load_and_attach(cfg: &LoadConfig, btf: &Btf) -> Result<Self> {
+        let (ebpf, tracefs, migrate, loader_parsed_btf) = load(cfg, btf)?;
+        let loaded_ns = crate::record::monotonic_ns();
+        let mut probes = attach(cfg, ebpf, btf, tracefs, migrate)?;
+        probes.loaded_ns = loaded_ns;
+        probes.loader_parsed_btf = loader_parsed_btf;
+        Ok(probes)
     }
 }
 
 type Tracefs = Option<(std::path::PathBuf, bool)>;
 
 /// Open the object with the run's settings, create and fill its maps.
-fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
+fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>, bool)> {
     raise_memlock_limit();
     let (mode, tgid, follow) = match &cfg.filter {
         Filter::Single {
@@ -213,7 +214,11 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
     let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
     let mo = migrate.clone().unwrap_or_default();
     let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
-    let mut ebpf = EbpfLoader::new()
+    let pid_max = threads::read_pid_max(Path::new("/proc"))?;
+    let (tid_entries, tgid_words) = threads::map_sizes(pid_max);
+    let hotpath_off = threads::hotpath_off_from_env()?;
+    let (mut loader, loader_parsed_btf) = super::startup::new_loader(btf);
+    let mut ebpf = loader
         .override_global("FILTER_MODE", &mode, true)
         .override_global("TARGET_TGID", &tgid, true)
         .override_global("TARGET_TID", &tid, true)
@@ -237,6 +242,11 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
         .override_global("SCHED_TRACE_ON", &st_on, true)
         .override_global("TASK_PRIO_OFF", &st_prio, true)
         .map_max_entries("SCHED_TRACE", st_bytes)
+        .map_max_entries("TID_SLOT", tid_entries)
+        .map_max_entries("TGID_BITS", tgid_words)
+        .map_max_entries("THREADS", cfg.max_threads)
+        .override_global("THREADS_CAP", &cfg.max_threads, true)
+        .override_global("HOTPATH_OFF", &hotpath_off, true)
         .load(EBPF_OBJECT)
         .context("loading tailprobe's eBPF object into the kernel")?;
     if let Some(topo) = &cfg.topology {
@@ -257,17 +267,10 @@ fn load(cfg: &LoadConfig) -> Result<(Ebpf, Tracefs, Option<MigrateFormat>)> {
         Filter::Set { tgids, .. } => tgids.clone(),
         Filter::Single { tgid, .. } => vec![*tgid],
     };
-    {
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            ebpf.map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        for t in &initial {
-            m.insert(t, 1, 0)
-                .with_context(|| format!("adding pid {t} to the followed set"))?;
-        }
+    for t in &initial {
+        threads::follow_tgid(&mut ebpf, *t)?;
     }
-    Ok((ebpf, tracefs, migrate))
+    Ok((ebpf, tracefs, migrate, loader_parsed_btf))
 }
 
 /// Attach the programs the run needs, required ones first.
@@ -354,6 +357,8 @@ fn attach(
         left_out,
         first_attached_ns,
         all_attached_ns: crate::record::monotonic_ns(),
+        loaded_ns: 0,
+        loader_parsed_btf: false,
         migrate_reasons,
     })
 }
@@ -361,13 +366,7 @@ fn attach(
 impl Probes {
     /// Add a process to the followed set (TGID_SET mode).
     pub fn follow(&mut self, tgid: u32) -> Result<()> {
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        m.insert(tgid, 1, 0)
-            .with_context(|| format!("adding pid {tgid} to the followed set"))?;
+        threads::follow_tgid(&mut self.ebpf, tgid)?;
         // Two or more processes now: make sure the set is what filters.
         let mut mode: Array<&mut MapData, u32> = Array::try_from(
             self.ebpf
@@ -379,42 +378,10 @@ impl Probes {
         Ok(())
     }
 
-    /// Every thread the programs have seen.
-    pub fn read_threads(&self) -> Result<BTreeMap<u32, ThreadCounters>> {
-        let slots: HashMap<&MapData, u32, ThreadSlot> =
-            HashMap::try_from(map(&self.ebpf, "SLOTS")?)?;
-        let mut out = BTreeMap::new();
-        for item in slots.iter() {
-            let (tid, slot) = item.context("reading the SLOTS map")?;
-            out.insert(tid, ThreadCounters::from(&slot));
-        }
-        Ok(out)
-    }
-
-    /// One thread's run-queue total so far: 0 when it has no slot yet,
-    /// None when the map cannot be read.
-    pub fn thread_runq_total(&self, tid: u32) -> Option<u64> {
-        let slots: HashMap<&MapData, u32, ThreadSlot> =
-            HashMap::try_from(map(&self.ebpf, "SLOTS").ok()?).ok()?;
-        match slots.get(&tid, 0) {
-            Ok(s) => Some(s.stats.runq_total_ns),
-            Err(aya::maps::MapError::KeyNotFound) => Some(0),
-            Err(_) => None,
-        }
-    }
-
-    /// Read one exited thread's counters and free its slot.
-    pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
-        let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(
-            self.ebpf
-                .map_mut("SLOTS")
-                .ok_or_else(|| anyhow!("map SLOTS missing"))?,
-        )?;
-        let Ok(slot) = slots.get(&tid, 0) else {
-            return Ok(None);
-        };
-        let _ = slots.remove(&tid);
-        Ok(Some(ThreadCounters::from(&slot)))
+    /// Stop following a process (the exporter, when it exits or leaves
+    /// its selector). Absent is not an error.
+    pub fn unfollow(&mut self, tgid: u32) -> Result<()> {
+        threads::unfollow_tgid(&mut self.ebpf, tgid)
     }
 
     /// Loss counters: (name, per-CPU values).
@@ -491,12 +458,26 @@ impl Probes {
         Ok(out)
     }
 
+    /// Empty the preemptor map (the exporter does not report preemptors;
+    /// cleared now and then so that it never fills and counts losses).
+    pub fn clear_preemptors(&mut self) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, Preemptor> = HashMap::try_from(
+            self.ebpf
+                .map_mut("PREEMPTORS")
+                .ok_or_else(|| anyhow!("map PREEMPTORS missing"))?,
+        )?;
+        let keys: Vec<u32> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            // Gone meanwhile is fine.
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
     /// not part of a plain recording.
-    pub fn attach_wake_edges(&mut self, kernel_btf: &[u8]) -> Result<()> {
-        let btf = Btf::parse(kernel_btf, aya::Endianness::default())
-            .context("parsing the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        attach_btf(&mut self.ebpf, &btf, "sched_wakeup_edges", "sched_waking")?;
+    pub fn attach_wake_edges(&mut self, btf: &Btf) -> Result<()> {
+        attach_btf(&mut self.ebpf, btf, "sched_wakeup_edges", "sched_waking")?;
         self.attached.push("sched_wakeup_edges");
         Ok(())
     }
@@ -508,6 +489,34 @@ impl Probes {
         for item in m.iter() {
             let (k, n) = item.context("reading the WAKE_EDGES map")?;
             out.insert(((k >> 32) as u32, k as u32), n);
+        }
+        Ok(out)
+    }
+
+    /// Attach the idle-state program (`cpu_idle`, on `power:cpu_idle`),
+    /// which is not part of a plain recording.
+    pub fn attach_cpu_idle(&mut self, btf: &Btf) -> Result<()> {
+        attach_btf(&mut self.ebpf, btf, "cpu_idle", "cpu_idle")?;
+        self.attached.push("cpu_idle");
+        Ok(())
+    }
+
+    /// Idle periods on the CPUs the target ran on, per idle state number
+    /// (the last also holds deeper ones): (state, periods ended, ns in them),
+    /// CPUs summed; states never entered are left out.
+    pub fn read_cpu_idle(&self) -> Result<Vec<(u32, u64, u64)>> {
+        let m: PerCpuArray<&MapData, [u64; 2]> =
+            PerCpuArray::try_from(map(&self.ebpf, "CPU_IDLE")?)?;
+        let mut out = Vec::new();
+        for s in 0..probe_common::CPU_IDLE_STATES {
+            let (mut n, mut ns) = (0u64, 0u64);
+            for v in m.get(&s, 0).context("reading CPU_IDLE")?.iter() {
+                n += v[0];
+                ns += v[1];
+            }
+            if n > 0 {
+                out.push((s, n, ns));
+            }
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@ pub mod btf_offsets;
 mod btf_scan;
 pub mod loader;
 pub mod plan;
+pub mod startup;
 pub mod tracefs;
 
 /// The eBPF object built by `build.rs` from `probe-ebpf`.

@@ -4,8 +4,12 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use serde::Serialize;
 
-use super::{fsx, governor, irq, Roots};
-use crate::cpulist;
+use super::{
+    fsx, governor,
+    irq::{self, IrqPlace},
+    Roots,
+};
+use crate::{cpulist, sysfs::cache};
 
 /// A NUMA node.
 #[derive(Debug, Clone, Serialize)]
@@ -36,14 +40,6 @@ pub struct PciDevice {
     /// `None` when sysfs says -1: locality unknown, *not* "any node".
     pub numa_node: Option<u32>,
     pub local_cpus: Option<String>,
-}
-
-/// Where an IRQ may and does land.
-#[derive(Debug, Clone, Serialize)]
-pub struct IrqPlace {
-    pub irq: u32,
-    pub affinity: Option<String>,
-    pub effective: Option<String>,
 }
 
 /// A network interface backed by a device.
@@ -240,30 +236,14 @@ fn smt_and_llc(roots: &Roots, online: &[u32]) -> (Vec<String>, Vec<LlcGroup>) {
                 }
             }
         }
-        let mut best: Option<(u32, Option<String>, Vec<u32>)> = None;
-        for idx in fsx::numbered_entries(&d.join("cache"), "index") {
-            let i = d.join(format!("cache/index{idx}"));
-            if fsx::read_opt(&i.join("type")).as_deref() == Some("Instruction") {
-                continue;
+        if let Some(l) = cache::llc(&roots.sys, c) {
+            if !l.shared_cpus.is_empty() {
+                llc.entry(l.shared_cpus.clone()).or_insert(LlcGroup {
+                    level: l.level,
+                    cpus: cpulist::Display(&l.shared_cpus).to_string(),
+                    size: l.size,
+                });
             }
-            let Some(level) = fsx::read_opt(&i.join("level")).and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let Some(shared) =
-                fsx::read_opt(&i.join("shared_cpu_list")).and_then(|s| cpulist::parse(&s).ok())
-            else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(l, _, _)| level > *l) {
-                best = Some((level, fsx::read_opt(&i.join("size")), shared));
-            }
-        }
-        if let Some((level, size, shared)) = best {
-            llc.entry(shared.clone()).or_insert(LlcGroup {
-                level,
-                size,
-                cpus: cpulist::Display(&shared).to_string(),
-            });
         }
     }
     (

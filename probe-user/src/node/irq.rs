@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::{
     fsx,
-    inventory::IrqPlace,
     journal::{Journal, JournalError},
     Roots,
 };
@@ -144,6 +143,14 @@ pub fn per_cpu_totals(d: &[IrqDelta]) -> BTreeMap<u32, u64> {
         }
     }
     m
+}
+
+/// Where an IRQ may and does land.
+#[derive(Debug, Clone, Serialize)]
+pub struct IrqPlace {
+    pub irq: u32,
+    pub affinity: Option<String>,
+    pub effective: Option<String>,
 }
 
 /// Allowed and effective CPUs of an IRQ.

@@ -18,7 +18,7 @@
 //! Everything that reads `/sys` or `/proc` takes a [`Roots`], so tests point
 //! it at fixture trees captured from real machines.
 
-pub mod affinity;
+pub use tailprobe_system::affinity;
 pub mod child;
 pub mod counters;
 pub mod fsx;

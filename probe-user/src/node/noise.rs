@@ -13,8 +13,8 @@ use std::{
 
 use serde::Serialize;
 
-use super::{affinity, fsx, pin, NotAvailable, Roots};
-use crate::cpulist;
+use super::{affinity, pin, NotAvailable, Roots};
+use crate::{cpulist, sysfs::cache};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,28 +126,9 @@ pub fn resolve(roots: &Roots, place: &Place, target: &[u32]) -> Result<Vec<u32>,
     Ok(cpus)
 }
 
-/// Size in bytes of the largest cache of CPU `cpu` (`size` is "32768K").
+/// Size in bytes of the last-level cache of CPU `cpu`.
 pub fn llc_bytes(roots: &Roots, cpu: u32) -> Option<u64> {
-    let d = roots.sys.join(format!("devices/system/cpu/cpu{cpu}/cache"));
-    fsx::numbered_entries(&d, "index")
-        .into_iter()
-        .filter_map(|i| {
-            let s = fsx::read_opt(&d.join(format!("index{i}/size")))?;
-            parse_size(&s)
-        })
-        .max()
-}
-
-/// "32768K", "1M", "512" -> bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok().map(|n| n * mul)
+    cache::llc(&roots.sys, cpu)?.size_bytes()
 }
 
 /// Bytes each memory-bandwidth thread streams over: 4x the LLC, at least
@@ -364,8 +345,6 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("32768K"), Some(32 << 20));
-        assert_eq!(parse_size("2M"), Some(2 << 20));
         assert_eq!(membw_buffer_bytes(Some(105 << 20)), 420 << 20);
         assert_eq!(membw_buffer_bytes(None), 64 << 20);
         assert_eq!(

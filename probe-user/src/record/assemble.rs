@@ -338,6 +338,7 @@ pub fn build(inp: Inputs) -> RecordReport {
         attach_ms: inp.attach_ms,
         notes: inp.notes,
         wake_edges: Vec::new(),
+        cpu_idle: None,
     }
 }
 

@@ -27,6 +27,7 @@ use crate::{
         btf_offsets,
         loader::{map_entries_for, Filter, LoadConfig, Probes, SchedTraceConfig, ThreadCounters},
         plan::PlanInputs,
+        startup,
     },
     privileges,
     procfs::ProcFs,
@@ -80,6 +81,9 @@ pub struct RecordOptions {
     /// Also count who woke whom among the target's threads (an extra
     /// program on sched_wakeup; `report.wake_edges`).
     pub wake_edges: bool,
+    /// Attach the idle-state program (`cpu_idle` on `power:cpu_idle`;
+    /// `report.cpu_idle`).
+    pub cpu_idle: bool,
     /// Write the scheduler stream, IRQs, page faults and migrations into
     /// this Perfetto trace (implies `trace_events`); the caller finishes it.
     pub timeline: Option<crate::timeline::SharedTimeline>,
@@ -107,6 +111,7 @@ impl RecordOptions {
             irq: true,
             priority: None,
             wake_edges: false,
+            cpu_idle: false,
             timeline: None,
         }
     }
@@ -136,20 +141,8 @@ pub fn mark_process_start() {
     PROCESS_START_NS.get_or_init(monotonic_ns);
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// CLOCK_MONOTONIC now, in ns (lives in `tailprobe_system::clock`).
+pub use tailprobe_system::clock::monotonic_ns;
 
 /// How often the target's pages per node are sampled during a run.
 const NUMA_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -226,29 +219,45 @@ fn resolve(proc: &ProcFs, spec: &TargetSpec, launched_pid: Option<u32>) -> Resul
                 rescan: Rescan::Comm(name.clone()),
             }
         }
-        TargetSpec::Cgroup(path) => {
-            let dir = target::cgroup_dir(Path::new(CGROUP_ROOT), path)?;
-            let tgids = target::pids_in_cgroup(&dir);
-            if tgids.is_empty() {
-                notes.push(format!(
-                    "cgroup {} has no process yet: waiting for some",
-                    dir.display()
-                ));
-            }
-            Resolved {
-                tgids,
-                tid: None,
-                comm: dir.display().to_string(),
-                notes,
-                rescan: Rescan::Cgroup(dir),
-            }
-        }
+        TargetSpec::Cgroup(path) => in_cgroup(
+            target::cgroup_dir(Path::new(target::CGROUP_ROOT), path)?,
+            notes,
+        ),
+        TargetSpec::Group(g) => in_cgroup(g.dir.clone(), notes),
     })
+}
+
+/// Every process under a cgroup directory now, and rescan it for more.
+fn in_cgroup(dir: PathBuf, mut notes: Vec<String>) -> Resolved {
+    let tgids = target::pids_in_cgroup_tree(&dir);
+    if tgids.is_empty() {
+        notes.push(format!(
+            "cgroup {} has no process yet: waiting for some",
+            dir.display()
+        ));
+    }
+    Resolved {
+        tgids,
+        tid: None,
+        comm: dir.display().to_string(),
+        notes,
+        rescan: Rescan::Cgroup(dir),
+    }
 }
 
 pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     mark_process_start();
-    privileges::require_root("tailprobe record")?;
+    let mut stamps = startup::Stamps {
+        process_start: PROCESS_START_NS.get().copied().unwrap_or(0),
+        setup: monotonic_ns(),
+        ..startup::Stamps::default()
+    };
+    privileges::require_bpf("tailprobe record")?;
+    if matches!(opts.priority, Some(priority::Priority::Fifo(_)))
+        || matches!(opts.priority, Some(priority::Priority::Nice(n)) if n < 0)
+    {
+        privileges::require("tailprobe record --priority", &[privileges::Cap::SysNice])?;
+    }
     privileges::require_btf()?;
     let proc = ProcFs::default();
     let mut launched = match &opts.target {
@@ -260,17 +269,45 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         priority::apply(p).with_context(|| {
             format!("setting the recorder's priority to {p} (needs CAP_SYS_NICE; drop --priority)")
         })?;
+        if matches!(p, priority::Priority::Fifo(_)) {
+            startup::superseded();
+        }
     }
     let r = resolve(&proc, &opts.target, launched.as_ref().map(|l| l.pid()))?;
     let mut notes = r.notes;
-    // Read once: scanned here for the offsets, parsed by the loader.
-    let btf = std::fs::read(privileges::VMLINUX_BTF)
+    // Pids inside the targets' PID namespaces, read now and at the end (a
+    // process that exits in between keeps the one read here).
+    let mut ns_pids: BTreeMap<u32, u32> = r
+        .tgids
+        .iter()
+        .filter_map(|p| Some((*p, target::members::ns_pid(proc.root(), *p)?)))
+        .collect();
+    // BPF_ENABLE_STATS is one of the few BPF commands that still needs
+    // CAP_SYS_ADMIN; without it the recording goes on, unmeasured.
+    let self_stats = opts.self_stats && privileges::has(privileges::Cap::SysAdmin);
+    if opts.self_stats && !self_stats {
+        notes.push(
+            "probe cost not measured: BPF run-time statistics (BPF_ENABLE_STATS) need \
+             CAP_SYS_ADMIN, which this process lacks"
+                .into(),
+        );
+    }
+    stamps.target = monotonic_ns();
+    // Read once, scanned for the offsets, parsed once for the attach points
+    // and aya's loader (kernel/startup.rs).
+    let raw_btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
-    let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
+    stamps.btf_read = monotonic_ns();
+    let offsets =
+        btf_offsets::resolve(&raw_btf).context("resolving task_struct offsets from BTF")?;
     let sched_trace = opts.timeline.as_ref().map(|_| SchedTraceConfig {
         ring_bytes: crate::timeline::session::SCHED_RING_BYTES,
-        prio_off: btf_offsets::resolve_prio(&btf).unwrap_or(0),
+        prio_off: btf_offsets::resolve_prio(&raw_btf).unwrap_or(0),
     });
+    stamps.btf_offsets = monotonic_ns();
+    let btf = startup::parse_kernel_btf(&raw_btf)?;
+    drop(raw_btf);
+    stamps.btf_parse = monotonic_ns();
     let threads_now: usize = r.tgids.iter().map(|t| proc.threads(*t).len()).sum();
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
     let follow_children = opts.follow_children || matches!(opts.target, TargetSpec::Command(_));
@@ -303,7 +340,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outlier_runq_ns: opts.outlier_runq.as_nanos() as u64,
         outlier_irq_ns: opts.outlier_irq.as_nanos() as u64,
         ringbuf_bytes: 1 << 20,
-        self_stats: opts.self_stats,
+        self_stats,
         trace_events: opts.trace_events || sched_trace.is_some(),
         sched_trace,
         plan: PlanInputs {
@@ -314,6 +351,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     };
     // Windows start before the probes do, so the first events land in one.
     let attach_begin_ns = monotonic_ns();
+    stamps.config = attach_begin_ns;
     let mut probes = Probes::load_and_attach(&cfg, &btf)?;
     if opts.wake_edges {
         if let Err(e) = probes.attach_wake_edges(&btf) {
@@ -322,8 +360,22 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             ));
         }
     }
+    if opts.cpu_idle {
+        if let Err(e) = probes.attach_cpu_idle(&btf) {
+            probes.unavailable.push(format!(
+                "idle states: cpu_idle not attachable on power:cpu_idle ({e:#})"
+            ));
+        }
+    }
     drop(btf);
-    let attach_ms = attach_time(&probes, opts.priority);
+    stamps.loaded = probes.loaded_ns;
+    stamps.attached = probes.all_attached_ns;
+    // Every program is attached: the start-up priority goes.
+    if let Err(e) = startup::end_boost() {
+        notes.push(e);
+    }
+    notes.extend(startup::refusal_note());
+    let attach_ms = attach_time(&probes, opts.priority, &stamps);
     if let Some(l) = launched.as_mut() {
         l.release()?;
     }
@@ -388,7 +440,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         let found = match &r.rescan {
             Rescan::None => Vec::new(),
             Rescan::Comm(name) => target::pids_by_comm(&proc, name),
-            Rescan::Cgroup(dir) => target::pids_in_cgroup(dir),
+            Rescan::Cgroup(dir) => target::pids_in_cgroup_tree(dir),
         };
         for tgid in found {
             if !book.processes().contains(&tgid) {
@@ -454,6 +506,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         // the process gone: give it a moment to reach the maps.
         std::thread::sleep(Duration::from_millis(50));
     }
+    for pid in book.processes() {
+        if let Some(n) = target::members::ns_pid(proc.root(), pid) {
+            ns_pids.insert(pid, n);
+        }
+    }
     // Kernel accounting first, then our maps, then detach (drop).
     book.finish(&proc, &|t| probes.thread_runq_total(t));
     let end_ns = monotonic_ns();
@@ -478,6 +535,24 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     } else {
         BTreeMap::new()
     };
+    let cpu_idle = if probes.attached.contains(&"cpu_idle") {
+        let cost = prog_stats.iter().find(|p| p.name == "cpu_idle");
+        Some(crate::report::CpuIdleReport {
+            states: probes
+                .read_cpu_idle()?
+                .into_iter()
+                .map(|(state, exits, residency_ns)| crate::report::IdleStateUse {
+                    state,
+                    exits,
+                    residency_ns,
+                })
+                .collect(),
+            program_runs: cost.map_or(0, |c| c.run_count),
+            program_run_time_ns: cost.map_or(0, |c| c.run_time_ns),
+        })
+    } else {
+        None
+    };
     let inputs = assemble::Inputs {
         target: Target {
             kind: if opts.builtin {
@@ -493,6 +568,16 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             processes: book.processes(),
             builtin: opts.builtin,
             command_exit_code,
+            cgroup: match &r.rescan {
+                Rescan::Cgroup(d) => Some(d.display().to_string()),
+                _ => None,
+            },
+            runtime: match &opts.target {
+                TargetSpec::Group(g) => g.runtime,
+                _ => None,
+            },
+            ns_pid: ns_pids.get(&main_pid).copied(),
+            ns_pids,
         },
         start_ns,
         end_ns,
@@ -515,7 +600,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outliers: stream.outliers,
         outliers_not_kept: stream.not_kept,
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
-        prog_stats: opts.self_stats.then_some(prog_stats),
+        prog_stats: self_stats.then_some(prog_stats),
         unavailable: probes.unavailable.clone(),
         left_out: probes.left_out.clone(),
         attach_ms,
@@ -530,6 +615,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     }
     let mut report = assemble::build(inputs);
     report.notes.extend(notes);
+    report.cpu_idle = cpu_idle;
     report.wake_edges = wake_edges
         .into_iter()
         .map(|((waker_tid, wakee_tid), count)| crate::report::WakeEdge {
@@ -541,7 +627,11 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
     Ok(report)
 }
 
-fn attach_time(probes: &Probes, prio: Option<priority::Priority>) -> AttachTime {
+fn attach_time(
+    probes: &Probes,
+    prio: Option<priority::Priority>,
+    stamps: &startup::Stamps,
+) -> AttachTime {
     let start = PROCESS_START_NS.get().copied().unwrap_or(0);
     let ms = |t: u64| t.saturating_sub(start) as f64 / 1e6;
     AttachTime {
@@ -551,6 +641,9 @@ fn attach_time(probes: &Probes, prio: Option<priority::Priority>) -> AttachTime 
         first_attached_monotonic_ns: probes.first_attached_ns,
         all_attached_monotonic_ns: probes.all_attached_ns,
         priority: prio.map_or_else(|| "default".to_string(), |p| p.to_string()),
+        startup_priority: startup::describe(),
+        phases: stamps.phases(),
+        loader_parsed_btf: probes.loader_parsed_btf,
     }
 }
 

@@ -41,6 +41,17 @@ pub struct Target {
     pub builtin: bool,
     /// Exit status of a launched command, when it finished.
     pub command_exit_code: Option<i32>,
+    /// The cgroup directory followed (cgroup, unit, container, pod targets).
+    pub cgroup: Option<String>,
+    /// The container runtime whose cgroup layout matched (container targets).
+    pub runtime: Option<&'static str>,
+    /// The main process's pid inside its PID namespace (the last `NSpid`
+    /// field of /proc/<pid>/status), when it runs in a namespace below
+    /// tailprobe's, e.g. in a container; `pid` is the host's.
+    pub ns_pid: Option<u32>,
+    /// Host pid -> pid inside its namespace, for every followed process
+    /// that runs in a namespace below tailprobe's.
+    pub ns_pids: std::collections::BTreeMap<u32, u32>,
 }
 
 /// The kernel's own accounting over the same window, for comparison.
@@ -331,6 +342,29 @@ pub struct RecordReport {
     /// was attached, as `tailprobe diagnose` does; absent otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub wake_edges: Vec<WakeEdge>,
+    /// Idle periods of the CPUs the target ran on (only when the `cpu_idle`
+    /// program was attached, as `tailprobe diagnose` does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_idle: Option<CpuIdleReport>,
+}
+
+/// What the `cpu_idle` program saw: idle periods per state on the CPUs the
+/// target ran on (from the first time it ran on each), and what it cost.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct CpuIdleReport {
+    pub states: Vec<IdleStateUse>,
+    /// The program's runs and run time (BPF run-time statistics).
+    pub program_runs: u64,
+    pub program_run_time_ns: u64,
+}
+
+/// One idle state's use: periods ended and time in them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IdleStateUse {
+    /// cpuidle state number (`/sys/devices/system/cpu/cpuN/cpuidle/stateS`).
+    pub state: u32,
+    pub exits: u64,
+    pub residency_ns: u64,
 }
 
 /// One thread of the target waking another, and how often.
@@ -353,6 +387,14 @@ pub struct AttachTime {
     pub all_attached_monotonic_ns: u64,
     /// `--priority` the loader and reader ran at ("default" when not raised).
     pub priority: String,
+    /// The priority from the first line of `main` until every program was
+    /// attached, e.g. "fifo:1 until attached" (kernel/startup.rs).
+    pub startup_priority: String,
+    /// Where the time went, in ms, phase by phase.
+    pub phases: crate::kernel::startup::Phases,
+    /// Whether aya's loader parsed the kernel's BTF a second time (false:
+    /// parsed once, by us, and shared).
+    pub loader_parsed_btf: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

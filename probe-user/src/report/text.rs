@@ -86,6 +86,34 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
         r.duration_ns as f64 / 1e9,
         r.kernel_release
     );
+    if let Some(cg) = &r.target.cgroup {
+        let rt = r
+            .target
+            .runtime
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "cgroup{rt}: {cg}");
+    }
+    if !r.target.ns_pids.is_empty() {
+        let pairs: Vec<String> = r
+            .target
+            .ns_pids
+            .iter()
+            .take(8)
+            .map(|(host, ns)| format!("{host} = {ns}"))
+            .collect();
+        let more = r.target.ns_pids.len().saturating_sub(8);
+        let _ = writeln!(
+            o,
+            "pids inside their PID namespace (host = namespace): {}{}",
+            pairs.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(code) = r.target.command_exit_code {
         let _ = writeln!(o, "command exit status: {code}");
     }
@@ -292,8 +320,8 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     let a = &r.attach_ms;
     let _ = writeln!(
         o,
-        "attached in {:.0} ms (first program {:.0} ms after start, priority {})",
-        a.all, a.first, a.priority
+        "attached in {:.0} ms (first program {:.0} ms after start; start-up at {}, then priority {})",
+        a.all, a.first, a.startup_priority, a.priority
     );
     for note in &r.notes {
         let _ = writeln!(o, "note: {note}");

@@ -244,6 +244,20 @@ pub fn cells_section(r: &Results, prefix: &str) -> String {
             let _ = writeln!(s, "|  |  |  | note: {n} |  |  |  |  |");
         }
     }
+    let traces = r
+        .cells
+        .iter()
+        .filter(|c| c.raw.iter().any(|p| p.ends_with(".pftrace")))
+        .count();
+    if traces > 0 {
+        let _ = writeln!(
+            s,
+            "\n{traces} cells have a Perfetto trace (`trace.pftrace` in the raw snapshots: \
+             the server's threads as the kernel ran them and every request on one clock; open \
+             it at ui.perfetto.dev, see docs/timeline.md). A trace that reached the plan's \
+             `trace_mb` cap says in its cell's notes what was left out."
+        );
+    }
     let na = r
         .cells
         .iter()

@@ -54,6 +54,9 @@ pub const DEFAULT_MAX_MB: u64 = 200;
 pub struct TraceOptions {
     pub path: PathBuf,
     pub max_bytes: u64,
+    /// Bytes of the cap kept for the request slices added at the end
+    /// (kernel events stop that much earlier); 0: none kept.
+    pub request_reserve: u64,
 }
 
 impl TraceOptions {
@@ -61,6 +64,7 @@ impl TraceOptions {
         TraceOptions {
             path: path.to_path_buf(),
             max_bytes: max_mb.saturating_mul(1 << 20),
+            request_reserve: 0,
         }
     }
 }
@@ -108,6 +112,25 @@ impl TraceSummary {
         s.push_str("; open it at https://ui.perfetto.dev");
         s
     }
+}
+
+/// The generator's per-request records (`--requests-out`, JSON Lines);
+/// lines that are not records are skipped.
+pub fn read_request_records(records: &Path) -> Result<Vec<Req>> {
+    let f = std::fs::File::open(records)
+        .with_context(|| format!("reading the request records {}", records.display()))?;
+    let mut reqs = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line =
+            line.with_context(|| format!("reading the request records {}", records.display()))?;
+        if let Some(r) = serde_json::from_str(&line)
+            .ok()
+            .and_then(|v| Req::from_json(&v))
+        {
+            reqs.push(r);
+        }
+    }
+    Ok(reqs)
 }
 
 /// A trace being written, shared between the recording and its caller.
@@ -191,6 +214,7 @@ impl Timeline {
     /// Create the file and write the clock snapshot and the system info.
     pub fn create(opts: &TraceOptions) -> Result<Timeline> {
         let mut w = PacketWriter::create(&opts.path, opts.max_bytes)?;
+        w.reserve_for_requests(opts.request_reserve);
         let (boot, mono) = clock_pair();
         // Without a suspend the two clocks are equal and the read order can
         // make boot a few ns "before" mono: the offset is then 0, and the
@@ -353,19 +377,7 @@ impl Timeline {
         served: &[Served],
         generator_pid: u32,
     ) -> Result<(u64, u64)> {
-        let f = std::fs::File::open(records)
-            .with_context(|| format!("reading the request records {}", records.display()))?;
-        let mut reqs = Vec::new();
-        for line in std::io::BufReader::new(f).lines() {
-            let line =
-                line.with_context(|| format!("reading the request records {}", records.display()))?;
-            if let Some(r) = serde_json::from_str(&line)
-                .ok()
-                .and_then(|v| Req::from_json(&v))
-            {
-                reqs.push(r);
-            }
-        }
+        let reqs = read_request_records(records)?;
         self.name_process(generator_pid, "tailprobe load")?;
         let m = requests::match_served(&reqs, served);
         let mut matched = 0;

@@ -46,6 +46,8 @@ pub struct PacketWriter {
     packets: u64,
     /// What was left out: kind -> events.
     left_out: BTreeMap<&'static str, u64>,
+    /// Bytes below the closing reserve that only `request` packets may use.
+    request_reserve: u64,
 }
 
 impl PacketWriter {
@@ -62,7 +64,16 @@ impl PacketWriter {
             written: 0,
             packets: 0,
             left_out: BTreeMap::new(),
+            request_reserve: 0,
         })
+    }
+
+    /// Keep `bytes` (at most half of what the cap leaves) for `request`
+    /// packets: other kinds stop that much earlier, so requests added at the
+    /// end still fit when kernel events reached the cap.
+    pub fn reserve_for_requests(&mut self, bytes: u64) {
+        let room = self.max_bytes.saturating_sub(CLOSING_RESERVE);
+        self.request_reserve = bytes.min(room / 2);
     }
 
     fn encode(&mut self, p: &TracePacket) -> Result<(), WriteError> {
@@ -95,7 +106,12 @@ impl PacketWriter {
     ) -> Result<bool, WriteError> {
         // Size of the field: tag, length, body (at most 10 bytes of header).
         let size = u64::from(p.compute_size() as u32) + 10;
-        if self.written + size > self.max_bytes.saturating_sub(CLOSING_RESERVE) {
+        let reserve = if kind == "request" {
+            0
+        } else {
+            self.request_reserve
+        };
+        if self.written + size > self.max_bytes.saturating_sub(CLOSING_RESERVE + reserve) {
             *self.left_out.entry(kind).or_default() += events;
             return Ok(false);
         }
@@ -185,5 +201,26 @@ mod tests {
         assert_eq!(w.left_out().get("slices"), Some(&24));
         assert!(w.write_closing(&packet(9)).unwrap());
         assert!(w.bytes() <= cap);
+    }
+
+    #[test]
+    fn requests_keep_their_reserve_when_other_kinds_reach_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pftrace");
+        let cap = 4 * CLOSING_RESERVE;
+        let mut w = PacketWriter::create(&path, cap).unwrap();
+        w.reserve_for_requests(CLOSING_RESERVE);
+        let mut big = TracePacket::new();
+        big.mut_track_event().set_name("x".repeat(100_000));
+        let sched = (0..20)
+            .filter(|_| w.write(&big, "switch", 1).unwrap())
+            .count();
+        // 1024 kB - 256 kB closing - 256 kB for requests: five 100 kB packets.
+        assert_eq!(sched, 5);
+        let requests = (0..20)
+            .filter(|_| w.write(&big, "request", 1).unwrap())
+            .count();
+        assert_eq!(requests, 2, "the reserve takes two more");
+        assert!(w.bytes() <= cap - CLOSING_RESERVE);
     }
 }

@@ -19,6 +19,9 @@
 //!                             as its last act between CLOCK_MONOTONIC stamps t1 and t2;
 //!                             then `churn <threads> <life_ns> <cpu_ns>` (sums)
 //!   bounce <n>                one thread moved to the other CPU <n> times
+//!   pingpong <n>              two threads passing a byte back and forth <n> times over a
+//!                             Unix socket pair: each blocks in its read until the other
+//!                             writes, so each is woken by the other about <n> times
 //!   sleeper <n> <us>          one thread sleeping <n> times for <us>
 //!   spawn <threads> <n>       after `go`, create <threads> threads that sleep <n> times
 //!   pagefault <pages>         one thread touching <pages> fresh pages (own mmap)
@@ -243,6 +246,26 @@ fn main() {
                 }
             })));
         }
+        "pingpong" => {
+            let n = arg(&args, 1);
+            let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+            handles.push(spawn_worker(Box::new(move || {
+                use std::io::Read as _;
+                let (mut a, mut buf) = (a, [0u8; 1]);
+                for _ in 0..n {
+                    a.write_all(&[1]).expect("ping");
+                    a.read_exact(&mut buf).expect("pong");
+                }
+            })));
+            handles.push(spawn_worker(Box::new(move || {
+                use std::io::Read as _;
+                let (mut b, mut buf) = (b, [0u8; 1]);
+                for _ in 0..n {
+                    b.read_exact(&mut buf).expect("ping");
+                    b.write_all(&[1]).expect("pong");
+                }
+            })));
+        }
         "bounce" => {
             let n = arg(&args, 1);
             handles.push(spawn_worker(Box::new(move || {
@@ -348,7 +371,7 @@ fn main() {
 
 fn start_count(mode: &str, args: &[String]) -> usize {
     match mode {
-        "spin2" => 2,
+        "spin2" | "pingpong" => 2,
         "spin-n" => arg(args, 2) as usize,
         "bounce" | "sleeper" | "pagefault" | "udp" | "churn" => 1,
         _ => 0,

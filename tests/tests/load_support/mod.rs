@@ -277,6 +277,7 @@ pub fn load_json(args: &[&str]) -> (bool, serde_json::Value, String, i64) {
     // SAFETY: rusage is plain data filled by wait4; pid is our child, not
     // yet waited for (std's Child is dropped without waiting).
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to `status` and `ru`; `pid` is our child.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(rc, pid, "wait4");
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;

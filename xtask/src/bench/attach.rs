@@ -8,7 +8,8 @@
 //! poller runs at SCHED_FIFO so that `hackbench` does not delay the
 //! measurement itself (the tools run at their own priority). tailprobe's
 //! own `attach_ms` (from its JSON: first and last program attached, counted
-//! from the same spawn instant on CLOCK_MONOTONIC) is shown beside it.
+//! from the same spawn instant on CLOCK_MONOTONIC) is shown beside it, and
+//! for its default row the median of each start-up phase (`attach_ms.phases`).
 
 use std::{
     fmt::Write as _,
@@ -27,6 +28,17 @@ const RUNQLAT: &str = "/usr/sbin/runqlat";
 /// enough to outlast a measurement (it is stopped afterwards).
 const HACKBENCH: &[&str] = &["hackbench", "-g", "10", "-l", "100000000"];
 const GIVE_UP: Duration = Duration::from_secs(60);
+/// `attach_ms.phases` of the report, in the order they happen.
+const PHASES: [&str; 8] = [
+    "before_setup",
+    "target",
+    "btf_read",
+    "btf_offsets",
+    "btf_parse",
+    "config",
+    "load",
+    "attach",
+];
 
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -68,7 +80,17 @@ impl Drop for Guard {
 /// first/all in ms from the same spawn).
 struct Run {
     first_link_ms: f64,
-    own: Option<(f64, f64)>,
+    own: Option<Own>,
+}
+
+/// What tailprobe's report says of one start-up.
+struct Own {
+    first_ms: f64,
+    all_ms: f64,
+    /// `attach_ms.phases`: (name, ms), in report order.
+    phases: Vec<(String, f64)>,
+    loader_parsed_btf: bool,
+    startup_priority: String,
 }
 
 fn measure(argv: &[String], wait_for_report: bool) -> Result<Run> {
@@ -118,12 +140,24 @@ fn measure(argv: &[String], wait_for_report: bool) -> Result<Run> {
             .with_context(|| format!("attach_ms.{k} missing from the report"))?;
         Ok(ns.saturating_sub(t0) as f64 / 1e6)
     };
+    let phases = PHASES
+        .iter()
+        .map(|k| {
+            let v = a["phases"][k]
+                .as_f64()
+                .with_context(|| format!("attach_ms.phases.{k} missing from the report"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Run {
         first_link_ms,
-        own: Some((
-            at("first_attached_monotonic_ns")?,
-            at("all_attached_monotonic_ns")?,
-        )),
+        own: Some(Own {
+            first_ms: at("first_attached_monotonic_ns")?,
+            all_ms: at("all_attached_monotonic_ns")?,
+            phases,
+            loader_parsed_btf: a["loader_parsed_btf"].as_bool().unwrap_or(true),
+            startup_priority: a["startup_priority"].as_str().unwrap_or("?").to_string(),
+        }),
     })
 }
 
@@ -139,32 +173,67 @@ fn median(v: &mut [f64]) -> f64 {
 /// A row: (tool, median first link, min, max, own first median, own all median).
 type Row = (String, f64, f64, f64, Option<(f64, f64)>);
 
-fn series(name: &str, argv: &[String], ours: bool, n: usize) -> Result<Row> {
+/// tailprobe's own view of a series: median of each phase, how many runs
+/// had the loader parse the BTF again, the start-up priorities seen.
+#[derive(Default)]
+struct OwnSummary {
+    phases: Vec<(String, f64)>,
+    loader_parsed: usize,
+    runs: usize,
+    priorities: Vec<String>,
+}
+
+fn summarise(owns: &[Own]) -> OwnSummary {
+    let mut s = OwnSummary {
+        runs: owns.len(),
+        ..OwnSummary::default()
+    };
+    if let Some(first) = owns.first() {
+        for (i, (name, _)) in first.phases.iter().enumerate() {
+            let mut v: Vec<f64> = owns
+                .iter()
+                .filter_map(|o| o.phases.get(i))
+                .map(|p| p.1)
+                .collect();
+            s.phases.push((name.clone(), median(&mut v)));
+        }
+    }
+    s.loader_parsed = owns.iter().filter(|o| o.loader_parsed_btf).count();
+    for o in owns {
+        if !s.priorities.contains(&o.startup_priority) {
+            s.priorities.push(o.startup_priority.clone());
+        }
+    }
+    s
+}
+
+fn series(name: &str, argv: &[String], ours: bool, n: usize) -> Result<(Row, OwnSummary)> {
     let mut links = Vec::new();
-    let mut firsts = Vec::new();
-    let mut alls = Vec::new();
+    let mut owns = Vec::new();
     for _ in 0..n {
         let r = measure(argv, ours)?;
         links.push(r.first_link_ms);
-        if let Some((f, a)) = r.own {
-            firsts.push(f);
-            alls.push(a);
-        }
+        owns.extend(r.own);
         std::thread::sleep(Duration::from_millis(200));
     }
     let (lo, hi) = links
         .iter()
         .fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+    let mut firsts: Vec<f64> = owns.iter().map(|o| o.first_ms).collect();
+    let mut alls: Vec<f64> = owns.iter().map(|o| o.all_ms).collect();
     let own = ours.then(|| (median(&mut firsts), median(&mut alls)));
-    Ok((name.to_string(), median(&mut links), lo, hi, own))
+    Ok((
+        (name.to_string(), median(&mut links), lo, hi, own),
+        summarise(&owns),
+    ))
 }
 
 fn poller_at_fifo() {
     let p = libc::sched_param { sched_priority: 50 };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     // SAFETY: valid sched_param; pid 0 is this thread. Failure only makes
     // the measurement noisier, so it is reported, not fatal. Children
     // (the tools, hackbench) get the default policy back (reset on fork).
-    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     if unsafe { libc::sched_setscheduler(0, policy, &p) } != 0 {
         eprintln!("xtask bench: could not put the poller at SCHED_FIFO; times under load are upper bounds");
     }
@@ -184,8 +253,8 @@ fn tools(bin: &Path, target: u32) -> Vec<(String, Vec<String>, bool)> {
     vec![
         ("tailprobe record".into(), rec(&[]), true),
         (
-            "tailprobe record --priority nice:-10".into(),
-            rec(&["--priority", "nice:-10"]),
+            "tailprobe record --no-startup-boost".into(),
+            rec(&["--no-startup-boost"]),
             true,
         ),
         (
@@ -220,11 +289,26 @@ pub fn run(quick: bool) -> Result<String> {
             .context("starting sleep")?,
     );
     let pid = target.0.id();
-    let load_idle = load("idle");
-    let mut idle = Vec::new();
-    for (name, argv, ours) in tools(&bin, pid) {
-        idle.push(series(&name, &argv, ours, n)?);
-    }
+    // Every tool's series, the first (tailprobe's default) row's own
+    // summary, and the load average at the start and at the end.
+    let condition = |what: &str| -> Result<(Vec<Row>, OwnSummary, String)> {
+        let at_start = load(what);
+        let mut rows = Vec::new();
+        let mut first_own = OwnSummary::default();
+        for (i, (name, argv, ours)) in tools(&bin, pid).into_iter().enumerate() {
+            let (row, own) = series(&name, &argv, ours, n)?;
+            rows.push(row);
+            if i == 0 {
+                first_own = own;
+            }
+        }
+        Ok((
+            rows,
+            first_own,
+            format!("{at_start} at the start, {} at the end", load(what)),
+        ))
+    };
+    let (idle, idle_own, load_idle) = condition("idle")?;
     let hb = Command::new(HACKBENCH[0])
         .args(&HACKBENCH[1..])
         .process_group(0)
@@ -235,13 +319,40 @@ pub fn run(quick: bool) -> Result<String> {
         .context("starting hackbench")?;
     let hb = Guard(hb);
     std::thread::sleep(Duration::from_secs(3));
-    let load_hb = load("hackbench");
-    let mut busy = Vec::new();
-    for (name, argv, ours) in tools(&bin, pid) {
-        busy.push(series(&name, &argv, ours, n)?);
-    }
+    let (busy, busy_own, load_hb) = condition("hackbench")?;
     drop(hb);
-    render(n, quick, &load_idle, &load_hb, &idle, &busy)
+    let mut s = render(n, quick, &load_idle, &load_hb, &idle, &busy)?;
+    s.push_str(&render_phases(&idle_own, &busy_own)?);
+    Ok(s)
+}
+
+/// The default row's start-up, phase by phase (medians), idle and busy.
+fn render_phases(idle: &OwnSummary, busy: &OwnSummary) -> Result<String> {
+    let mut s = String::new();
+    let w = &mut s;
+    writeln!(
+        w,
+        "Where `tailprobe record`'s start-up went (`attach_ms.phases`, median ms of the same runs; \
+         `before_setup` is from the first line of `main`):\n"
+    )?;
+    writeln!(w, "| phase | idle | hackbench |")?;
+    writeln!(w, "| --- | --- | --- |")?;
+    for (i, (name, v)) in idle.phases.iter().enumerate() {
+        let b = busy.phases.get(i).map_or(f64::NAN, |p| p.1);
+        writeln!(w, "| {name} | {v:.1} | {b:.1} |")?;
+    }
+    writeln!(
+        w,
+        "\nStart-up priority reported: idle {}; hackbench {}. aya's loader parsed the kernel's \
+         BTF again in {} of {} idle and {} of {} hackbench runs (the BTF is otherwise parsed once).\n",
+        idle.priorities.join(", "),
+        busy.priorities.join(", "),
+        idle.loader_parsed,
+        idle.runs,
+        busy.loader_parsed,
+        busy.runs
+    )?;
+    Ok(s)
 }
 
 fn render(
@@ -263,9 +374,11 @@ fn render(
          kernel {kernel}, {} CPUs. Each cell: median of {n} runs (min-max), in ms from just \
          before the spawn to the first attached program (`anon_inode:bpf_link` seen in \
          `/proc/PID/fd` by a SCHED_FIFO poller every 0.5 ms). \"own\": tailprobe's \
-         `attach_ms` stamps from the same spawn instant, first and last program. Saturated: \
-         `{}` running (load average 1/5/15 min {load_hb}); idle: nothing of ours running \
-         (load average {load_idle}: other work on the machine is in these numbers).\n",
+         `attach_ms` stamps from the same spawn instant, first and last program. \
+         `tailprobe record` runs its start-up at SCHED_FIFO 1 by default \
+         (`--no-startup-boost`: at its own priority). Saturated: `{}` running (load \
+         average 1/5/15 min {load_hb}); idle: nothing of ours running (load average \
+         {load_idle}: other work on the machine is in these numbers).\n",
         if quick { " --quick" } else { "" },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         HACKBENCH.join(" "),

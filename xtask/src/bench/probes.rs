@@ -367,6 +367,30 @@ impl ProgCost {
     }
 }
 
+/// Issue 13's goal: our hot-path programs at most this fraction of runqlat's
+/// cost per event.
+const HOT_PATH_GOAL: f64 = 0.5;
+
+/// One verdict line: ours as a multiple of runqlat's ns per event, PASS or
+/// FAIL against `HOT_PATH_GOAL`; no verdict without runs on both sides.
+fn verdict(label: &str, hook: &str, ours: Option<&ProgCost>, theirs: Option<&ProgCost>) -> String {
+    let on = ours.and_then(ProgCost::ns_per_event);
+    let tn = theirs.and_then(ProgCost::ns_per_event);
+    match (on, tn) {
+        (Some(a), Some(b)) if b > 0.0 => {
+            let x = a / b;
+            format!(
+                "{label}, `{hook}`: {x:.2}x of runqlat ({a:.0} vs {b:.0} ns/run, {} vs {} \
+                 runs): **{}**",
+                ours.map_or(0, |p| p.events),
+                theirs.map_or(0, |p| p.events),
+                if x <= HOT_PATH_GOAL { "PASS" } else { "FAIL" }
+            )
+        }
+        _ => format!("{label}, `{hook}`: no verdict (no runs measured on one side)"),
+    }
+}
+
 /// `prog_id`, `run_cnt`, `run_time_ns` from a bpf-prog fd's fdinfo.
 fn parse_prog_fdinfo(text: &str) -> Option<(u32, u64, u64)> {
     let field = |k: &str| {
@@ -998,6 +1022,26 @@ fn section(bin: &Path, quick: bool) -> Result<String> {
         w,
         "\nGoal (issue 3): ours at or below runqlat's ns per event, ideally half of it.\n"
     )?;
+    writeln!(
+        w,
+        "Verdict (issue 13: the hot path at most {HOT_PATH_GOAL}x runqlat's ns per event, \
+         both measured in this run):\n"
+    )?;
+    for r in costs.iter().filter(|r| r.label.starts_with("hackbench")) {
+        for hook in ["sched_switch", "sched_wakeup"] {
+            writeln!(
+                w,
+                "- {}",
+                verdict(
+                    r.label,
+                    hook,
+                    cost_of(&r.ours, hook),
+                    cost_of(&r.theirs, hook)
+                )
+            )?;
+        }
+    }
+    writeln!(w)?;
 
     // 2. Slowdown.
     writeln!(w, "### Workload slowdown, all probes attached vs none\n")?;
@@ -1164,6 +1208,46 @@ mod tests {
         assert_eq!(acc[0].ns_per_event(), Some(500.0));
         assert_eq!(cost_of(&acc, "sched_wakeup").map(|p| p.events), Some(1));
         assert!(cost_of(&acc, "sched_wakeup_new").is_none());
+    }
+
+    #[test]
+    fn verdict_lines() {
+        let c = |events, run_time_ns| ProgCost {
+            name: "sched_switch".into(),
+            events,
+            run_time_ns,
+        };
+        let pass = verdict(
+            "hb",
+            "sched_switch",
+            Some(&c(100, 20_000)),
+            Some(&c(50, 25_000)),
+        );
+        assert!(
+            pass.contains("0.40x") && pass.ends_with("**PASS**"),
+            "{pass}"
+        );
+        let fail = verdict(
+            "hb",
+            "sched_switch",
+            Some(&c(100, 30_000)),
+            Some(&c(100, 50_000)),
+        );
+        assert!(
+            fail.contains("0.60x") && fail.ends_with("**FAIL**"),
+            "{fail}"
+        );
+        let edge = verdict(
+            "hb",
+            "sched_switch",
+            Some(&c(10, 2_500)),
+            Some(&c(10, 5_000)),
+        );
+        assert!(edge.ends_with("**PASS**"), "{edge}");
+        let none = verdict("hb", "sched_wakeup", None, Some(&c(1, 1)));
+        assert!(none.contains("no verdict"), "{none}");
+        let zero = verdict("hb", "sched_wakeup", Some(&c(0, 0)), Some(&c(1, 1)));
+        assert!(zero.contains("no verdict"), "{zero}");
     }
 
     #[test]

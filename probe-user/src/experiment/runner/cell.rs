@@ -50,6 +50,28 @@ pub(super) fn read_jsonl<T: for<'de> Deserialize<'de>>(p: &Path) -> Vec<T> {
         .collect()
 }
 
+/// The built-in server's served-request records (for the trace's flows).
+fn read_served(p: &Path) -> Vec<crate::timeline::requests::Served> {
+    read_jsonl::<serde_json::Value>(p)
+        .iter()
+        .filter_map(crate::timeline::requests::Served::from_json)
+        .collect()
+}
+
+/// Add the cell's requests (and, from the built-in server's records, which
+/// worker served each) to its trace and close it: the summary line, or why
+/// it failed.
+fn finish_trace(
+    tl: crate::timeline::SharedTimeline,
+    requests: &Path,
+    served: Option<&Path>,
+) -> Result<String, String> {
+    let served = served.map(read_served).unwrap_or_default();
+    crate::timeline::session::finish_with_requests(tl, requests, &served, std::process::id())
+        .map(|t| t.line())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// The server and where things run in one cell.
 struct Setup {
     srv: Server,
@@ -70,7 +92,22 @@ struct Raw {
     threads: usize,
     seconds: f64,
     client: Vec<ClientRec>,
+    /// The cell's Perfetto trace: its summary line, or why it failed.
+    trace: Option<Result<String, String>>,
 }
+
+/// The cell's directory under the output, relative to it.
+fn cell_dir_rel(spec: &CellSpec) -> String {
+    format!(
+        "cells/{:02}-{}-r{}",
+        spec.order,
+        spec.config.slug(),
+        spec.repeat
+    )
+}
+
+/// The cell's trace file name, in its directory.
+pub const TRACE_FILE: &str = "trace.pftrace";
 
 impl Runner<'_> {
     pub(super) fn noise_cpus(
@@ -130,7 +167,29 @@ impl Runner<'_> {
         let setup = self.setup(spec, cell, &mut j);
         let (mut s, raw) = match setup {
             Ok(mut s) => {
-                let raw = self.measure(&s, spec.order);
+                let trace = (self.plan().trace_mb > 0).then(|| {
+                    let dir = self.o.out_dir.join(cell_dir_rel(spec));
+                    let _ = std::fs::create_dir_all(&dir);
+                    let mut t = crate::timeline::TraceOptions::new(
+                        &dir.join(TRACE_FILE),
+                        self.plan().trace_mb,
+                    );
+                    // A quarter of the cap for the requests, added last.
+                    t.request_reserve = t.max_bytes / 4;
+                    t
+                });
+                let raw = self.measure(&s, spec.order, trace.as_ref());
+                if let Ok(r) = &raw {
+                    match &r.trace {
+                        Some(Ok(line)) => {
+                            cell.raw
+                                .push(format!("{}/{TRACE_FILE}", cell_dir_rel(spec)));
+                            cell.notes.push(line.clone());
+                        }
+                        Some(Err(why)) => cell.notes.push(format!("no trace: {why}")),
+                        None => {}
+                    }
+                }
                 let died = s.srv.exited();
                 s.srv.stop();
                 (
@@ -189,6 +248,7 @@ impl Runner<'_> {
     fn start_recording(
         &self,
         pid: u32,
+        timeline: Option<crate::timeline::SharedTimeline>,
     ) -> Result<(JoinHandle<anyhow::Result<RecordReport>>, Arc<AtomicBool>), String> {
         let p = self.plan();
         let stop = Arc::new(AtomicBool::new(false));
@@ -200,6 +260,7 @@ impl Runner<'_> {
         ro.trace_events = true;
         ro.max_outliers = 2_000_000;
         ro.stop = Some(stop.clone());
+        ro.timeline = timeline;
         ro.on_attached = Some(Callback::new(move |_| {
             let _ = tx.send(());
         }));
@@ -219,10 +280,21 @@ impl Runner<'_> {
     }
 
     /// Probes first, then the snapshots and the neighbour, then the load.
-    fn measure(&self, s: &Setup, order: usize) -> Result<Raw, String> {
+    fn measure(
+        &self,
+        s: &Setup,
+        order: usize,
+        trace: Option<&crate::timeline::TraceOptions>,
+    ) -> Result<Raw, String> {
         let p = self.plan();
         let roots = &self.o.roots;
-        let (rec, stop) = self.start_recording(s.srv.pid)?;
+        // A trace that cannot be created is a note, not a failed cell.
+        let (timeline, trace_err) = match trace.map(crate::timeline::Timeline::create) {
+            None => (None, None),
+            Some(Ok(t)) => (Some(t.shared()), None),
+            Some(Err(e)) => (None, Some(format!("creating the cell's trace: {e:#}"))),
+        };
+        let (rec, stop) = self.start_recording(s.srv.pid, timeline.clone())?;
         let tids = ProcFs::new(&roots.proc).threads(s.srv.pid);
         let irq_before = irq::read_interrupts(roots).ok();
         let numa_before = numa::snapshot(roots);
@@ -257,6 +329,10 @@ impl Runner<'_> {
         if let Some(h) = noise {
             let _ = h.join();
         }
+        let trace = match timeline {
+            None => trace_err.map(Err),
+            Some(tl) => Some(finish_trace(tl, &reqs_path, s.srv.served.as_deref())),
+        };
         let client = read_jsonl(&reqs_path);
         let _ = std::fs::remove_file(&reqs_path);
         Ok(Raw {
@@ -271,6 +347,7 @@ impl Runner<'_> {
             threads: tids.len(),
             seconds,
             client,
+            trace,
         })
     }
 
@@ -391,12 +468,7 @@ impl Runner<'_> {
         raw: &Raw,
         s: &Setup,
     ) {
-        let dir_rel = format!(
-            "cells/{:02}-{}-r{}",
-            spec.order,
-            spec.config.slug(),
-            spec.repeat
-        );
+        let dir_rel = cell_dir_rel(spec);
         let dir = self.o.out_dir.join(&dir_rel);
         if std::fs::create_dir_all(&dir).is_err() {
             cell.notes

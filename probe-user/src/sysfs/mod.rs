@@ -1,2 +1,0 @@
-//! Readers of `/sys`, rooted at a path so tests can use fixture trees.
-pub mod topology;
