@@ -184,8 +184,18 @@ fn root_sleeper_switches_voluntarily() {
         close(wakeups, vol, 0.02, 0),
         "wakeups {wakeups} vs voluntary switches {vol}"
     );
-    // Every wakeup ends in a run-queue wait that we timed.
-    assert!(u(&t["runq_wait"]["count"]) >= wakeups.min(vol));
+    // Every wakeup that finds the thread off its CPU ends in a run-queue
+    // wait that we timed. A wakeup that finds it still on its CPU (the timer
+    // fired while it was switching out) is counted by sched_wakeup but ends
+    // no wait: seen once in a final `cargo xtask test` run on an otherwise
+    // idle machine, and in 2 of ~20 runs of this test on a loaded one (with
+    // and without the hot-path changes of issue 13). A few such, not more.
+    let timed = u(&t["runq_wait"]["count"]);
+    eprintln!("timed run-queue waits {timed}, wakeups {wakeups}, voluntary {vol}");
+    assert!(
+        timed + 3 >= wakeups.min(vol),
+        "timed waits {timed} vs wakeups {wakeups}, voluntary {vol}"
+    );
     // Waits after a wakeup from idle are a few microseconds each. The kernel
     // stamps them with its run-queue clock, which it does not always update
     // at the switch that follows a wakeup preemption, so schedstat can read
