@@ -203,6 +203,16 @@ fn test(no_lint: bool) -> Result<()> {
     if root && std::env::var_os("TAILPROBE_REQUIRE_ALL").is_none() {
         env.push(("TAILPROBE_REQUIRE_ALL", "1"));
     }
+    // The packages (static binary, tarball, .deb, OCI image), fresh from
+    // this tree, so tests/tests/dist_package.rs checks what would ship: as
+    // root (CI) only, since installing the .deb and setting file
+    // capabilities need it. About 10 minutes cold on 2 CPUs, 3 after.
+    if root {
+        if let Err(e) = dist::dist() {
+            eprintln!("xtask: dist: {e:#}");
+            failed.push("dist (packages)");
+        }
+    }
     let (ok, out) = cmd::cargo_tee(
         &[
             "test",

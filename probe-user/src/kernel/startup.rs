@@ -107,15 +107,7 @@ fn policy_name(p: i32) -> String {
 }
 
 fn set_scheduler(policy: i32, prio: i32) -> std::io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: prio,
-    };
-    // SAFETY: a valid pointer to an initialised sched_param; pid 0 is the
-    // calling thread (Linux schedules threads, not processes).
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::record::thread_sched::set(policy, prio)
 }
 
 /// Raise the calling thread (the first line of `main`: the main thread) to
@@ -126,14 +118,7 @@ pub fn boost_at_start(plan: BoostPlan) {
         BoostPlan::NotRecord => Boost::NotRecord,
         BoostPlan::Off => Boost::Off,
         BoostPlan::Boost => {
-            // SAFETY: plain syscalls on the calling thread; the param is a
-            // valid, initialised out-pointer.
-            let (policy, prio) = unsafe {
-                let policy = libc::sched_getscheduler(0);
-                let mut p = libc::sched_param { sched_priority: 0 };
-                let _ = libc::sched_getparam(0, &mut p);
-                (policy, p.sched_priority)
-            };
+            let (policy, prio) = crate::record::thread_sched::get().unwrap_or((-1, 0));
             let base = policy & !libc::SCHED_RESET_ON_FORK;
             if base == libc::SCHED_FIFO || base == libc::SCHED_RR {
                 Boost::AlreadyRealtime(policy, prio)

@@ -5,6 +5,7 @@ mod assemble;
 mod numa;
 pub mod priority;
 pub mod target;
+pub mod thread_sched;
 mod watch;
 pub mod windows;
 

@@ -60,29 +60,7 @@ pub fn apply(p: Priority) -> std::io::Result<()> {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        Priority::Fifo(prio) => {
-            // musl's sched_param has more fields than glibc's (unused by
-            // Linux): start from zeroes.
-            // SAFETY: sched_param is plain integers; all zeroes is valid.
-            let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
-            param.sched_priority = prio;
-            // The raw system call: musl's sched_setscheduler() is a stub that
-            // fails with ENOSYS (POSIX means the process, Linux sets the
-            // thread), and the static packaged binary is built on musl.
-            // SAFETY: a valid pointer to an initialised sched_param; pid 0 is
-            // the calling thread.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_sched_setscheduler,
-                    0,
-                    libc::SCHED_FIFO,
-                    &param as *const libc::sched_param,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+        Priority::Fifo(prio) => super::thread_sched::set(libc::SCHED_FIFO, prio)?,
     }
     Ok(())
 }
