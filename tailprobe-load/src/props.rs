@@ -2,6 +2,7 @@
 //! parser and the HTTP/1.1 response reader (`h1`). Any input: no panic and
 //! bounded memory; valid input split or merged anywhere: the same result as
 //! read whole. Case counts are bounded so the whole file runs in seconds.
+//! (Test-only: its parent declares it under `#[cfg(test)]`.)
 
 use proptest::prelude::*;
 

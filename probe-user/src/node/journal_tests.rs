@@ -1,4 +1,5 @@
 //! Tests of `node::journal` (fixture knobs under a temporary root).
+//! (Test-only: its parent declares it under `#[cfg(test)]`.)
 use super::*;
 
 fn fake_proc(dir: &Path, boot: &str) -> PathBuf {

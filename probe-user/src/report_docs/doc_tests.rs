@@ -1,6 +1,7 @@
 //! Whole-document tests on the recorded run and its adversarial variants:
 //! assertions on the sentences (direction words, numbers, and the absence
 //! of the wrong sentence).
+//! (Test-only: its parent declares it under `#[cfg(test)]`.)
 
 use super::{baseline, capacity, plain, runs, summary, testkit::*};
 use crate::experiment::results::{

@@ -1,6 +1,7 @@
 //! Recorded results for the renderer tests: a real `cargo xtask run` on the
 //! project's 2-CPU VM (`docs/examples/`, CDFs thinned), and helpers that
 //! bend it into the adversarial cases.
+//! (Test-only: its parent declares it under `#[cfg(test)]`.)
 
 use crate::experiment::{
     analysis::stats::Estimate,
