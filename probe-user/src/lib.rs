@@ -23,13 +23,11 @@ pub mod diagnose;
 pub mod experiment;
 pub mod exporter;
 pub mod kernel;
-pub mod node;
 pub mod out;
 pub mod privileges;
 pub mod record;
 pub mod report;
 pub mod report_docs;
-pub mod signals;
 pub mod stats;
 pub mod timeline;
 pub mod workload;
@@ -37,5 +35,6 @@ pub mod workload;
 // Moved into their own crates (issue 11); the old paths stay so callers
 // compile unchanged.
 pub use tailprobe_load as load;
+pub use tailprobe_node as node;
 pub use tailprobe_serve as serve;
-pub use tailprobe_system::{cpulist, procfs, sysfs};
+pub use tailprobe_system::{cpulist, procfs, signals, sysfs};

@@ -9,9 +9,11 @@
 //! - `cpulist`: the kernel's CPU list format (`0-3,8`), parsed and printed.
 //! - `affinity`: thread CPU affinity, online CPUs, thread start times.
 //! - `clock`: CLOCK_MONOTONIC (the probes' clock), absolute sleeps, CPU time.
+//! - `signals`: SIGINT/SIGTERM as a process-wide stop flag that loops poll.
 
 pub mod affinity;
 pub mod clock;
 pub mod cpulist;
 pub mod procfs;
+pub mod signals;
 pub mod sysfs;

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use serde::Serialize;
 
-use super::{fsx, Roots};
+use crate::{fsx, Roots};
 
 /// Memory of a process per node, in KiB, from `/proc/<pid>/numa_maps`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

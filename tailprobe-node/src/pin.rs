@@ -6,12 +6,12 @@ use std::{fs, io, os::unix::process::CommandExt as _, path::Path, process::Comma
 
 use serde::Serialize;
 
-use super::{
+use crate::{
     affinity, fsx, inventory,
     journal::{Journal, JournalError},
     NotAvailable, Roots,
 };
-use crate::{cpulist, procfs::ProcFs};
+use tailprobe_system::{cpulist, procfs::ProcFs};
 
 /// Where to pin: `node:N`, `cpus:LIST` or `device-local`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -244,7 +244,7 @@ pub fn wait(child: &mut Child, limit: Option<Duration>) -> io::Result<(ExitStatu
             return Ok((st, Ended::Exited));
         }
         let over = end.is_some_and(|e| Instant::now() >= e);
-        if over || crate::signals::stop_requested() {
+        if over || tailprobe_system::signals::stop_requested() {
             let st = stop(child, Duration::from_secs(2))?;
             let how = if over {
                 Ended::TimeLimit

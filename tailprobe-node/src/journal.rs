@@ -20,8 +20,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{affinity, fsx};
-use crate::cpulist;
+use crate::{affinity, fsx};
+use tailprobe_system::cpulist;
 
 /// Default journal location: under `/run`, so it never outlives the boot it
 /// belongs to on a normal system; `TAILPROBE_JOURNAL` or `--journal` move it.

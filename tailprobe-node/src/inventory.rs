@@ -4,12 +4,12 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use serde::Serialize;
 
-use super::{
+use crate::{
     fsx, governor,
     irq::{self, IrqPlace},
     Roots,
 };
-use crate::{cpulist, sysfs::cache};
+use tailprobe_system::{cpulist, sysfs::cache};
 
 /// A NUMA node.
 #[derive(Debug, Clone, Serialize)]

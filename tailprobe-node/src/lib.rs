@@ -1,4 +1,6 @@
 //! The node tailprobe runs on: what it is made of, and the knobs it turns.
+//! No eBPF here: this crate builds on stable Rust and depends only on
+//! `tailprobe-system` (probe-user re-exports it as `tailprobe::node`).
 //!
 //! One module per concern:
 //! - `inventory`: NUMA nodes, SMT siblings, LLC groups, PCI accelerators and
@@ -10,6 +12,7 @@
 //! - `irq`: `/proc/interrupts` deltas and IRQ affinity (`tailprobe irq`).
 //! - `counters`: perf_event_open counters of a process (`tailprobe counters`).
 //! - `numa`: pages per node, numastat and vmstat deltas (`tailprobe numa`).
+//! - `fsx`: small file helpers: trimmed reads, knob writes, atomic replacement.
 //! - `child`: processes we start, each in its own process group that dies
 //!   with us (SIGKILL included).
 //! - `journal`: every change is journaled before it is made and restored

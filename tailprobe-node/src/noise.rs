@@ -13,8 +13,8 @@ use std::{
 
 use serde::Serialize;
 
-use super::{affinity, pin, NotAvailable, Roots};
-use crate::{cpulist, sysfs::cache};
+use crate::{affinity, pin, NotAvailable, Roots};
+use tailprobe_system::{cpulist, sysfs::cache};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,7 +192,7 @@ fn run_thread(
     let done = || {
         Instant::now() >= deadline
             || stop.load(Ordering::Relaxed)
-            || crate::signals::stop_requested()
+            || tailprobe_system::signals::stop_requested()
     };
     let (volume, unit) = match kind {
         Kind::Cpu | Kind::Mixed => {

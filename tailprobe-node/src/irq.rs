@@ -5,12 +5,12 @@ use std::{collections::BTreeMap, io};
 
 use serde::Serialize;
 
-use super::{
+use crate::{
     fsx,
     journal::{Journal, JournalError},
     Roots,
 };
-use crate::cpulist;
+use tailprobe_system::cpulist;
 
 /// One line of `/proc/interrupts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

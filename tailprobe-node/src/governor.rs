@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{fsx, journal::Journal, journal::JournalError, NotAvailable, Roots};
-use crate::cpulist;
+use crate::{fsx, journal::Journal, journal::JournalError, NotAvailable, Roots};
+use tailprobe_system::cpulist;
 
 /// One cpufreq policy (`/sys/devices/system/cpu/cpufreq/policyN`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
