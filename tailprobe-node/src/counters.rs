@@ -1,140 +1,125 @@
-//! perf counters of a process (perf_event_open, one counter per thread and
-//! event, `inherit` so threads started later are counted too).
+//! perf counters of a process: perf_event_open per thread, `inherit` so
+//! threads started later are counted too, through the `perf-event2` crate.
+//!
+//! Events that are compared with each other are opened as one perf group
+//! per thread and read with one `read()` (PERF_FORMAT_GROUP): the kernel
+//! schedules a group on the PMU all at once, so instructions and cycles
+//! cover the same instants and IPC is exact even when the PMU multiplexes
+//! (both are scaled by the same enabled/running factor, which cancels).
+//! Groups: `software` (context-switches, cpu-migrations, page-faults,
+//! task-clock), `ipc` (instructions, cycles), `branches` (branches,
+//! branch-misses), `llc` (LLC-load-misses). Why the crate and what was
+//! measured: docs/node.md, "Counters".
 
 use std::{
     fs::File,
     io::{self, Read as _},
-    os::fd::{FromRawFd as _, OwnedFd},
+    os::fd::{FromRawFd as _, IntoRawFd as _, OwnedFd},
+    time::Duration,
 };
 
+use perf_event::events::{Cache, CacheId, CacheOp, CacheResult, Hardware, Software};
+use perf_event::{Builder, Counter, Group};
 use serde::Serialize;
 
-/// An event we count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Event {
-    pub name: &'static str,
-    pub type_: u32,
-    pub config: u64,
-    pub hardware: bool,
+/// What perf counts for an [`Event`].
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Software(Software),
+    Hardware(Hardware),
+    Cache(Cache),
 }
 
-const TYPE_HARDWARE: u32 = 0;
-const TYPE_SOFTWARE: u32 = 1;
-const TYPE_HW_CACHE: u32 = 3;
+/// An event we count.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Counted by the CPU's PMU (absent in most VMs), not by the kernel.
+    pub hardware: bool,
+    /// Events with the same group are opened and read together.
+    pub group: &'static str,
+    /// Opened first, as the group's leader.
+    pub leads: bool,
+}
 
-/// The events of `tailprobe counters`, software first.
+const fn sw(name: &'static str, ev: Software, leads: bool) -> Event {
+    Event {
+        name,
+        kind: Kind::Software(ev),
+        hardware: false,
+        group: "software",
+        leads,
+    }
+}
+
+const fn hw(name: &'static str, ev: Hardware, group: &'static str, leads: bool) -> Event {
+    Event {
+        name,
+        kind: Kind::Hardware(ev),
+        hardware: true,
+        group,
+        leads,
+    }
+}
+
+/// The events of `tailprobe counters` in the order they are printed,
+/// software first; the events of one group are next to each other.
+///
+/// task-clock leads the software group: as a member it read 1-11% short
+/// of the thread's CPU clock in 5 of 6 runs on this 6.18 kernel, as the
+/// leader within 0.25% (docs/node.md, "Counters"). cycles leads `ipc` as in
+/// `perf stat -e '{cycles,instructions}'`.
 pub const EVENTS: &[Event] = &[
-    Event {
-        name: "context-switches",
-        type_: TYPE_SOFTWARE,
-        config: 3,
-        hardware: false,
-    },
-    Event {
-        name: "cpu-migrations",
-        type_: TYPE_SOFTWARE,
-        config: 4,
-        hardware: false,
-    },
-    Event {
-        name: "page-faults",
-        type_: TYPE_SOFTWARE,
-        config: 2,
-        hardware: false,
-    },
-    Event {
-        name: "task-clock-ns",
-        type_: TYPE_SOFTWARE,
-        config: 1,
-        hardware: false,
-    },
-    Event {
-        name: "instructions",
-        type_: TYPE_HARDWARE,
-        config: 1,
-        hardware: true,
-    },
-    Event {
-        name: "cycles",
-        type_: TYPE_HARDWARE,
-        config: 0,
-        hardware: true,
-    },
-    Event {
-        name: "branches",
-        type_: TYPE_HARDWARE,
-        config: 4,
-        hardware: true,
-    },
-    Event {
-        name: "branch-misses",
-        type_: TYPE_HARDWARE,
-        config: 5,
-        hardware: true,
-    },
-    // LLC (2) | read (0 << 8) | miss (1 << 16)
+    sw("context-switches", Software::CONTEXT_SWITCHES, false),
+    sw("cpu-migrations", Software::CPU_MIGRATIONS, false),
+    sw("page-faults", Software::PAGE_FAULTS, false),
+    sw("task-clock-ns", Software::TASK_CLOCK, true),
+    hw("instructions", Hardware::INSTRUCTIONS, "ipc", false),
+    hw("cycles", Hardware::CPU_CYCLES, "ipc", true),
+    hw("branches", Hardware::BRANCH_INSTRUCTIONS, "branches", true),
+    hw("branch-misses", Hardware::BRANCH_MISSES, "branches", false),
     Event {
         name: "LLC-load-misses",
-        type_: TYPE_HW_CACHE,
-        config: 2 | (1 << 16),
+        kind: Kind::Cache(Cache {
+            which: CacheId::LL,
+            operation: CacheOp::READ,
+            result: CacheResult::MISS,
+        }),
         hardware: true,
+        group: "llc",
+        leads: true,
     },
 ];
 
-/// `struct perf_event_attr` up to `config1` (PERF_ATTR_SIZE_VER0, 64 bytes);
-/// the kernel zero-extends the fields we do not pass.
-#[repr(C)]
-#[derive(Default)]
-struct Attr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
+/// A builder for `ev` on thread `tid` (any CPU), counting user and kernel
+/// time of the thread and the threads it starts later, enabled at once.
+fn builder(ev: &Event, tid: u32) -> Builder<'static> {
+    let mut b = match &ev.kind {
+        Kind::Software(e) => Builder::new(*e),
+        Kind::Hardware(e) => Builder::new(*e),
+        Kind::Cache(e) => Builder::new(e.clone()),
+    };
+    b.observe_pid(tid as libc::pid_t)
+        .any_cpu()
+        .inherit(true)
+        .include_kernel()
+        .exclude_hv(true)
+        .enabled(true);
+    b
 }
 
-const FLAG_INHERIT: u64 = 1 << 1;
-const FLAG_EXCLUDE_HV: u64 = 1 << 6;
-/// PERF_FLAG_FD_CLOEXEC from include/uapi/linux/perf_event.h.
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-const READ_TOTAL_TIME_ENABLED: u64 = 1;
-const READ_TOTAL_TIME_RUNNING: u64 = 2;
-
-/// Open one counting event on thread `tid` (any CPU).
+/// Open one counting event on thread `tid` (any CPU), on its own (not in
+/// a group): read it with [`read_scaled`].
 pub fn open(ev: &Event, tid: u32) -> io::Result<OwnedFd> {
-    let attr = Attr {
-        type_: ev.type_,
-        size: std::mem::size_of::<Attr>() as u32,
-        config: ev.config,
-        read_format: READ_TOTAL_TIME_ENABLED | READ_TOTAL_TIME_RUNNING,
-        flags: FLAG_INHERIT | FLAG_EXCLUDE_HV,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is a valid perf_event_attr prefix whose `size` says how
-    // much the kernel may read; pid = tid, cpu = -1, no group, no flags.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const Attr,
-            tid as libc::pid_t,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    let raw = builder(ev, tid).build()?.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up the counter's descriptor, so nothing
+    // else owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Read (value, time enabled, time running) and scale for multiplexing.
+/// Read (value, time enabled, time running) of a counter from [`open`] and
+/// scale it for multiplexing: (value, scaled).
 pub fn read_scaled(fd: &OwnedFd) -> io::Result<(u64, bool)> {
     let mut f = File::from(fd.try_clone()?);
     let mut buf = [0u8; 24];
@@ -144,11 +129,16 @@ pub fn read_scaled(fd: &OwnedFd) -> io::Result<(u64, bool)> {
         b.copy_from_slice(&buf[i * 8..i * 8 + 8]);
         u64::from_ne_bytes(b)
     };
-    let (v, en, run) = (word(0), word(1), word(2));
-    if run == 0 || run >= en {
-        return Ok((v, false));
+    Ok(scale(word(0), word(1), word(2)))
+}
+
+/// A value scaled by time enabled / time running (the share of the time
+/// the PMU counted it): (value, scaled).
+fn scale(v: u64, enabled: u64, running: u64) -> (u64, bool) {
+    if running == 0 || running >= enabled {
+        return (v, false);
     }
-    Ok(((v as f64 * en as f64 / run as f64) as u64, true))
+    ((v as f64 * enabled as f64 / running as f64) as u64, true)
 }
 
 /// Whether an open error means "this node has no such counter".
@@ -171,101 +161,247 @@ pub struct Count {
     pub scaled: bool,
 }
 
+/// One group open on one thread.
+enum ThreadGroup {
+    /// One perf group: the leader and the other members, read together.
+    Grouped { group: Group, members: Vec<Counter> },
+    /// The events opened one by one (a kernel that refused the group):
+    /// each scaled by its own enabled/running.
+    Separate(Vec<OwnedFd>),
+}
+
+/// One group's events and its perf groups, one per thread.
+struct OpenGroup {
+    /// Indices into [`EVENTS`], the leader first.
+    events: Vec<usize>,
+    threads: Vec<ThreadGroup>,
+    /// Why the events are counted one by one, when they are.
+    separate: Option<String>,
+}
+
+/// What one read of a group gave, summed over threads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupReading {
+    pub group: &'static str,
+    /// (event name, value), the leader first: each thread's value scaled
+    /// by that thread's enabled/running (the same factor for every member
+    /// of the group, so ratios within a group are exact), then summed.
+    pub values: Vec<(&'static str, u64)>,
+    /// Whether any thread's group was multiplexed (its values scaled).
+    pub scaled: bool,
+    /// Time the group was enabled and running on the PMU, summed over
+    /// threads: every member of the group shares these two (zero when the
+    /// events are counted one by one).
+    pub enabled: Duration,
+    pub running: Duration,
+    /// Why the events were counted one by one, or a read that failed (the
+    /// other threads still count).
+    pub note: Option<String>,
+}
+
 /// Counters open on every thread of a process.
 pub struct Session {
-    /// (event index, fds per thread) for the events that opened.
-    open: Vec<(usize, Vec<OwnedFd>)>,
+    open: Vec<OpenGroup>,
     unsupported: Vec<(usize, String)>,
 }
 
+/// The events of [`EVENTS`] grouped by `group`, each group's leader first,
+/// the others in [`EVENTS`] order.
+fn groups() -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, ev) in EVENTS.iter().enumerate() {
+        match out.last_mut() {
+            Some(g) if EVENTS[g[0]].group == ev.group && ev.leads => g.insert(0, i),
+            Some(g) if EVENTS[g[0]].group == ev.group => g.push(i),
+            _ => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// Open one group (`events`, the leader first) on thread `tid`, as one
+/// perf group or, with `separate`, one event at a time.
+fn open_group(events: &[usize], tid: u32, separate: bool) -> io::Result<ThreadGroup> {
+    if separate {
+        let fds = events.iter().map(|&i| open(&EVENTS[i], tid));
+        return Ok(ThreadGroup::Separate(fds.collect::<io::Result<_>>()?));
+    }
+    let mut gb = builder(&EVENTS[events[0]], tid);
+    gb.read_format(
+        perf_event::ReadFormat::GROUP
+            | perf_event::ReadFormat::TOTAL_TIME_ENABLED
+            | perf_event::ReadFormat::TOTAL_TIME_RUNNING
+            | perf_event::ReadFormat::ID,
+    );
+    let mut group = gb.build_group()?;
+    let mut members = Vec::new();
+    for &i in &events[1..] {
+        members.push(group.add(&builder(&EVENTS[i], tid))?);
+    }
+    Ok(ThreadGroup::Grouped { group, members })
+}
+
+/// Open `events` on every thread of `tids`; threads that exited meanwhile
+/// are left out. The first other error ends it.
+fn open_on_threads(events: &[usize], tids: &[u32], separate: bool) -> io::Result<Vec<ThreadGroup>> {
+    let mut threads = Vec::new();
+    for &t in tids {
+        match open_group(events, t, separate) {
+            Ok(g) => threads.push(g),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(threads)
+}
+
+fn unsupported_note(ev: &Event, e: &io::Error) -> String {
+    format!(
+        "not supported here ({}: {e})",
+        if ev.hardware {
+            "no hardware PMU exposed to this node"
+        } else {
+            "kernel"
+        }
+    )
+}
+
+/// Add one thread's read of `tg` into `r`.
+fn add_reading(r: &mut GroupReading, tg: &mut ThreadGroup) -> io::Result<()> {
+    match tg {
+        ThreadGroup::Grouped { group, members } => {
+            let data = group.read()?;
+            let enabled = data.time_enabled().unwrap_or_default();
+            let running = data.time_running().unwrap_or_default();
+            r.enabled += enabled;
+            r.running += running;
+            let leader = data.get(group.as_counter()).map(|e| e.value());
+            let members = members.iter().map(|c| data.get(c).map(|e| e.value()));
+            for (slot, v) in r
+                .values
+                .iter_mut()
+                .zip(std::iter::once(leader).chain(members))
+            {
+                let (v, scaled) = scale(
+                    v.unwrap_or(0),
+                    enabled.as_nanos() as u64,
+                    running.as_nanos() as u64,
+                );
+                slot.1 += v;
+                r.scaled |= scaled;
+            }
+        }
+        ThreadGroup::Separate(fds) => {
+            for (slot, fd) in r.values.iter_mut().zip(fds.iter()) {
+                let (v, scaled) = read_scaled(fd)?;
+                slot.1 += v;
+                r.scaled |= scaled;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Session {
-    /// Open every event on each of `tids`. An event that no thread could
-    /// open because the node lacks it is "not supported here"; other
-    /// errors (permissions) fail.
+    /// Open every group on each of `tids`. A kernel that refuses a group
+    /// (EINVAL) gets its events one by one, said in the counts' note. A
+    /// group that no thread could open because the node lacks one of its
+    /// events is "not supported here" for all its events (they are only
+    /// meaningful together); other errors (permissions) fail.
     pub fn start(tids: &[u32]) -> io::Result<Session> {
         let mut open = Vec::new();
         let mut unsupported = Vec::new();
-        for (i, ev) in EVENTS.iter().enumerate() {
-            let mut fds = Vec::new();
-            let mut err: Option<io::Error> = None;
-            for &t in tids {
-                match open_one(ev, t) {
-                    Ok(fd) => fds.push(fd),
-                    // The thread exited meanwhile.
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
+        for events in groups() {
+            let mut separate = None;
+            let mut opened = open_on_threads(&events, tids, false);
+            if let Err(e) = &opened {
+                if e.raw_os_error() == Some(libc::EINVAL) && events.len() > 1 {
+                    separate = Some(format!(
+                        "counted one by one: the kernel refused the group ({e})"
+                    ));
+                    opened = open_on_threads(&events, tids, true);
                 }
             }
-            match err {
-                None => open.push((i, fds)),
-                Some(e) if is_unsupported(&e) => unsupported.push((
-                    i,
-                    format!(
-                        "not supported here ({}: {e})",
-                        if ev.hardware {
-                            "no hardware PMU exposed to this node"
-                        } else {
-                            "kernel"
-                        }
-                    ),
-                )),
-                Some(e) => {
+            match opened {
+                Ok(threads) => open.push(OpenGroup {
+                    events,
+                    threads,
+                    separate,
+                }),
+                Err(e) if is_unsupported(&e) => {
+                    for i in events {
+                        unsupported.push((i, unsupported_note(&EVENTS[i], &e)));
+                    }
+                }
+                Err(e) => {
+                    let names: Vec<&str> = events.iter().map(|&i| EVENTS[i].name).collect();
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("perf_event_open({}) failed: {e}", ev.name),
-                    ))
+                        format!(
+                            "perf_event_open({}, group {}) failed: {e}",
+                            names.join(", "),
+                            EVENTS[events[0]].group
+                        ),
+                    ));
                 }
             }
         }
         Ok(Session { open, unsupported })
     }
 
-    /// Read every counter, summed over threads.
-    pub fn read(&self) -> Vec<Count> {
-        let mut out: Vec<Count> = Vec::new();
-        for (i, ev) in EVENTS.iter().enumerate() {
-            if let Some((_, fds)) = self.open.iter().find(|(j, _)| *j == i) {
-                let mut sum = 0u64;
-                let mut scaled = false;
-                let mut note = None;
-                for fd in fds {
-                    match read_scaled(fd) {
-                        Ok((v, s)) => {
-                            sum += v;
-                            scaled |= s;
-                        }
-                        Err(e) => note = Some(format!("read failed: {e}")),
-                    }
+    /// Read every open group once per thread (one `read()` each), summed
+    /// over threads.
+    pub fn read_groups(&mut self) -> Vec<GroupReading> {
+        let mut out = Vec::new();
+        for og in &mut self.open {
+            let mut r = GroupReading {
+                group: EVENTS[og.events[0]].group,
+                values: og.events.iter().map(|&i| (EVENTS[i].name, 0)).collect(),
+                note: og.separate.clone(),
+                ..Default::default()
+            };
+            for tg in &mut og.threads {
+                if let Err(e) = add_reading(&mut r, tg) {
+                    r.note = Some(format!("read failed: {e}"));
                 }
-                out.push(Count {
-                    event: ev.name,
-                    value: Some(sum),
-                    note,
-                    scaled,
-                });
-            } else {
-                let why = self
-                    .unsupported
-                    .iter()
-                    .find(|(j, _)| *j == i)
-                    .map(|(_, w)| w.clone());
-                out.push(Count {
-                    event: ev.name,
-                    value: None,
-                    note: why,
-                    scaled: false,
-                });
             }
+            out.push(r);
         }
         out
     }
-}
 
-fn open_one(ev: &Event, tid: u32) -> io::Result<OwnedFd> {
-    open(ev, tid)
+    /// Read every counter, summed over threads, scaled for multiplexing.
+    pub fn read(&mut self) -> Vec<Count> {
+        let readings = self.read_groups();
+        EVENTS
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let found = readings.iter().find_map(|r| {
+                    let v = r.values.iter().find(|(n, _)| *n == ev.name)?.1;
+                    Some((r, v))
+                });
+                match found {
+                    Some((r, v)) => Count {
+                        event: ev.name,
+                        value: Some(v),
+                        note: r.note.clone(),
+                        scaled: r.scaled,
+                    },
+                    None => Count {
+                        event: ev.name,
+                        value: None,
+                        note: self
+                            .unsupported
+                            .iter()
+                            .find(|(j, _)| *j == i)
+                            .map(|(_, w)| w.clone()),
+                        scaled: false,
+                    },
+                }
+            })
+            .collect()
+    }
 }
 
 /// Instructions per cycle, when both were counted.
@@ -276,70 +412,5 @@ pub fn ipc(counts: &[Count]) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attr_layout_matches_ver0() {
-        assert_eq!(std::mem::size_of::<Attr>(), 64);
-    }
-
-    #[test]
-    fn own_page_faults_are_counted() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
-        let ev = EVENTS.iter().find(|e| e.name == "page-faults").unwrap();
-        let fd = match open(ev, tid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                eprintln!("SKIP: own_page_faults_are_counted: perf_event_open refused here ({e})");
-                return;
-            }
-        };
-        let (before, _) = read_scaled(&fd).unwrap();
-        let pages = 256;
-        // A private anonymous mapping of our own: every first write to one
-        // of its pages faults (a heap allocation could reuse pages that
-        // other tests in this process already touched). 1 MiB cannot be
-        // backed by a 2 MiB huge page.
-        // SAFETY: anonymous private mapping, checked for MAP_FAILED below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                pages * 4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        for p in 0..pages {
-            // SAFETY: within the mapping just created.
-            unsafe { std::ptr::write_volatile((base as *mut u8).add(p * 4096), 1) };
-        }
-        let (after, _) = read_scaled(&fd).unwrap();
-        // SAFETY: unmapping exactly what was mapped.
-        unsafe { libc::munmap(base, pages * 4096) };
-        // Fresh pages fault once each (THP may fold them: allow that).
-        assert!(after - before >= 1, "{before} -> {after}");
-    }
-
-    #[test]
-    fn ipc_needs_both() {
-        let c = |e: &'static str, v: Option<u64>| Count {
-            event: e,
-            value: v,
-            note: None,
-            scaled: false,
-        };
-        assert_eq!(
-            ipc(&[c("instructions", Some(200)), c("cycles", Some(100))]),
-            Some(2.0)
-        );
-        assert_eq!(
-            ipc(&[c("instructions", None), c("cycles", Some(100))]),
-            None
-        );
-    }
-}
+#[path = "counters_tests.rs"]
+mod tests;

@@ -48,7 +48,7 @@ pub fn main(args: &CountersArgs) -> Result<i32> {
             &[crate::privileges::Cap::Perfmon],
         )?;
     }
-    let session = counters::Session::start(&tids).with_context(|| {
+    let mut session = counters::Session::start(&tids).with_context(|| {
         format!(
             "opening perf counters on {what} (needs CAP_PERFMON, or perf_event_paranoid <= 1 \
              for processes of the same user, CAP_SYS_PTRACE for other users')"

@@ -317,7 +317,7 @@ impl Runner<'_> {
             .map_err(|e| e.to_string())
             .and_then(|lo| crate::load::run(&lo).map_err(|e| format!("load: {e}")));
         let seconds = t0.elapsed().as_secs_f64();
-        let counts = ctr.map(|c| c.read()).unwrap_or_default();
+        let counts = ctr.map(|mut c| c.read()).unwrap_or_default();
         let numa_after = numa::snapshot(roots);
         let irq_after = irq::read_interrupts(roots).ok();
         let proc_numa = numa::read_process(roots, s.srv.pid).ok();
