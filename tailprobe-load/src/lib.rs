@@ -456,7 +456,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         record_errors: AtomicU64::new(0),
         tids: Mutex::new(Vec::new()),
         fast: fast_request(opts),
-        expect: opts.request.expect(),
+        expect: opts.request.expectation(),
     });
     let units = match &opts.mode {
         Mode::Closed { concurrency } => *concurrency,

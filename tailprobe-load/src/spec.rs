@@ -129,7 +129,7 @@ impl RequestSpec {
 
     /// What a complete answer holds: from the spec, or read from the
     /// template (`max_tokens` / `max_completion_tokens`, `stream`).
-    pub fn expect(&self) -> Expect {
+    pub fn expectation(&self) -> Expect {
         match &self.body {
             None => Expect {
                 api: self.api,
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(v["ignore_eos"], true);
         assert_eq!(v["stream"], true);
         assert_eq!(
-            s.expect(),
+            s.expectation(),
             Expect {
                 api: Api::Completions,
                 max_tokens: Some(7),
@@ -436,7 +436,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&s.body_bytes().unwrap()).unwrap();
         assert_eq!(v["input"], "the quick model");
         assert!(v.get("ignore_eos").is_none());
-        assert_eq!(s.expect().max_tokens, None);
+        assert_eq!(s.expectation().max_tokens, None);
         s.api = Api::Plain;
         assert!(s.body_bytes().is_none());
         let t = s.target("http://127.0.0.1:9/health").unwrap();
@@ -458,14 +458,17 @@ mod tests {
         };
         assert!(!s.needs_discovery());
         assert_eq!(
-            (s.expect().max_tokens, s.expect().stream),
+            (s.expectation().max_tokens, s.expectation().stream),
             (Some(5), Some(true))
         );
         let s = RequestSpec {
             body: Some(b"not json".to_vec()),
             ..RequestSpec::default()
         };
-        assert_eq!((s.expect().max_tokens, s.expect().stream), (None, None));
+        assert_eq!(
+            (s.expectation().max_tokens, s.expectation().stream),
+            (None, None)
+        );
     }
 
     #[test]
