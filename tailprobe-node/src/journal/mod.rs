@@ -9,11 +9,13 @@
 //! reported and never applied, since every knob here (cpufreq, IRQ and
 //! thread affinity, sysctls) is reset by a reboot. An exclusive `flock` on
 //! `<journal>.lock` tells a live owner from a crashed one.
+//!
+//! `store`: the file (lock, read, classify, atomic write); `restore`:
+//! putting knobs back; this module: the types and the [`Journal`] guard.
 
 use std::{
     fs,
     io::{self},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -22,6 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{affinity, fsx};
 use tailprobe_system::cpulist;
+
+mod restore;
+mod store;
+
+pub use restore::{restore_all, restore_entries, restore_found, RestoreReport};
+pub use store::{boot_id, inspect};
+use store::{now_unix, remove_stale_temp_files, write};
 
 /// Default journal location: under `/run`, so it never outlives the boot it
 /// belongs to on a normal system; `TAILPROBE_JOURNAL` or `--journal` move it.
@@ -168,281 +177,6 @@ pub enum Found {
     Held(JournalData),
     /// From another boot.
     Stale(JournalData),
-}
-
-/// Outcome of putting knobs back.
-#[derive(Debug, Default, Serialize)]
-pub struct RestoreReport {
-    /// Knobs written back to their original value.
-    pub restored: Vec<Entry>,
-    /// Threads that exited: nothing to put back.
-    pub gone: Vec<Entry>,
-    /// Knobs that could not be written back, with the error.
-    pub failed: Vec<(Entry, String)>,
-}
-
-impl RestoreReport {
-    pub fn is_complete(&self) -> bool {
-        self.failed.is_empty()
-    }
-
-    /// One line per knob, for stderr.
-    pub fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in &self.restored {
-            out.push(format!(
-                "restored {} to {:?}",
-                e.knob.describe(),
-                e.original
-            ));
-        }
-        for e in &self.gone {
-            out.push(format!(
-                "{}: the thread is gone, nothing to restore",
-                e.knob.describe()
-            ));
-        }
-        for (e, why) in &self.failed {
-            out.push(format!(
-                "FAILED to restore {} to {:?}: {why}",
-                e.knob.describe(),
-                e.original
-            ));
-        }
-        out
-    }
-}
-
-/// Current boot id.
-pub fn boot_id(proc: &Path) -> Result<String, JournalError> {
-    let p = proc.join("sys/kernel/random/boot_id");
-    fsx::read_trim(&p).map_err(|e| JournalError::BootId(p, e))
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
-}
-
-/// Take the journal's lock without waiting; `Ok(None)` when someone holds it.
-fn try_lock(path: &Path) -> Result<Option<fs::File>, JournalError> {
-    let lp = lock_path(path);
-    if let Some(dir) = lp.parent() {
-        fs::create_dir_all(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        fsx::check_dir_trusted(dir).map_err(|e| JournalError::Write(lp.clone(), e))?;
-    }
-    let f = fsx::open_owned(&lp, true).map_err(|e| JournalError::Write(lp.clone(), e))?;
-    // SAFETY: the descriptor is open for the lifetime of `f`; flock only
-    // takes an advisory lock on it.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(Some(f))
-    } else {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(JournalError::Write(lp, e))
-        }
-    }
-}
-
-fn load(path: &Path) -> Result<Option<JournalData>, JournalError> {
-    // A journal tells us what to write into the kernel's knobs: read it only
-    // when it is a regular file owned by us (or root), never through a link.
-    let read = fsx::open_owned(path, false).and_then(|mut f| {
-        let mut b = Vec::new();
-        io::Read::read_to_end(&mut f, &mut b).map(|_| b)
-    });
-    match read {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| JournalError::Corrupt(path.to_path_buf(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(JournalError::Read(path.to_path_buf(), e)),
-    }
-}
-
-fn classify(data: JournalData, boot: &str) -> Found {
-    if data.boot_id != boot {
-        Found::Stale(data)
-    } else if data.held || data.entries.is_empty() {
-        // Only unrestorable entries left: nothing for a new session to
-        // restore, so not a crash to recover from.
-        Found::Held(data)
-    } else {
-        Found::Crashed(data)
-    }
-}
-
-/// Put back the entries, last change first.
-pub fn restore_entries(entries: &[Entry], proc: &Path) -> RestoreReport {
-    let mut rep = RestoreReport::default();
-    for e in entries.iter().rev() {
-        match &e.knob {
-            Knob::File { path, .. } => match fsx::write_knob(path, &e.original) {
-                Ok(()) => rep.restored.push(e.clone()),
-                Err(err) => rep.failed.push((e.clone(), err.to_string())),
-            },
-            Knob::ThreadAffinity {
-                pid,
-                tid,
-                start_time,
-            } => {
-                if affinity::thread_start_time(proc, *pid, *tid) != Some(*start_time) {
-                    rep.gone.push(e.clone());
-                    continue;
-                }
-                let cpus = match cpulist::parse(&e.original) {
-                    Ok(c) => c,
-                    Err(err) => {
-                        rep.failed.push((e.clone(), err.to_string()));
-                        continue;
-                    }
-                };
-                match affinity::set_thread_affinity(*tid, &cpus) {
-                    Ok(()) => rep.restored.push(e.clone()),
-                    Err(err) if err.raw_os_error() == Some(libc::ESRCH) => rep.gone.push(e.clone()),
-                    Err(err) => rep.failed.push((e.clone(), err.to_string())),
-                }
-            }
-        }
-    }
-    rep
-}
-
-/// Look at the journal without changing anything: for `tailprobe restore`.
-/// Fails with `Busy` while a live tailprobe holds it.
-pub fn inspect(path: &Path, proc: &Path) -> Result<(Found, Option<fs::File>), JournalError> {
-    let Some(lock) = try_lock(path)? else {
-        let pid = load(path).ok().flatten().map(|d| d.owner_pid).unwrap_or(0);
-        return Err(JournalError::Busy {
-            path: path.to_path_buf(),
-            pid,
-        });
-    };
-    let boot = boot_id(proc)?;
-    let found = match load(path)? {
-        None => Found::Nothing,
-        Some(d) => classify(d, &boot),
-    };
-    Ok((found, Some(lock)))
-}
-
-/// Apply a found journal's restore and rewrite or remove the file: the
-/// `keep` entries stay as they are; entries that fail move to
-/// `unrestorable` with the reason (the caller reports them, once).
-pub fn restore_found(
-    path: &Path,
-    proc: &Path,
-    data: &JournalData,
-    keep: impl Fn(&Entry) -> bool,
-) -> Result<RestoreReport, JournalError> {
-    let (to_restore, kept): (Vec<Entry>, Vec<Entry>) =
-        data.entries.iter().cloned().partition(|e| !keep(e));
-    let rep = restore_entries(&to_restore, proc);
-    let mut d = data.clone();
-    d.entries = kept;
-    d.unrestorable
-        .extend(rep.failed.iter().map(|(e, why)| Unrestorable {
-            entry: e.clone(),
-            reason: why.clone(),
-        }));
-    save_or_remove(path, &d)?;
-    Ok(rep)
-}
-
-/// Write `d`, or remove the file when nothing is left in it.
-fn save_or_remove(path: &Path, d: &JournalData) -> Result<(), JournalError> {
-    if d.entries.is_empty() && d.unrestorable.is_empty() {
-        return match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(JournalError::Write(path.to_path_buf(), e)),
-        };
-    }
-    write(path, d)
-}
-
-/// `tailprobe restore`: put back every entry, retrying the unrestorable
-/// ones too. With `discard`, entries that still fail are dropped from the
-/// journal (the report lists them); without, they stay for a later retry.
-pub fn restore_all(
-    path: &Path,
-    proc: &Path,
-    data: &JournalData,
-    discard: bool,
-) -> Result<RestoreReport, JournalError> {
-    let mut all = data.entries.clone();
-    all.extend(data.unrestorable.iter().map(|u| u.entry.clone()));
-    let rep = restore_entries(&all, proc);
-    let mut d = data.clone();
-    d.entries.clear();
-    d.unrestorable = if discard {
-        Vec::new()
-    } else {
-        rep.failed
-            .iter()
-            .map(|(e, why)| Unrestorable {
-                entry: e.clone(),
-                reason: why.clone(),
-            })
-            .collect()
-    };
-    d.held = true;
-    save_or_remove(path, &d)?;
-    Ok(rep)
-}
-
-/// Remove `.<journal>.tmp.*` files a killed writer left beside the journal
-/// (we hold the lock, so no writer is running). Only regular files owned by
-/// us are removed; a link is removed as a link, never followed.
-fn remove_stale_temp_files(path: &Path) {
-    use std::os::unix::fs::MetadataExt as _;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.tmp.", name.to_string_lossy());
-    let Ok(rd) = fs::read_dir(dir) else {
-        return;
-    };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    for e in rd.flatten() {
-        let ours = e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-            && e.metadata()
-                .is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
-        if ours {
-            let _ = fs::remove_file(e.path());
-        }
-    }
-}
-
-fn write(path: &Path, d: &JournalData) -> Result<(), JournalError> {
-    let bytes = serde_json::to_vec_pretty(d)
-        .map_err(|e| JournalError::Write(path.to_path_buf(), io::Error::other(e)))?;
-    fsx::atomic_write(path, &bytes).map_err(|e| JournalError::Write(path.to_path_buf(), e))
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A session's journal: changes go through it; dropped, it restores them
@@ -687,5 +421,4 @@ impl Drop for Journal {
 }
 
 #[cfg(test)]
-#[path = "journal_tests.rs"]
 mod tests;
