@@ -12,6 +12,8 @@
 //! - `load`: the load generator (`tailprobe load`; crate `tailprobe-load`).
 //! - `serve`: the built-in OpenAI-compatible inference server (crate
 //!   `tailprobe-serve`).
+//! - `node`: node control, every change journaled (crate `tailprobe-node`);
+//!   `signals`: the Ctrl-C/SIGTERM stop flag (`tailprobe-system`).
 //! - `experiment`: the configuration matrix, its runner and the analysis.
 //! - `report_docs`: the Markdown documents, plots and systemd drop-in
 //!   rendered from an experiment's results.

@@ -424,8 +424,9 @@ fn fast_request(opts: &LoadOptions) -> Option<h1::FastRequest> {
     h1::FastRequest::new(&opts.target)
 }
 
-/// Run the load and return the report.
-pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
+/// Check the options, pin this thread (the generators inherit it), open
+/// the records file: the state the generator threads share.
+fn prepare(opts: &LoadOptions) -> Result<Arc<Shared>, LoadError> {
     if opts.n_requests.is_none() && opts.duration.is_none() {
         return Err(LoadError::Unbounded);
     }
@@ -445,7 +446,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         None => None,
     };
     let live = Arc::new(Live::new(opts.progress));
-    let shared = Arc::new(Shared {
+    Ok(Arc::new(Shared {
         opts: opts.clone(),
         next_id: AtomicU64::new(0),
         total: opts.n_requests.map(|n| n + opts.warmup),
@@ -457,7 +458,13 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         tids: Mutex::new(Vec::new()),
         fast: fast_request(opts),
         expect: opts.request.expectation(),
-    });
+    }))
+}
+
+/// Run the load and return the report.
+pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
+    let shared = prepare(opts)?;
+    let live = shared.live.clone();
     let units = match &opts.mode {
         Mode::Closed { concurrency } => *concurrency,
         Mode::Open { max_in_flight, .. } => *max_in_flight,
@@ -532,9 +539,27 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
             shared.record_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let gen = generator_info(opts, &shared, threads, dispatcher_tid, (cpu0, cpu1), wall);
+    Ok(report::build(
+        opts,
+        &stats,
+        gen,
+        shared.halt.load(Ordering::Relaxed),
+    ))
+}
+
+/// The generator's own side of the report: its threads and CPU time.
+fn generator_info(
+    opts: &LoadOptions,
+    shared: &Shared,
+    threads: usize,
+    dispatcher_tid: Option<u32>,
+    (cpu0, cpu1): ((f64, f64), (f64, f64)),
+    wall: f64,
+) -> report::Generator {
     let mut tids = shared.tids.lock().map(|t| t.clone()).unwrap_or_default();
     tids.sort_unstable();
-    let gen = report::Generator {
+    report::Generator {
         threads,
         tids,
         dispatcher_tid,
@@ -548,11 +573,5 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport, LoadError> {
         wall_s: wall,
         record_write_errors: shared.record_errors.load(Ordering::Relaxed),
         warnings: Vec::new(),
-    };
-    Ok(report::build(
-        opts,
-        &stats,
-        gen,
-        shared.halt.load(Ordering::Relaxed),
-    ))
+    }
 }

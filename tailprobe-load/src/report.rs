@@ -230,20 +230,8 @@ fn answer_warnings(opts: &LoadOptions, s: &Stats) -> Vec<String> {
     w
 }
 
-pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: bool) -> LoadReport {
-    let rate_mode = matches!(opts.mode, Mode::Open { .. });
-    let window_s = match (s.first_start_ns, s.last_end_ns) {
-        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
-        _ => 0.0,
-    };
-    let per_s = |n: u64| {
-        if window_s > 0.0 {
-            n as f64 / window_s
-        } else {
-            0.0
-        }
-    };
-    let ms = |h: &super::stats::Hist| h.summary(1e6);
+/// What the run was asked to do, as the report states it.
+fn config(opts: &LoadOptions) -> Config {
     let mut slo_ms = BTreeMap::new();
     for (k, v) in [
         ("ttft", opts.slo.ttft),
@@ -254,52 +242,47 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             slo_ms.insert(k, v.as_secs_f64() * 1e3);
         }
     }
-    let config = match &opts.mode {
-        Mode::Closed { concurrency } => Config {
-            mode: "closed",
-            concurrency: Some(*concurrency),
-            rate: None,
-            arrival: None,
-            seed: None,
-            max_in_flight: None,
-            n_requests: opts.n_requests,
-            duration_s: opts.duration.map(|d| d.as_secs_f64()),
-            warmup: opts.warmup,
-            timeout_s: opts.timeout.as_secs_f64(),
-            openai: opts.request.api.is_openai(),
-            api: opts.request.api,
-            model: opts.request.model.clone(),
-            expect: opts.request.expectation(),
-            ignore_eos: ignore_eos(opts),
-            slo_ms,
-        },
+    let mut c = Config {
+        mode: "closed",
+        concurrency: None,
+        rate: None,
+        arrival: None,
+        seed: None,
+        max_in_flight: None,
+        n_requests: opts.n_requests,
+        duration_s: opts.duration.map(|d| d.as_secs_f64()),
+        warmup: opts.warmup,
+        timeout_s: opts.timeout.as_secs_f64(),
+        openai: opts.request.api.is_openai(),
+        api: opts.request.api,
+        model: opts.request.model.clone(),
+        expect: opts.request.expectation(),
+        ignore_eos: ignore_eos(opts),
+        slo_ms,
+    };
+    match &opts.mode {
+        Mode::Closed { concurrency } => c.concurrency = Some(*concurrency),
         Mode::Open {
             rate,
             arrival,
             seed,
             connections,
             max_in_flight,
-        } => Config {
-            mode: "rate",
-            concurrency: Some(*connections),
-            rate: Some(*rate),
-            arrival: Some(arrival.to_string()),
-            seed: Some(*seed),
-            max_in_flight: Some(*max_in_flight),
-            n_requests: opts.n_requests,
-            duration_s: opts.duration.map(|d| d.as_secs_f64()),
-            warmup: opts.warmup,
-            timeout_s: opts.timeout.as_secs_f64(),
-            openai: opts.request.api.is_openai(),
-            api: opts.request.api,
-            model: opts.request.model.clone(),
-            expect: opts.request.expectation(),
-            ignore_eos: ignore_eos(opts),
-            slo_ms,
-        },
-    };
-    let lag = ms(&s.lag);
-    // Warnings: the generator may be the bottleneck.
+        } => {
+            c.mode = "rate";
+            c.concurrency = Some(*connections);
+            c.rate = Some(*rate);
+            c.arrival = Some(arrival.to_string());
+            c.seed = Some(*seed);
+            c.max_in_flight = Some(*max_in_flight);
+        }
+    }
+    c
+}
+
+/// Warnings about the generator itself: it may be the bottleneck (CPU,
+/// schedule lag), or records were lost.
+fn generator_warnings(opts: &LoadOptions, gen: &mut Generator, lag: &Option<Summary>) {
     let share = gen.cpu_share();
     if share > 0.8 {
         gen.warnings.push(format!(
@@ -309,7 +292,7 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             gen.allowed_cpus.min(gen.threads + 1)
         ));
     }
-    if let (Mode::Open { rate, .. }, Some(l)) = (&opts.mode, &lag) {
+    if let (Mode::Open { rate, .. }, Some(l)) = (&opts.mode, lag) {
         let gap_ms = 1e3 / rate;
         if l.p99.value > gap_ms.max(1.0) {
             gen.warnings.push(format!(
@@ -325,6 +308,25 @@ pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: boo
             gen.record_write_errors
         ));
     }
+}
+
+pub fn build(opts: &LoadOptions, s: &Stats, mut gen: Generator, interrupted: bool) -> LoadReport {
+    let rate_mode = matches!(opts.mode, Mode::Open { .. });
+    let window_s = match (s.first_start_ns, s.last_end_ns) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let per_s = |n: u64| {
+        if window_s > 0.0 {
+            n as f64 / window_s
+        } else {
+            0.0
+        }
+    };
+    let ms = |h: &super::stats::Hist| h.summary(1e6);
+    let config = config(opts);
+    let lag = ms(&s.lag);
+    generator_warnings(opts, &mut gen, &lag);
     let slo_set = opts.slo.is_set();
     LoadReport {
         version: 1,
@@ -376,6 +378,15 @@ fn row(out: &mut String, name: &str, s: &Option<Summary>) {
 /// The human rendering.
 pub fn text(r: &LoadReport) -> String {
     let mut o = String::new();
+    text_setup(&mut o, r);
+    text_counts(&mut o, r);
+    text_latency(&mut o, r);
+    text_generator(&mut o, r);
+    o
+}
+
+/// What ran: the target, the arrival process, the request.
+fn text_setup(o: &mut String, r: &LoadReport) {
     let c = &r.config;
     let what = match c.mode {
         "closed" => format!("closed loop, concurrency {}", c.concurrency.unwrap_or(0)),
@@ -412,6 +423,11 @@ pub fn text(r: &LoadReport) -> String {
         }
         _ => {}
     }
+}
+
+/// Outcomes, throughput, tokens, goodput.
+fn text_counts(o: &mut String, r: &LoadReport) {
+    let c = &r.config;
     let _ = writeln!(
         o,
         "requests: {} ok, {} incomplete, {} errors, {} timeouts ({} warm-up excluded)",
@@ -485,6 +501,11 @@ pub fn text(r: &LoadReport) -> String {
             r.streams_without_done
         );
     }
+}
+
+/// The latency table and the headline's sample counts.
+fn text_latency(o: &mut String, r: &LoadReport) {
+    let c = &r.config;
     let _ = writeln!(
         o,
         "\n  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
@@ -492,17 +513,17 @@ pub fn text(r: &LoadReport) -> String {
     );
     let l = &r.latency_ms;
     if c.mode == "rate" {
-        row(&mut o, "e2e from intended (*)", &l.e2e_sched);
-        row(&mut o, "e2e from send (uncorr.)", &l.e2e);
-        row(&mut o, "schedule lag", &l.schedule_lag);
-        row(&mut o, "ttft from intended", &l.ttft_sched);
-        row(&mut o, "ttft from send", &l.ttft);
+        row(o, "e2e from intended (*)", &l.e2e_sched);
+        row(o, "e2e from send (uncorr.)", &l.e2e);
+        row(o, "schedule lag", &l.schedule_lag);
+        row(o, "ttft from intended", &l.ttft_sched);
+        row(o, "ttft from send", &l.ttft);
     } else {
-        row(&mut o, "e2e (*)", &l.e2e);
-        row(&mut o, "ttft", &l.ttft);
+        row(o, "e2e (*)", &l.e2e);
+        row(o, "ttft", &l.ttft);
     }
-    row(&mut o, "tpot", &l.tpot);
-    row(&mut o, "itl", &l.itl);
+    row(o, "tpot", &l.tpot);
+    row(o, "itl", &l.itl);
     if let Some(t) = &r.output_tokens_per_request {
         let _ = writeln!(
             o,
@@ -538,6 +559,10 @@ pub fn text(r: &LoadReport) -> String {
             }
         );
     }
+}
+
+/// The generator's own threads and CPU, and the warnings.
+fn text_generator(o: &mut String, r: &LoadReport) {
     let g = &r.generator;
     let _ = writeln!(
         o,
@@ -555,7 +580,6 @@ pub fn text(r: &LoadReport) -> String {
     for w in r.warnings.iter().chain(&g.warnings) {
         let _ = writeln!(o, "warning: {w}");
     }
-    o
 }
 
 #[cfg(test)]

@@ -44,6 +44,15 @@ impl CpuFreq {
             && (self.driver.starts_with("intel_pstate") || self.driver.starts_with("amd-pstate"))
     }
 
+    /// The driver and, for p-state drivers, its mode: `intel_pstate
+    /// (active mode)`.
+    pub fn driver_words(&self) -> String {
+        match &self.pstate_mode {
+            Some(m) => format!("{} ({m} mode)", self.driver),
+            None => self.driver.clone(),
+        }
+    }
+
     /// Governors available on every policy.
     pub fn available(&self) -> Vec<String> {
         let mut it = self.policies.iter();
@@ -231,6 +240,7 @@ mod tests {
         .unwrap();
         let cf = read(&Roots::new(d.path(), "/proc")).unwrap();
         assert!(cf.active_pstate());
+        assert_eq!(cf.driver_words(), "intel_pstate (active mode)");
         assert_eq!(cf.available(), vec!["performance", "powersave"]);
         let e = validate(&cf, "schedutil").unwrap_err().to_string();
         assert!(e.contains("offers performance, powersave"), "{e}");

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use super::node_common::{self as nc, NodeArgs};
 use crate::{
     cpulist,
-    node::{affinity, irq, pin},
+    node::{affinity, irq, pin, Roots},
     procfs::ProcFs,
 };
 
@@ -61,53 +61,7 @@ pub enum IrqAction {
 pub fn main(args: &IrqArgs) -> Result<i32> {
     let roots = args.node.roots();
     match &args.action {
-        IrqAction::Show { irq: one, json } => {
-            let nums = match one {
-                Some(n) => {
-                    irq::check_exists(&roots, *n)?;
-                    vec![*n]
-                }
-                None => irq::irq_numbers(&roots),
-            };
-            let ints = irq::read_interrupts(&roots).ok();
-            let rows: Vec<serde_json::Value> = nums
-                .iter()
-                .map(|&n| {
-                    let p = irq::place(&roots, n);
-                    let row = ints
-                        .as_ref()
-                        .and_then(|i| i.rows.iter().find(|r| r.number() == Some(n)));
-                    serde_json::json!({
-                        "irq": n,
-                        "affinity": p.affinity,
-                        "effective": p.effective,
-                        "managed": irq::debugfs_managed(&roots, n),
-                        "count": row.map(|r| r.counts.iter().sum::<u64>()),
-                        "desc": row.map(|r| r.desc.clone()),
-                    })
-                })
-                .collect();
-            if *json {
-                nc::print_json(&rows)?;
-            } else {
-                crate::out::println(format_args!(
-                    "{:>5}  {:<12} {:<12} {:>12}  desc",
-                    "irq", "allowed", "effective", "count"
-                ))?;
-                for r in &rows {
-                    let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
-                    crate::out::println(format_args!(
-                        "{:>5}  {:<12} {:<12} {:>12}  {}",
-                        r["irq"].as_u64().unwrap_or_default(),
-                        s("affinity"),
-                        s("effective"),
-                        r["count"].as_u64().map_or("-".into(), |c| c.to_string()),
-                        r["desc"].as_str().unwrap_or("")
-                    ))?;
-                }
-            }
-            Ok(super::exit::OK)
-        }
+        IrqAction::Show { irq: one, json } => show(&roots, *one, *json),
         IrqAction::Watch {
             duration,
             pid,
@@ -117,26 +71,7 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
             json,
         } => {
             let online = affinity::online_cpus(&roots.sys).context("reading the online CPUs")?;
-            let server: Vec<u32> = match (pid, cpus) {
-                (Some(p), _) => {
-                    let proc = ProcFs::new(&roots.proc);
-                    proc.check_target(*p)?;
-                    let mut v: Vec<u32> = proc
-                        .threads(*p)
-                        .into_iter()
-                        .filter_map(|t| pin::allowed_list(&proc, *p, t))
-                        .flat_map(|s| cpulist::parse(&s).unwrap_or_default())
-                        .collect();
-                    v.sort_unstable();
-                    v.dedup();
-                    v
-                }
-                (None, Some(nc::CpuArg(c))) => {
-                    affinity::check_online(c, &online)?;
-                    c.clone()
-                }
-                (None, None) => Vec::new(),
-            };
+            let server = server_cpus(&roots, *pid, cpus.as_ref(), &online)?;
             let mut journal = None;
             let mut moved = None;
             if let Some(nc::CpuArg(avoid)) = irq_move_off {
@@ -168,56 +103,147 @@ pub fn main(args: &IrqArgs) -> Result<i32> {
                 None => super::exit::OK,
             };
             let d = irq::delta(&a, &b);
-            let totals = irq::per_cpu_totals(&d);
-            let on_server: Vec<&irq::IrqDelta> = d
-                .iter()
-                .filter(|r| r.per_cpu.iter().any(|(c, _)| server.contains(c)))
-                .collect();
-            if *json {
-                nc::print_json(&serde_json::json!({
-                    "seconds": duration.as_secs_f64(),
-                    "server_cpus": cpulist::Display(&server).to_string(),
-                    "per_cpu": totals,
-                    "per_irq": d,
-                    "on_server_cpus": on_server.iter().map(|r| &r.name).collect::<Vec<_>>(),
-                    "moved": moved,
-                }))?;
-            } else {
-                crate::out::println(format_args!("interrupts over {:?} per CPU:", duration))?;
-                for (c, n) in &totals {
-                    crate::out::println(format_args!(
-                        "  CPU{c}: {n}{}",
-                        if server.contains(c) {
-                            "  (server CPU)"
-                        } else {
-                            ""
-                        }
-                    ))?;
-                }
-                crate::out::println(format_args!("top IRQs:"))?;
-                for r in d.iter().take(*top) {
-                    let per: Vec<String> = r
-                        .per_cpu
-                        .iter()
-                        .map(|(c, n)| format!("CPU{c}:{n}"))
-                        .collect();
-                    crate::out::println(format_args!(
-                        "  {:>6} {:>10}  {}  {}",
-                        r.name,
-                        r.total,
-                        per.join(" "),
-                        r.desc
-                    ))?;
-                }
-                if !server.is_empty() {
-                    crate::out::println(format_args!(
-                        "{} IRQ source(s) landed on the server's CPUs {}",
-                        on_server.len(),
-                        cpulist::Display(&server)
-                    ))?;
-                }
-            }
+            print_watch(*duration, *top, *json, &server, &d, moved)?;
             Ok(restore_code)
         }
     }
+}
+
+/// `tailprobe irq show`: each IRQ's allowed and effective CPUs and count.
+fn show(roots: &Roots, one: Option<u32>, json: bool) -> Result<i32> {
+    let nums = match one {
+        Some(n) => {
+            irq::check_exists(roots, n)?;
+            vec![n]
+        }
+        None => irq::irq_numbers(roots),
+    };
+    let ints = irq::read_interrupts(roots).ok();
+    let rows: Vec<serde_json::Value> = nums
+        .iter()
+        .map(|&n| {
+            let p = irq::place(roots, n);
+            let row = ints
+                .as_ref()
+                .and_then(|i| i.rows.iter().find(|r| r.number() == Some(n)));
+            serde_json::json!({
+                "irq": n,
+                "affinity": p.affinity,
+                "effective": p.effective,
+                "managed": irq::debugfs_managed(roots, n),
+                "count": row.map(|r| r.counts.iter().sum::<u64>()),
+                "desc": row.map(|r| r.desc.clone()),
+            })
+        })
+        .collect();
+    if json {
+        nc::print_json(&rows)?;
+    } else {
+        crate::out::println(format_args!(
+            "{:>5}  {:<12} {:<12} {:>12}  desc",
+            "irq", "allowed", "effective", "count"
+        ))?;
+        for r in &rows {
+            let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
+            crate::out::println(format_args!(
+                "{:>5}  {:<12} {:<12} {:>12}  {}",
+                r["irq"].as_u64().unwrap_or_default(),
+                s("affinity"),
+                s("effective"),
+                r["count"].as_u64().map_or("-".into(), |c| c.to_string()),
+                r["desc"].as_str().unwrap_or("")
+            ))?;
+        }
+    }
+    Ok(super::exit::OK)
+}
+
+/// The server's CPUs: where the threads of `pid` may run, or `cpus`.
+fn server_cpus(
+    roots: &Roots,
+    pid: Option<u32>,
+    cpus: Option<&nc::CpuArg>,
+    online: &[u32],
+) -> Result<Vec<u32>> {
+    Ok(match (pid, cpus) {
+        (Some(p), _) => {
+            let proc = ProcFs::new(&roots.proc);
+            proc.check_target(p)?;
+            let mut v: Vec<u32> = proc
+                .threads(p)
+                .into_iter()
+                .filter_map(|t| pin::allowed_list(&proc, p, t))
+                .flat_map(|s| cpulist::parse(&s).unwrap_or_default())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        (None, Some(nc::CpuArg(c))) => {
+            affinity::check_online(c, online)?;
+            c.clone()
+        }
+        (None, None) => Vec::new(),
+    })
+}
+
+/// Print what `tailprobe irq watch` saw.
+fn print_watch(
+    duration: Duration,
+    top: usize,
+    json: bool,
+    server: &[u32],
+    d: &[irq::IrqDelta],
+    moved: Option<irq::MoveReport>,
+) -> Result<()> {
+    let totals = irq::per_cpu_totals(d);
+    let on_server: Vec<&irq::IrqDelta> = d
+        .iter()
+        .filter(|r| r.per_cpu.iter().any(|(c, _)| server.contains(c)))
+        .collect();
+    if json {
+        nc::print_json(&serde_json::json!({
+            "seconds": duration.as_secs_f64(),
+            "server_cpus": cpulist::Display(server).to_string(),
+            "per_cpu": totals,
+            "per_irq": d,
+            "on_server_cpus": on_server.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "moved": moved,
+        }))?;
+    } else {
+        crate::out::println(format_args!("interrupts over {:?} per CPU:", duration))?;
+        for (c, n) in &totals {
+            crate::out::println(format_args!(
+                "  CPU{c}: {n}{}",
+                if server.contains(c) {
+                    "  (server CPU)"
+                } else {
+                    ""
+                }
+            ))?;
+        }
+        crate::out::println(format_args!("top IRQs:"))?;
+        for r in d.iter().take(top) {
+            let per: Vec<String> = r
+                .per_cpu
+                .iter()
+                .map(|(c, n)| format!("CPU{c}:{n}"))
+                .collect();
+            crate::out::println(format_args!(
+                "  {:>6} {:>10}  {}  {}",
+                r.name,
+                r.total,
+                per.join(" "),
+                r.desc
+            ))?;
+        }
+        if !server.is_empty() {
+            crate::out::println(format_args!(
+                "{} IRQ source(s) landed on the server's CPUs {}",
+                on_server.len(),
+                cpulist::Display(server)
+            ))?;
+        }
+    }
+    Ok(())
 }

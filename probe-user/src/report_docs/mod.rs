@@ -175,6 +175,44 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
     let plots_dir = p.out_dir.join("plots");
     std::fs::create_dir_all(&plots_dir)
         .with_context(|| format!("creating {}", plots_dir.display()))?;
+    let plots = write_plots(r, &plots_dir, &mut written)?;
+    r.plots = plots.iter().map(|x| x.1.clone()).collect();
+
+    // Drop-in: only for a placement with a significant gain behind it.
+    r.dropin = None;
+    if let Some((pl, ev)) = placement_for_dropin(r) {
+        let f = p.out_dir.join("50-tailprobe-placement.conf");
+        let text = dropin::render(&p.unit, &pl, &ev);
+        std::fs::write(&f, &text).with_context(|| format!("writing {}", f.display()))?;
+        r.dropin = Some(DropIn {
+            path: "50-tailprobe-placement.conf".into(),
+            config: pl.why.clone(),
+            text,
+        });
+        written.push(f);
+    }
+
+    // results.json
+    let rf = p.out_dir.join("results.json");
+    std::fs::write(&rf, serde_json::to_vec_pretty(&*r)?)
+        .with_context(|| format!("writing {}", rf.display()))?;
+    written.push(rf.clone());
+
+    write_baseline(r, p, &plots)?;
+    written.push(p.baseline.clone());
+
+    write_summary(r, p)?;
+    written.push(p.summary.clone());
+    Ok(written)
+}
+
+/// The three plots, when some configuration ran: (title, path under the
+/// output directory) of each.
+fn write_plots(
+    r: &Results,
+    plots_dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<Vec<(String, String)>> {
     let rep = representative(r);
     let mut plots = Vec::new();
     if !rep.is_empty() {
@@ -233,29 +271,11 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
             written.push(f);
         }
     }
-    r.plots = plots.iter().map(|x| x.1.clone()).collect();
+    Ok(plots)
+}
 
-    // Drop-in: only for a placement with a significant gain behind it.
-    r.dropin = None;
-    if let Some((pl, ev)) = placement_for_dropin(r) {
-        let f = p.out_dir.join("50-tailprobe-placement.conf");
-        let text = dropin::render(&p.unit, &pl, &ev);
-        std::fs::write(&f, &text).with_context(|| format!("writing {}", f.display()))?;
-        r.dropin = Some(DropIn {
-            path: "50-tailprobe-placement.conf".into(),
-            config: pl.why.clone(),
-            text,
-        });
-        written.push(f);
-    }
-
-    // results.json
-    let rf = p.out_dir.join("results.json");
-    std::fs::write(&rf, serde_json::to_vec_pretty(&*r)?)
-        .with_context(|| format!("writing {}", rf.display()))?;
-    written.push(rf.clone());
-
-    // Baseline document.
+/// The baseline document, its sections linking the plots and traces.
+fn write_baseline(r: &Results, p: &DocPaths, plots: &[(String, String)]) -> Result<()> {
     let bdir = p
         .baseline
         .parent()
@@ -285,9 +305,11 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
         ("cells".into(), runs::cells_section(r, &prefix_b)),
     ];
     write_doc(&p.baseline, &baseline::preamble(), &bsections)?;
-    written.push(p.baseline.clone());
+    Ok(())
+}
 
-    // Summary document.
+/// The summary document.
+fn write_summary(r: &Results, p: &DocPaths) -> Result<()> {
     let sdir = p
         .summary
         .parent()
@@ -313,8 +335,7 @@ pub fn write_all(r: &mut Results, p: &DocPaths) -> Result<Vec<PathBuf>> {
         ("feynman".into(), plain::feynman(r)),
     ];
     write_doc(&p.summary, &summary::preamble(), &ssections)?;
-    written.push(p.summary.clone());
-    Ok(written)
+    Ok(())
 }
 
 fn write_doc(path: &Path, preamble: &str, sections: &[(String, String)]) -> Result<()> {

@@ -116,43 +116,45 @@ fn capacity_change(r: &Results, quiet: &str, noisy: &str) -> Option<String> {
     })
 }
 
-fn findings(r: &Results) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(b) = r.baseline() {
-        // The analysis' pooled percentiles (the same numbers the effects
-        // use) when present, else the mean of the repeats' percentiles.
-        let pooled = b.percentiles.as_ref().and_then(|q| {
-            Some((
-                q.p50_ms?.estimate,
-                q.p95_ms?.estimate,
-                q.p99_ms?.estimate,
-                format!(
-                    "pooled over {} repeat(s), {} requests",
-                    q.repeats, q.requests
-                ),
-            ))
-        });
-        let mean = || {
-            Some((
-                b.p50_ms?.mean,
-                b.p95_ms?.mean,
-                b.p99_ms?.mean,
-                format!("mean of {} repeat(s)", b.repeats),
-            ))
-        };
-        if let Some((p50, p95, p99, how)) = pooled.or_else(mean) {
-            out.push(format!(
-                "{}he service answers half its requests within {} ms and 95 in 100 within {} ms; the slowest 1 in 100 take {} ms or more ({how}).",
-                r.calibration
-                    .as_ref()
-                    .map(|c| format!("At {:.0} requests/s, t", c.offered_rps))
-                    .unwrap_or_else(|| "T".into()),
-                ms(p50),
-                ms(p95),
-                ms(p99),
-            ));
-        }
-    }
+/// The baseline's latency in words: p50, p95, p99.
+fn latency_finding(r: &Results) -> Option<String> {
+    let b = r.baseline()?;
+    // The analysis' pooled percentiles (the same numbers the effects
+    // use) when present, else the mean of the repeats' percentiles.
+    let pooled = b.percentiles.as_ref().and_then(|q| {
+        Some((
+            q.p50_ms?.estimate,
+            q.p95_ms?.estimate,
+            q.p99_ms?.estimate,
+            format!(
+                "pooled over {} repeat(s), {} requests",
+                q.repeats, q.requests
+            ),
+        ))
+    });
+    let mean = || {
+        Some((
+            b.p50_ms?.mean,
+            b.p95_ms?.mean,
+            b.p99_ms?.mean,
+            format!("mean of {} repeat(s)", b.repeats),
+        ))
+    };
+    let (p50, p95, p99, how) = pooled.or_else(mean)?;
+    Some(format!(
+        "{}he service answers half its requests within {} ms and 95 in 100 within {} ms; the slowest 1 in 100 take {} ms or more ({how}).",
+        r.calibration
+            .as_ref()
+            .map(|c| format!("At {:.0} requests/s, t", c.offered_rps))
+            .unwrap_or_else(|| "T".into()),
+        ms(p50),
+        ms(p95),
+        ms(p99),
+    ))
+}
+
+/// What was kept out of the figures: disturbed cells, incomplete answers.
+fn kept_out_findings(r: &Results, out: &mut Vec<String>) {
     let excluded: Vec<String> = r
         .excluded()
         .filter_map(|c| {
@@ -187,6 +189,12 @@ fn findings(r: &Results) -> Vec<String> {
             "{incomplete} answers came back cut short or empty; they are counted apart and not in any latency figure (see the baseline document's answers table)."
         ));
     }
+}
+
+fn findings(r: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    out.extend(latency_finding(r));
+    kept_out_findings(r, &mut out);
     if let Some(t) = r
         .baseline()
         .and_then(|b| r.cells.iter().find(|c| c.label == b.label && c.counts()))

@@ -116,12 +116,8 @@ fn text_tuning(s: &mut String, inv: &Inventory) {
         Some(cf) => {
             let _ = writeln!(
                 s,
-                "cpufreq: driver {}{}, available governors: {}",
-                cf.driver,
-                cf.pstate_mode
-                    .as_deref()
-                    .map(|m| format!(" ({m} mode)"))
-                    .unwrap_or_default(),
+                "cpufreq: driver {}, available governors: {}",
+                cf.driver_words(),
                 cf.available().join(" ")
             );
             for p in &cf.policies {
