@@ -540,19 +540,30 @@ fn root_diagnose_ties_preemption_to_the_slow_requests() {
         .find(|t| t["detector"] == "preemption")
         .unwrap_or_else(|| panic!("preemption not tied: {load:#}"));
     let n = |k: &str| tie[k].as_f64().unwrap_or_else(|| panic!("{k}: {tie:#}"));
-    let slow_share = n("slow_overlapping") / n("slow_requests");
-    let all_share = n("all_overlapping") / n("all_requests");
+    let all_pct = 100.0 * n("all_overlapping") / n("all_requests");
     eprintln!(
-        "served_matched {}; {}",
+        "served_matched {}; slow {}/{} overlapping (95% interval {:.0}-{:.0}%) vs all {all_pct:.0}%; \
+         held {:.2} vs {:.2} ms; gap {:.2} ms, {:.0}% explained",
         load["served_matched"],
-        tie["text"].as_str().unwrap_or_default()
+        tie["slow_overlapping"],
+        tie["slow_requests"],
+        n("slow_overlap_pct_low"),
+        n("slow_overlap_pct_high"),
+        n("slow_mean_overlap_ms"),
+        n("other_mean_overlap_ms"),
+        n("latency_gap_ms"),
+        n("gap_explained_pct"),
     );
     assert!(tie["tied"] == true, "{tie:#}");
-    assert!(n("gap_explained_pct") > 0.0, "{tie:#}");
-    assert!(
-        slow_share >= 0.5 && slow_share >= all_share,
-        "slow {slow_share:.2} vs all {all_share:.2}: {tie:#}"
-    );
+    // The slow requests overlap the waits as often as requests in general,
+    // within their 95% interval (nearly every request overlaps here).
+    assert!(n("slow_overlap_pct_high") >= all_pct, "{tie:#}");
+    // The size of the tie: the waits held in a slow request beyond the
+    // others' must account for a good part of why they are slower. Measured
+    // 43-49% in 5 runs (docs/diagnose.md); evidence unrelated to the slow
+    // requests (another thread's waits, a clock out of step) holds about as
+    // much in a slow request as in the others, near 0%.
+    assert!(n("gap_explained_pct") >= 20.0, "{tie:#}");
     assert!(
         evidence(f, "slow_requests_overlap_pct") >= 50.0,
         "the finding carries the tie: {f:#}"
