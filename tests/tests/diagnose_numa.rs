@@ -15,7 +15,7 @@ mod diagnose_support;
 use std::{collections::BTreeMap, fs, path::Path};
 
 use diagnose_support::{
-    cgroup, detectors_fired, diagnose_text, diagnose_with, evidence, first, status, Proc,
+    detectors_fired, diagnose_text, diagnose_with, evidence, first, status, Proc, TestCgroup,
 };
 use serde_json::Value;
 use tailprobe_tests::{skip, skip_unless_root, Sysctl, Workload};
@@ -128,9 +128,9 @@ fn touch(mem_node: u32, mib: u64, touch_ms: u64) -> Workload {
 fn root_diagnose_names_memory_on_the_remote_node() {
     let name = "root_diagnose_names_memory_on_the_remote_node";
     let (n0, n1) = two_nodes_or_skip!(name);
-    let Some(cg) = cgroup("numa") else {
-        return;
-    };
+    // A heavy-weight CPU cgroup where there is one (as in diagnose_root);
+    // a guest without the cpu controller runs nothing else that matters.
+    let cg = TestCgroup::create("numa");
     let _off = Path::new(BALANCING)
         .exists()
         .then(|| Sysctl::set(BALANCING, "0"));
@@ -138,7 +138,9 @@ fn root_diagnose_names_memory_on_the_remote_node() {
     let local = n0.to_string();
     for (mem_node, planted) in [(n1, true), (n0, false)] {
         let mut w = touch(mem_node, mib, 1500);
-        cg.add(w.pid());
+        if let Some(c) = &cg {
+            c.add(w.pid());
+        }
         // tailprobe on CPU 1, away from the target's CPU 0.
         let d = diagnose_with(w.pid(), "1", &["--local-node", &local], || w.go());
         let kernel = numa_maps_kib(w.pid());
@@ -215,9 +217,9 @@ fn root_diagnose_names_numa_balancing_migrating_the_memory() {
         skip(name, &format!("no {BALANCING} (CONFIG_NUMA_BALANCING off)"));
         return;
     }
-    let Some(cg) = cgroup("numabal") else {
-        return;
-    };
+    // A heavy-weight CPU cgroup where there is one (as in diagnose_root);
+    // a guest without the cpu controller runs nothing else that matters.
+    let cg = TestCgroup::create("numabal");
     let _on = Sysctl::set(BALANCING, "1");
     // First scan at once, then every 100 ms (debugfs; restored on drop).
     let _fast: Vec<Sysctl> = [
@@ -232,7 +234,9 @@ fn root_diagnose_names_numa_balancing_migrating_the_memory() {
     .map(|(p, v)| Sysctl::set(p, v))
     .collect();
     let mut w = touch(n1, 16, 4000);
-    cg.add(w.pid());
+    if let Some(c) = &cg {
+        c.add(w.pid());
+    }
     let mut before = 0;
     let d = diagnose_with(w.pid(), "1", &["--local-node", &n0.to_string()], || {
         before = vmstat("numa_pages_migrated");
@@ -331,11 +335,13 @@ fn idle_latencies() -> Vec<u64> {
 fn root_diagnose_frequency_idle_says_why_it_is_not_available() {
     let name = "root_diagnose_frequency_idle_says_why_it_is_not_available";
     skip_unless_root!(name);
-    let Some(cg) = cgroup("freq") else {
-        return;
-    };
+    // A heavy-weight CPU cgroup where there is one (as in diagnose_root);
+    // a guest without the cpu controller runs nothing else that matters.
+    let cg = TestCgroup::create("freq");
     let p = Proc::start("", &["sleeper", "2000", "100"]);
-    cg.add(p.pid());
+    if let Some(c) = &cg {
+        c.add(p.pid());
+    }
     let d = diagnose_with(p.pid(), "", &[], || {});
     let (st, note) = status(&d, "frequency_idle");
     let lat = idle_latencies();
