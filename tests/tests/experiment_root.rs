@@ -161,7 +161,7 @@ fn check_cells(d: &Path, r: &Value) {
         second.iter().collect::<Vec<_>>()
     );
     assert!(r["correlation"]["pooled"].as_array().unwrap().len() == 5);
-    check_capacity(&r, cells);
+    check_capacity(r, cells);
 }
 
 /// The documents: sections present, not-applicable cells explained.
@@ -211,9 +211,9 @@ fn check_rerender_keeps_edits(d: &Path) {
         "--render".to_string(),
         d.join("out/results.json").display().to_string(),
     ];
-    a2.extend(outputs(&d));
+    a2.extend(outputs(d));
     let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
-    let out = run(&a2, &d);
+    let out = run(&a2, d);
     assert!(
         out.status.success(),
         "{}",
@@ -226,7 +226,7 @@ fn check_rerender_keeps_edits(d: &Path) {
     // Broken markers: refused, file unchanged.
     let broken = again.replace("<!-- tailprobe:end numa-locality -->", "");
     std::fs::write(d.join("bench/baseline.md"), &broken).unwrap();
-    let out = run(&a2, &d);
+    let out = run(&a2, d);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
