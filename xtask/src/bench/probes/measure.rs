@@ -122,6 +122,8 @@ pub(super) struct Plan {
     pub(super) ab_pairs: usize,
     pub(super) ab_secs: u32,
     pub(super) sustained: Vec<String>,
+    /// The load the exporter follows (by its command name, the first word).
+    pub(super) exporter_load: String,
 }
 
 pub(super) fn plan(quick: bool) -> Plan {
@@ -140,6 +142,7 @@ pub(super) fn plan(quick: bool) -> Plan {
             ab_pairs: 3,
             ab_secs: 3,
             sustained: vec!["stress-ng --switch 2 -t 4s".into()],
+            exporter_load: "hackbench -T -g 4 -l 600".into(),
         }
     } else {
         Plan {
@@ -162,6 +165,7 @@ pub(super) fn plan(quick: bool) -> Plan {
                 "stress-ng --switch 2 -t 8s".into(),
                 "hackbench -g 8 -l 1500".into(),
             ],
+            exporter_load: "hackbench -T -g 4 -l 2000".into(),
         }
     }
 }

@@ -18,9 +18,11 @@
 //! Every command runs under a time limit; Ctrl-C stops the section cleanly.//!
 //! Modules: `runner` (child processes, the sysctl, signals, tools),
 //! `runqlat` (the reference tool's counters), `measure` (the runs and what
-//! is read back from them), `report` (the Markdown); the spread statistics
+//! is read back from them), `exporter` (the exporter's own cost at a
+//! measured switch rate), `report` (the Markdown); the spread statistics
 //! are the bench's shared ones (`super::stats`).
 
+mod exporter;
 mod measure;
 mod report;
 mod runner;
@@ -39,6 +41,7 @@ use serde_json::Value;
 
 use super::stats::{mean, min_max, stdev};
 use crate::cmd;
+use exporter::*;
 use measure::*;
 use report::*;
 pub(super) use runner::ensure_tools;

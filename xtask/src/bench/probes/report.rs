@@ -52,6 +52,8 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
     let stats_default = read_stats_sysctl()?;
 
     let costs = measure_costs(bin, &plan)?;
+    let load_exporter = load_average();
+    let exporter = measure_exporter(bin, &plan.exporter_load)?;
     let load_ab = load_average();
     let ab = measure_slowdown(bin, &plan)?;
     let load_sustained = load_average();
@@ -73,7 +75,8 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         w,
         "Produced by `cargo xtask bench --only probes{}` (xtask/src/bench/probes/) on {date}, \
          in {elapsed:.0} s{}. Machine: {cpu}, {ncpu} CPUs, kernel {kernel}. Load average \
-         (1/5/15 min) before each part: {load_costs}, {load_ab}, {load_sustained} (it \
+         (1/5/15 min) before each part: {load_costs}, {load_exporter}, {load_ab}, \
+         {load_sustained} (it \
          includes our own loads of the part before; other work on the machine perturbs \
          these numbers).\n",
         if quick { " --quick" } else { "" },
@@ -214,6 +217,8 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
     }
     writeln!(w)?;
 
+    exporter_part(w, &exporter, &load_exporter)?;
+
     // 2. Slowdown.
     writeln!(w, "### Workload slowdown, all probes attached vs none\n")?;
     writeln!(
@@ -319,6 +324,48 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
     }
     writeln!(w)?;
     Ok(s)
+}
+
+/// The exporter's cost over one load: share of one CPU in its eBPF programs
+/// and in its own process, at the switch rate it counted.
+fn exporter_part(w: &mut String, e: &ExporterCost, load_before: &str) -> Result<()> {
+    writeln!(
+        w,
+        "### The exporter's own cost
+"
+    )?;
+    let secs = e.secs.max(1e-9);
+    writeln!(
+        w,
+        "`tailprobe exporter --comm {} --rescan 100ms` (no windows, no outlier stream) \
+         while `{}` ran (load average before: {load_before}); its own metrics scraped once \
+         the load was followed and again after it ended, {:.1} s apart. BPF run-time \
+         statistics are on in the exporter (it reports them), so the probe share includes \
+         their ~20 ns per run.\n",
+        e.load.split_whitespace().next().unwrap_or("?"),
+        e.load,
+        e.secs,
+    )?;
+    writeln!(
+        w,
+        "- Target switches counted: {:.0} ({:.0}/s); our programs ran {:.0} times \
+         ({:.0}/s, every scheduler event of the machine), {:.0} ns per run.",
+        e.switches,
+        e.switches / secs,
+        e.probe_runs,
+        e.probe_runs / secs,
+        e.probe_secs * 1e9 / e.probe_runs.max(1.0),
+    )?;
+    writeln!(
+        w,
+        "- **Exporter CPU share at {:.0} target switches/s: {:.2}% of one CPU** in its \
+         eBPF programs + {:.2}% in its process = {:.2}%.\n",
+        e.switches / secs,
+        e.probe_secs / secs * 100.0,
+        e.process_secs / secs * 100.0,
+        (e.probe_secs + e.process_secs) / secs * 100.0,
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
