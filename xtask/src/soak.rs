@@ -215,6 +215,10 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
         lost.join(", ")
     };
     let at = |m: u64| {
+        if m > minutes {
+            // The run was shorter: no sample at that minute.
+            return "-".to_string();
+        }
         rss.iter()
             .rfind(|(mm, _)| *mm <= m)
             .map_or("-".to_string(), |(_, k)| format!("{k}"))
