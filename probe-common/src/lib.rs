@@ -124,7 +124,11 @@ pub struct ThreadSlot {
     pub preempted_by: u32,
     /// That task's thread group id.
     pub preempted_by_tgid: u32,
-    /// That task's command name, read at the preemption.
+    /// That task's `task_struct` address, for reading its command name
+    /// when the preemptor is new to `PREEMPTORS` (0: none kept).
+    pub preempted_by_task: u64,
+    /// That task's command name, read at the preemption (only while the
+    /// `preemptor-comm` change is switched off, see [`hotpath`]).
     pub preempted_by_comm: [u8; 16],
     pub stats: ThreadStats,
     /// Run-queue wait histogram, see [`hist`].
@@ -139,6 +143,7 @@ impl ThreadSlot {
         since_ns: 0,
         preempted_by: 0,
         preempted_by_tgid: 0,
+        preempted_by_task: 0,
         preempted_by_comm: [0; 16],
         stats: ThreadStats::ZERO,
         hist: [0; HIST_BUCKETS],
@@ -174,6 +179,10 @@ pub struct OnCpu {
     /// Kept here so the switch path needs one per-CPU lookup, not two.
     pub filter_tgid: u32,
     pub filter_ours: u32,
+    /// The time window this CPU is in (`WINDOW_NS` wide), and where it
+    /// ends: while a switch's clock is below the end, no division.
+    pub win_id: u64,
+    pub win_end_ns: u64,
 }
 
 /// Count, total and maximum of a duration (IRQ time, softirq delay).
@@ -311,6 +320,21 @@ pub struct Event {
     pub _pad: u32,
 }
 
+/// Indices of the `THREADS_USED` counters: where target threads got their
+/// slots (not losses: a thread in the hash fallback is fully counted, at a
+/// hash lookup per event).
+pub mod slot_use {
+    /// `THREADS` slots handed out for the first time (also the high-water
+    /// mark of the array).
+    pub const FRESH: u32 = 0;
+    /// `THREADS` slots handed out again after userspace freed them.
+    pub const REUSED: u32 = 1;
+    /// Slots created in the `SLOTS` hash (tid beyond `TID_SLOT`, or no
+    /// `THREADS` slot free).
+    pub const HASH: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
 /// Indices of the per-CPU loss counters (`LOSSES` map).
 pub mod loss {
     /// Insert into the per-thread map failed (map full).
@@ -374,11 +398,31 @@ pub mod hotpath {
     pub const TID_ARRAYS: u32 = 2;
     /// The followed-process set by `TGIDS` hash lookups instead of the bitmap.
     pub const TGID_BITMAP: u32 = 4;
+    /// The clock read at every wakeup, even of a thread already waiting.
+    pub const WAKEUP_CLOCK: u32 = 8;
+    /// The preemptor's command name read at every preemption instead of
+    /// only when it is new to `PREEMPTORS`.
+    pub const PREEMPTOR_COMM: u32 = 16;
+    /// The window id computed with a division at every switch instead of
+    /// the per-CPU cached id.
+    pub const WINDOW_CACHE: u32 = 32;
+    /// The switch filter through the per-CPU slot (a lookup first, then a
+    /// cached answer for `prev`) instead of the bitmap for both sides
+    /// before any other map work.
+    pub const FILTER_FIRST: u32 = 64;
+    /// Ring-buffer records committed with a consumer wakeup (userspace
+    /// polls on a timer and never waits for one).
+    pub const RINGBUF_NO_WAKEUP: u32 = 128;
     /// Names for `TAILPROBE_HOTPATH_OFF` (comma-separated).
-    pub const NAMES: [(&str, u32); 3] = [
+    pub const NAMES: [(&str, u32); 8] = [
         ("direct-reads", DIRECT_READS),
         ("tid-arrays", TID_ARRAYS),
         ("tgid-bitmap", TGID_BITMAP),
+        ("wakeup-clock", WAKEUP_CLOCK),
+        ("preemptor-comm", PREEMPTOR_COMM),
+        ("window-cache", WINDOW_CACHE),
+        ("filter-first", FILTER_FIRST),
+        ("ringbuf-no-wakeup", RINGBUF_NO_WAKEUP),
     ];
 }
 

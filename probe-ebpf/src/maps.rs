@@ -2,13 +2,14 @@
 //! helpers every program uses (target filter, per-thread slots, windows).
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    helpers::bpf_map_pop_elem,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue, RingBuf},
 };
 use probe_common::{
-    bucket_index, filter, hotpath, loss, CpuStats, CpuTopo, DurStat, Event, MigratePages, OnCpu,
-    Preemptor, ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS,
+    bucket_index, filter, hotpath, loss, slot_use, CpuStats, CpuTopo, DurStat, Event, MigratePages,
+    OnCpu, Preemptor, ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS,
     WINDOW_SLOTS,
 };
 
@@ -139,9 +140,18 @@ pub static TID_SLOT: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static THREADS: Array<ThreadSlot> = Array::with_max_entries(1, 0);
 
-/// How many `THREADS` slots have been handed out (index 0).
+/// How many `THREADS` slots have been handed out (index
+/// `slot_use::FRESH`), handed out again (`REUSED`), and how many slots
+/// were created in the `SLOTS` hash instead (`HASH`).
 #[map]
-pub static THREADS_USED: Array<u64> = Array::with_max_entries(1, 0);
+pub static THREADS_USED: Array<u64> = Array::with_max_entries(slot_use::COUNT, 0);
+
+/// Numbers of `THREADS` slots freed again: userspace pushes a slot when it
+/// has harvested an exited thread from it (emptied it and cleared the
+/// thread's `TID_SLOT` entry); `claim_slot` pops one once every slot has
+/// been handed out. Sized like `THREADS` by the loader.
+#[map]
+pub static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(1, 0);
 
 /// Everything about each target thread (pending wait, counters, histogram)
 /// whose tid is beyond `TID_SLOT` or that came after `THREADS` filled up.
@@ -251,20 +261,33 @@ pub fn follow_tgid(tgid: u32) -> bool {
     inserted.is_ok() || unsafe { TGIDS.get(tgid).is_some() }
 }
 
-/// `is_target_tgid` for the two sides of a switch, with the per-CPU cache
-/// in `ON_CPU` (`oc`).
+/// `is_target_tgid` for the two sides of a switch: two compares (one
+/// process) or two bitmap tests (a set), before any other map work.
 #[inline(always)]
-pub fn switch_sides_are_targets(
-    prev_tgid: u32,
-    next_tgid: u32,
-    oc: Option<*mut OnCpu>,
-) -> (bool, bool) {
+pub fn switch_sides_are_targets(prev_tgid: u32, next_tgid: u32) -> (bool, bool) {
     if filter_mode() == filter::SINGLE_TGID {
         let t = global!(TARGET_TGID, u32);
         return (
             prev_tgid != 0 && prev_tgid == t,
             next_tgid != 0 && next_tgid == t,
         );
+    }
+    let prev = is_target_tgid(prev_tgid);
+    let next = if next_tgid == prev_tgid {
+        prev
+    } else {
+        is_target_tgid(next_tgid)
+    };
+    (prev, next)
+}
+
+/// The older switch filter (`hotpath::FILTER_FIRST` off): the per-CPU slot
+/// `oc` looked up first, the answer for `next` kept there for the
+/// following switch's `prev`.
+#[inline(always)]
+pub fn switch_sides_cached(prev_tgid: u32, next_tgid: u32, oc: Option<*mut OnCpu>) -> (bool, bool) {
+    if filter_mode() == filter::SINGLE_TGID {
+        return switch_sides_are_targets(prev_tgid, next_tgid);
     }
     let Some(c) = oc else {
         return (is_target_tgid(prev_tgid), is_target_tgid(next_tgid));
@@ -344,15 +367,42 @@ pub fn find_slot(tid: u32) -> Option<*mut ThreadSlot> {
     SLOTS.get_ptr_mut(tid)
 }
 
-/// Hand a fresh `THREADS` slot to `tid` (whose `TID_SLOT` entry is `e`):
-/// bump `THREADS_USED`, fill the slot's identity, then publish it with a
-/// compare-and-swap; a CPU that loses the race uses the winner's slot and
-/// leaves its own empty (tid 0, skipped by userspace). None when the array
-/// is full.
+/// Hand a `THREADS` slot to `tid` (whose `TID_SLOT` entry is `e`): a fresh
+/// one (bump `THREADS_USED`) or, once all were handed out, one freed by
+/// userspace (`FREE_SLOTS`); fill the slot's identity, then publish it with
+/// a compare-and-swap. A CPU that loses the race uses the winner's slot and
+/// gives its own back to `FREE_SLOTS`. None when no slot is free.
 #[inline(always)]
 fn claim_slot(e: *mut u64, tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
+    let i = match fresh_slot() {
+        Some(i) => i,
+        None => freed_slot()?,
+    };
+    let p = THREADS.get_ptr_mut(i)?;
+    // SAFETY: slot `i` was handed to this CPU alone (by the fetch-add or
+    // the queue pop).
+    unsafe {
+        (*p).tid = tid;
+        (*p).stats.tgid = tgid;
+    }
+    // SAFETY: an 8-byte map value.
+    let won = unsafe { atomic_cmpxchg(e, 0, u64::from(i) + 1) };
+    if won == 0 {
+        return Some(p);
+    }
+    // SAFETY: our own slot, never published.
+    unsafe { (*p).tid = 0 };
+    // A full queue cannot happen (it holds as many as THREADS); if it did,
+    // the slot would only be lost to reuse.
+    let _ = FREE_SLOTS.push(i, 0);
+    THREADS.get_ptr_mut((won - 1) as u32)
+}
+
+/// A never used `THREADS` slot, None once all were handed out.
+#[inline(always)]
+fn fresh_slot() -> Option<u32> {
     let cap = u64::from(global!(THREADS_CAP, u32));
-    let used = THREADS_USED.get_ptr_mut(0)?;
+    let used = THREADS_USED.get_ptr_mut(slot_use::FRESH)?;
     // SAFETY: pointer from an array lookup; a racy read only decides
     // whether to try.
     if unsafe { *used } >= cap {
@@ -363,20 +413,38 @@ fn claim_slot(e: *mut u64, tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
     if i >= cap {
         return None;
     }
-    let p = THREADS.get_ptr_mut(i as u32)?;
-    // SAFETY: slot `i` was handed to this CPU alone by the fetch-add.
-    unsafe {
-        (*p).tid = tid;
-        (*p).stats.tgid = tgid;
+    Some(i as u32)
+}
+
+/// A slot userspace freed (`FREE_SLOTS`), None when there is none.
+#[inline(always)]
+fn freed_slot() -> Option<u32> {
+    // Popped into a zeroed u32, never into uninitialised stack (see
+    // `task::read_u32` for why older verifiers need that).
+    let mut i: u32 = 0;
+    // SAFETY: FREE_SLOTS is a queue map of u32 values (the helper takes the
+    // map's address, which is the static's); `i` is a writable u32.
+    let r = unsafe {
+        bpf_map_pop_elem(
+            core::ptr::from_ref(&FREE_SLOTS).cast_mut().cast(),
+            (&raw mut i).cast(),
+        )
+    };
+    if r != 0 {
+        return None;
     }
-    // SAFETY: an 8-byte map value.
-    let won = unsafe { atomic_cmpxchg(e, 0, i + 1) };
-    if won == 0 {
-        return Some(p);
+    count_slot_use(slot_use::REUSED);
+    Some(i)
+}
+
+/// One more slot handed out the way `index` (`slot_use`) says; shared by
+/// all CPUs, so an atomic add (rare: a thread's first event).
+#[inline(always)]
+fn count_slot_use(index: u32) {
+    if let Some(p) = THREADS_USED.get_ptr_mut(index) {
+        // SAFETY: an 8-byte map value.
+        unsafe { atomic_add(p, 1) };
     }
-    // SAFETY: our own slot, never published.
-    unsafe { (*p).tid = 0 };
-    THREADS.get_ptr_mut((won - 1) as u32)
 }
 
 /// A target thread's slot in the `SLOTS` hash, created on first use.
@@ -389,7 +457,9 @@ fn hash_slot(tid: u32, tgid: u32) -> Option<*mut ThreadSlot> {
     // SAFETY: `zero` points into a map value that lives as long as the map.
     let zero = unsafe { &*zero };
     // Another CPU may insert first: then the lookup below finds its slot.
-    let _ = SLOTS.insert(tid, zero, BPF_NOEXIST as u64);
+    if SLOTS.insert(tid, zero, BPF_NOEXIST as u64).is_ok() {
+        count_slot_use(slot_use::HASH);
+    }
     match SLOTS.get_ptr_mut(tid) {
         Some(p) => {
             // SAFETY: pointer from a map lookup.
@@ -442,7 +512,41 @@ pub fn hist_record(slot: *mut ThreadSlot, delta: u64) {
 #[inline(always)]
 pub fn window(now: u64) -> Option<*mut Window> {
     let width = global!(WINDOW_NS, u64);
-    let id = now.checked_div(width)?;
+    window_slot(now.checked_div(width)?)
+}
+
+/// `window` for the switch path: the window id is cached in this CPU's
+/// `ON_CPU` slot (`oc`) with the time it ends, so a switch divides only
+/// when it is the first of a window on this CPU. No work at all when
+/// windows are off (`WINDOW_NS` is a read-only global: the verifier drops
+/// the rest).
+#[inline(always)]
+pub fn switch_window(now: u64, oc: Option<*mut OnCpu>) -> Option<*mut Window> {
+    let width = global!(WINDOW_NS, u64);
+    if width == 0 {
+        return None;
+    }
+    let Some(c) = oc.filter(|_| !hotpath_off(hotpath::WINDOW_CACHE)) else {
+        return window(now);
+    };
+    // SAFETY: per-CPU map value of this CPU.
+    let id = unsafe {
+        let end = (*c).win_end_ns;
+        if now < end && now.wrapping_add(width) >= end {
+            (*c).win_id
+        } else {
+            let id = now / width;
+            (*c).win_id = id;
+            (*c).win_end_ns = id.wrapping_add(1).wrapping_mul(width);
+            id
+        }
+    };
+    window_slot(id)
+}
+
+/// This CPU's slot for window `id`, reset when it held an older window.
+#[inline(always)]
+fn window_slot(id: u64) -> Option<*mut Window> {
     let p = WINDOWS.get_ptr_mut((id as u32) & (WINDOW_SLOTS - 1))?;
     // SAFETY: per-CPU value of this CPU.
     unsafe {
@@ -467,12 +571,20 @@ pub fn cpu_topo(cpu: u32) -> Option<CpuTopo> {
 }
 
 /// Stream one record; a full ring buffer is counted, never silent.
+/// Userspace drains `EVENTS` on a timer and never sleeps on it, so the
+/// record is committed without a consumer wakeup (which would queue an
+/// irq_work, a self-IPI: a VM exit under virtualisation).
 #[inline(always)]
 pub fn emit(ev: Event) {
+    let flags = if hotpath_off(hotpath::RINGBUF_NO_WAKEUP) {
+        0
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(ev);
-            slot.submit(0);
+            slot.submit(flags);
         }
         None => count_loss(loss::RINGBUF_RESERVE),
     }

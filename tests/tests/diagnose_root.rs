@@ -3,13 +3,16 @@
 //!
 //! The targets sit in a CPU cgroup of their own with the largest weight, so
 //! that whatever else runs on the machine (other builds) does not preempt
-//! them enough to be a cause: the only cause is the planted one.
+//! them enough to be a cause: the only cause is the planted one. The NUMA
+//! and frequency/idle detectors on a two-node machine: diagnose_numa.rs.
+
+mod diagnose_support;
 
 use std::{
     fs,
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -17,211 +20,9 @@ use std::{
     time::Duration,
 };
 
+use diagnose_support::{cgroup, detectors_fired, diagnose, evidence, fired, first, Proc, SECS};
 use serde_json::Value;
 use tailprobe_tests::{skip, skip_fixable, tailprobe_bin};
-
-const WORKLOAD: &str = env!("CARGO_BIN_EXE_diag_workload");
-const SECS: &str = "6s";
-
-/// A CPU cgroup made for one test, removed (its processes moved back to the
-/// parent) when dropped. v1 `cpu` hierarchy or the v2 tree with `cpu`.
-struct TestCgroup {
-    dir: PathBuf,
-    v1: bool,
-}
-
-impl TestCgroup {
-    fn create(name: &str) -> Option<TestCgroup> {
-        let v1 = Path::new("/sys/fs/cgroup/cpu");
-        let (base, is_v1) = if v1.join("cpu.shares").exists() {
-            (v1.to_path_buf(), true)
-        } else {
-            let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|p| {
-                    fs::read_to_string(p.join("cgroup.controllers"))
-                        .map(|c| c.split_whitespace().any(|x| x == "cpu"))
-                        .unwrap_or(false)
-                })?;
-            let _ = fs::write(v2.join("cgroup.subtree_control"), "+cpu");
-            (v2, false)
-        };
-        let dir = base.join(format!("tp-diag-{name}-{}", std::process::id()));
-        fs::create_dir(&dir).ok()?;
-        let cg = TestCgroup { dir, v1: is_v1 };
-        // The largest weight: other work on the machine hardly preempts it.
-        if cg.v1 {
-            cg.write("cpu.shares", "262144");
-        } else {
-            cg.write("cpu.weight", "10000");
-        }
-        Some(cg)
-    }
-
-    fn write(&self, file: &str, v: &str) {
-        fs::write(self.dir.join(file), v)
-            .unwrap_or_else(|e| panic!("writing {v} to {}/{file}: {e}", self.dir.display()));
-    }
-
-    fn quota(&self, quota_us: u64, period_us: u64) {
-        if self.v1 {
-            self.write("cpu.cfs_period_us", &period_us.to_string());
-            self.write("cpu.cfs_quota_us", &quota_us.to_string());
-        } else {
-            self.write("cpu.max", &format!("{quota_us} {period_us}"));
-        }
-    }
-
-    fn add(&self, pid: u32) {
-        self.write("cgroup.procs", &pid.to_string());
-    }
-
-    /// The path the kernel shows in /proc/<pid>/cgroup.
-    fn path(&self) -> String {
-        format!(
-            "/{}",
-            self.dir.file_name().unwrap_or_default().to_string_lossy()
-        )
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let parent = self.dir.parent().map(Path::to_path_buf);
-        if let (Some(parent), Ok(procs)) =
-            (parent, fs::read_to_string(self.dir.join("cgroup.procs")))
-        {
-            for p in procs.lines() {
-                let _ = fs::write(parent.join("cgroup.procs"), p);
-            }
-        }
-        for _ in 0..50 {
-            if fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A diag_workload process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    /// Start `diag_workload ARGS` on `cpus` (taskset list, "" for any) and
-    /// wait for its `ready`.
-    fn start(cpus: &str, args: &[&str]) -> Proc {
-        let mut cmd = if cpus.is_empty() {
-            Command::new(WORKLOAD)
-        } else {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus, WORKLOAD]);
-            c
-        };
-        let mut child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start diag_workload");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("read ready");
-        assert_eq!(line.trim(), "ready", "diag_workload {args:?}");
-        Proc(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGCONT first: a stopped process dies only once continued.
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `tailprobe diagnose --pid P --json`. tailprobe itself runs in a
-/// heavy-weight cgroup of its own too, so that a target spinning at the
-/// largest weight does not starve its start-up and its end.
-fn diagnose(pid: u32) -> Value {
-    let child = Command::new(tailprobe_bin())
-        .args([
-            "diagnose",
-            "--pid",
-            &pid.to_string(),
-            "--duration",
-            SECS,
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tailprobe diagnose");
-    let tool = TestCgroup::create("tool");
-    if let Some(t) = &tool {
-        t.add(child.id());
-    }
-    let out = child
-        .wait_with_output()
-        .expect("wait for tailprobe diagnose");
-    drop(tool);
-    assert!(
-        out.status.success(),
-        "tailprobe diagnose failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("diagnose JSON")
-}
-
-fn detectors_fired(d: &Value) -> Vec<String> {
-    d["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| f["detector"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-fn first(d: &Value) -> &Value {
-    d["findings"]
-        .get(0)
-        .unwrap_or_else(|| panic!("no finding at all: {d:#}"))
-}
-
-fn evidence(f: &Value, key: &str) -> f64 {
-    f["evidence"]
-        .as_array()
-        .expect("evidence")
-        .iter()
-        .find(|e| e["key"] == key)
-        .and_then(|e| e["value"].as_f64())
-        .unwrap_or_else(|| panic!("no evidence {key}: {f:#}"))
-}
-
-fn fired(d: &Value, detector: &str) -> bool {
-    detectors_fired(d).iter().any(|x| x == detector)
-}
-
-fn cgroup(name: &str) -> Option<TestCgroup> {
-    let cg = TestCgroup::create(name);
-    if cg.is_none() {
-        skip(
-            name,
-            "no CPU cgroup controller to place the test workloads in",
-        );
-    }
-    cg
-}
-
 #[test]
 fn root_diagnose_names_a_hog_in_another_cgroup() {
     tailprobe_tests::skip_unless_root!("root_diagnose_names_a_hog_in_another_cgroup");
@@ -663,42 +464,6 @@ fn root_waker_edges_agree_with_the_kernel() {
     }
 }
 
-/// `tailprobe serve` on CPU 0, started and its address read from stderr;
-/// killed when dropped.
-fn serve_on_cpu0() -> (Proc, String) {
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(tailprobe_bin())
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--workers",
-            "1",
-            "--hidden",
-            "32",
-            "--layers",
-            "1",
-            "--duration",
-            "180s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tailprobe serve");
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("stderr"))
-        .read_line(&mut line)
-        .expect("serve's first line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (Proc(child), url)
-}
-
 /// `diagnose --url --rate`: the built-in server on CPU 0 and a spinning hog
 /// in another cgroup (twice the server's weight) on the same CPU. Preemption is named first, and the
 /// requests above p95 overlap the server's waits after preemption at least
@@ -718,7 +483,20 @@ fn root_diagnose_ties_preemption_to_the_slow_requests() {
     } else {
         cg.write("cpu.weight", "5000");
     }
-    let (server, url) = serve_on_cpu0();
+    let server = tailprobe_tests::ServeProc::start_on(
+        "0",
+        &[
+            "--workers",
+            "1",
+            "--hidden",
+            "32",
+            "--layers",
+            "1",
+            "--duration",
+            "180s",
+        ],
+    );
+    let url = server.url.clone();
     cg.add(server.pid());
     let hog = Proc::start("0", &["spin"]);
     hog_cg.add(hog.pid());
@@ -762,19 +540,30 @@ fn root_diagnose_ties_preemption_to_the_slow_requests() {
         .find(|t| t["detector"] == "preemption")
         .unwrap_or_else(|| panic!("preemption not tied: {load:#}"));
     let n = |k: &str| tie[k].as_f64().unwrap_or_else(|| panic!("{k}: {tie:#}"));
-    let slow_share = n("slow_overlapping") / n("slow_requests");
-    let all_share = n("all_overlapping") / n("all_requests");
+    let all_pct = 100.0 * n("all_overlapping") / n("all_requests");
     eprintln!(
-        "served_matched {}; {}",
+        "served_matched {}; slow {}/{} overlapping (95% interval {:.0}-{:.0}%) vs all {all_pct:.0}%; \
+         held {:.2} vs {:.2} ms; gap {:.2} ms, {:.0}% explained",
         load["served_matched"],
-        tie["text"].as_str().unwrap_or_default()
+        tie["slow_overlapping"],
+        tie["slow_requests"],
+        n("slow_overlap_pct_low"),
+        n("slow_overlap_pct_high"),
+        n("slow_mean_overlap_ms"),
+        n("other_mean_overlap_ms"),
+        n("latency_gap_ms"),
+        n("gap_explained_pct"),
     );
     assert!(tie["tied"] == true, "{tie:#}");
-    assert!(n("gap_explained_pct") > 0.0, "{tie:#}");
-    assert!(
-        slow_share >= 0.5 && slow_share >= all_share,
-        "slow {slow_share:.2} vs all {all_share:.2}: {tie:#}"
-    );
+    // The slow requests overlap the waits as often as requests in general,
+    // within their 95% interval (nearly every request overlaps here).
+    assert!(n("slow_overlap_pct_high") >= all_pct, "{tie:#}");
+    // The size of the tie: the waits held in a slow request beyond the
+    // others' must account for a good part of why they are slower. Measured
+    // 43-49% in 5 runs (docs/diagnose.md); evidence unrelated to the slow
+    // requests (another thread's waits, a clock out of step) holds about as
+    // much in a slow request as in the others, near 0%.
+    assert!(n("gap_explained_pct") >= 20.0, "{tie:#}");
     assert!(
         evidence(f, "slow_requests_overlap_pct") >= 50.0,
         "the finding carries the tie: {f:#}"

@@ -4,57 +4,20 @@
 
 mod load_support;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use load_support::{jsonl, temp_path};
+use load_support::{jsonl, temp_path, ServeProc};
 use serde_json::Value;
 use tailprobe_tests::tailprobe_bin;
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `tailprobe serve --port 0` and read the address it prints.
-fn serve() -> (Serve, String) {
-    let mut child = Command::new(tailprobe_bin())
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--workers",
-            "2",
-            "--hidden",
-            "128",
-            "--layers",
-            "2",
-            "--duration",
-            "120s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tailprobe serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut line = String::new();
-    BufReader::new(stderr)
-        .read_line(&mut line)
-        .expect("serve's first line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (Serve(child), url)
+/// The built-in server on a free port: 2 workers of a small model.
+fn serve() -> (ServeProc, String) {
+    let s = ServeProc::start(
+        &["--workers", "2", "--hidden", "128", "--layers", "2"],
+        None,
+    );
+    let url = s.url.clone();
+    (s, url)
 }
 
 fn load(args: &[&str]) -> Value {

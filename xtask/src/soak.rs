@@ -42,7 +42,8 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(t as f64 / 100.0)
 }
 
-fn scrape(port: u16) -> Result<String> {
+/// The body of `GET /metrics` from an exporter on loopback `port`.
+pub(crate) fn scrape(port: u16) -> Result<String> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).context("connecting to the exporter")?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
@@ -214,6 +215,10 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
         lost.join(", ")
     };
     let at = |m: u64| {
+        if m > minutes {
+            // The run was shorter: no sample at that minute.
+            return "-".to_string();
+        }
         rss.iter()
             .rfind(|(mm, _)| *mm <= m)
             .map_or("-".to_string(), |(_, k)| format!("{k}"))

@@ -27,7 +27,8 @@ use crate::task::btf;
 use crate::{
     maps::{
         atomic_add, count_loss, cpu_stats, emit, hist_record, hotpath_off, outlier_runq_ns,
-        switch_sides_are_targets, thread_slot, tid_passes, window, ON_CPU, PREEMPTORS,
+        switch_sides_are_targets, switch_sides_cached, switch_window, thread_slot, tid_passes,
+        ON_CPU, PREEMPTORS,
     },
     task, trace,
 };
@@ -48,10 +49,19 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     } else {
         (btf::pid_tgid(prev), btf::pid_tgid(next))
     };
-    // Cheapest possible exit for the common case: neither side is ours.
-    // Everything kept per CPU for the switch path, in one slot.
-    let oc = ON_CPU.get_ptr_mut(0);
-    let (prev_ours, next_ours) = switch_sides_are_targets(prev_tgid, next_tgid, oc);
+    // Cheapest possible exit for the common case: neither side is ours,
+    // found before any other map work.
+    let (oc, (prev_ours, next_ours)) = if hotpath_off(hotpath::FILTER_FIRST) {
+        let oc = ON_CPU.get_ptr_mut(0);
+        (oc, switch_sides_cached(prev_tgid, next_tgid, oc))
+    } else {
+        let sides = switch_sides_are_targets(prev_tgid, next_tgid);
+        if !sides.0 && !sides.1 && !trace::on() {
+            return 0;
+        }
+        // Everything kept per CPU for the switch path, in one slot.
+        (ON_CPU.get_ptr_mut(0), sides)
+    };
     if !prev_ours && !next_ours {
         if trace::on() {
             let s = trace::Sides {
@@ -86,7 +96,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
             trace::switch_other(&ctx, &s, now);
         }
     }
-    let win = window(now);
+    let win = switch_window(now, oc);
     let cpu = cpu_stats();
     if prev_ours && tid_passes(prev_pid) {
         switch_out(
@@ -146,11 +156,16 @@ fn switch_out(
                 (*t).since_ns = now;
                 (*t).preempted_by = next_pid;
                 (*t).preempted_by_tgid = next_tgid;
-                (*t).preempted_by_comm = if hotpath_off(hotpath::DIRECT_READS) {
-                    task::comm(next).unwrap_or([0; 16])
+                if hotpath_off(hotpath::PREEMPTOR_COMM) {
+                    (*t).preempted_by_comm = if hotpath_off(hotpath::DIRECT_READS) {
+                        task::comm(next).unwrap_or([0; 16])
+                    } else {
+                        btf::comm(next)
+                    };
                 } else {
-                    btf::comm(next)
-                };
+                    // Its name is read only if it is new to PREEMPTORS.
+                    (*t).preempted_by_task = next;
+                }
             } else {
                 (*t).since_ns = 0;
                 (*t).preempted_by = 0;
@@ -270,8 +285,7 @@ fn preemptor_add(t: *mut probe_common::ThreadSlot, by: u32, by_tgid: u32, delta:
     let p = Preemptor {
         count: 1,
         target_wait_ns: delta,
-        // SAFETY: pointer from a map lookup.
-        comm: unsafe { (*t).preempted_by_comm },
+        comm: preemptor_comm(t, by),
         tgid: by_tgid,
         _pad: 0,
     };
@@ -285,5 +299,24 @@ fn preemptor_add(t: *mut probe_common::ThreadSlot, by: u32, by_tgid: u32, delta:
             },
             None => count_loss(loss::PREEMPTOR_INSERT),
         }
+    }
+}
+
+/// The command name of the task that preempted the thread of slot `t`, read
+/// now (it is new to `PREEMPTORS`) from the `task_struct` kept at the
+/// preemption. That task may have exited since: the read goes through
+/// `bpf_probe_read_kernel` (a freed address gives an error, not a fault)
+/// and is kept only if the pid there is still `by`; otherwise the name is
+/// left empty (reported as unknown).
+#[inline(always)]
+fn preemptor_comm(t: *mut probe_common::ThreadSlot, by: u32) -> [u8; 16] {
+    // SAFETY: pointer from a map lookup.
+    let (task, kept) = unsafe { ((*t).preempted_by_task, (*t).preempted_by_comm) };
+    if hotpath_off(hotpath::PREEMPTOR_COMM) || task == 0 {
+        return kept;
+    }
+    match (task::pid(task), task::comm(task)) {
+        (Some(pid), Some(comm)) if pid == by => comm,
+        _ => [0; 16],
     }
 }

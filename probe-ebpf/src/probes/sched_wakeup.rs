@@ -36,13 +36,21 @@ fn on_wakeup(ctx: &BtfTracePointContext) {
     let Some(t) = thread_slot(pid, tgid) else {
         return;
     };
+    // SAFETY: pointer from a map lookup (wakeups of one task are serialised
+    // by its pi_lock).
+    let waiting = unsafe {
+        (*t).stats.wakeups += 1;
+        (*t).since_ns != 0
+    };
+    // A thread already waiting (preempted, still queued) keeps the start of
+    // its wait: no clock read for it.
+    if waiting && !trace::on() && !hotpath_off(hotpath::WAKEUP_CLOCK) {
+        return;
+    }
     // SAFETY: helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     runq_enter(t, now);
     if trace::on() {
         trace::waking(p, pid, tgid, now);
     }
-    // SAFETY: pointer from a map lookup (wakeups of one task are serialised
-    // by its pi_lock).
-    unsafe { (*t).stats.wakeups += 1 };
 }

@@ -48,6 +48,12 @@ pub struct DiagnoseArgs {
     /// --duration.
     #[arg(long, requires = "url")]
     pub rate: Option<f64>,
+    /// The device-local NUMA node (the GPU's or NIC's): the NUMA detector
+    /// counts memory and CPU time off this node as remote. Default: the
+    /// accelerators' node from sysfs, else the node where the target ran
+    /// most. Must be a node of this machine.
+    #[arg(long, value_name = "NODE")]
+    pub local_node: Option<u32>,
 }
 
 /// `tailprobe load`'s arguments, parsed from the words diagnose passes, so
@@ -100,6 +106,7 @@ pub fn main(args: &DiagnoseArgs) -> Result<i32> {
         duration: args.duration,
         progress: !args.json,
         drive,
+        local_node: args.local_node,
     })?;
     if args.json {
         crate::out::print_json(&d)?;

@@ -13,7 +13,9 @@
 //! exit latency bounds the wake-up delay they add (an estimate: the exit
 //! itself is not timed). The lost time is still not measured, so the finding
 //! carries none and ranks after the measured ones. Without cpufreq and
-//! cpuidle (most VMs) the detector says "not available here".
+//! without an idle state that sleeps (no cpuidle, or only `POLL`: most VMs,
+//! the QEMU guests of `cargo xtask vm-test`) the detector says "not
+//! available here".
 
 use std::path::Path;
 
@@ -75,14 +77,29 @@ pub struct Input<'a> {
     pub idle_use: Option<&'a crate::report::CpuIdleReport>,
 }
 
-/// `Err(reason)` when neither cpufreq nor cpuidle is visible here.
+/// `Err(reason)` when neither cpufreq nor a real idle state is visible
+/// here: no cpufreq, and cpuidle absent or only its polling state (`POLL`,
+/// exit latency 0: the CPU spins, it does not sleep), as in a QEMU guest.
 pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
-    if inp.freq.is_err() && inp.idle.is_empty() {
-        return Err(format!(
-            "no cpufreq ({}) and no cpuidle states: frequency and idle states are not visible \
-             here (a VM?)",
-            inp.freq.err().unwrap_or_default()
-        ));
+    if let Err(why) = inp.freq {
+        let idle = if inp.idle.is_empty() {
+            "no cpuidle states".to_string()
+        } else if inp.idle.iter().all(|s| s.exit_us == 0) {
+            let names: std::collections::BTreeSet<&str> =
+                inp.idle.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "cpuidle has only polling states ({}, exit latency 0 us)",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            String::new()
+        };
+        if !idle.is_empty() {
+            return Err(format!(
+                "no cpufreq ({why}) and {idle}: frequency and idle states are not visible here \
+                 (a VM?)"
+            ));
+        }
     }
     let in_target = |list: &str| {
         crate::cpulist::parse(list)
@@ -296,6 +313,32 @@ mod tests {
             idle_use: None,
         };
         assert!(detect(&i).unwrap_err().contains("not visible here"));
+        // A QEMU (TCG) guest: cpuidle with its polling state only.
+        let poll = [state(0, "POLL", 0, false), state(1, "POLL", 0, false)];
+        let i = Input {
+            freq: Err("no cpufreq policies"),
+            idle: &poll,
+            cpus: &[0],
+            wakeups: 5000,
+            duration_ns: TEN_S,
+            idle_use: None,
+        };
+        let e = detect(&i).unwrap_err();
+        assert!(
+            e.contains("only polling states (POLL") && e.contains("not visible here"),
+            "{e}"
+        );
+        // A KVM guest with haltpoll (exit 1 us): evaluated, and quiet.
+        let halt = [state(0, "POLL", 0, false), state(0, "haltpoll", 1, false)];
+        let i = Input {
+            freq: Err("no cpufreq policies"),
+            idle: &halt,
+            cpus: &[0],
+            wakeups: 5000,
+            duration_ns: TEN_S,
+            idle_use: None,
+        };
+        assert!(detect(&i).expect("applies").is_none());
     }
 
     #[test]

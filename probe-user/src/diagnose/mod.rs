@@ -54,6 +54,9 @@ pub struct DiagnoseOptions {
     /// Load to drive while recording (`--url/--rate`); then findings are
     /// tied to the slow requests.
     pub drive: Option<drive::Drive>,
+    /// The device-local NUMA node (`--local-node`): the `numa` detector's
+    /// home node, instead of the accelerators' node from sysfs.
+    pub local_node: Option<u32>,
 }
 
 /// The target's CPU cgroup and its counters at both ends of the run.
@@ -70,8 +73,9 @@ pub struct CgroupSnapshots {
 pub struct NodeFacts {
     /// NUMA node -> its CPUs.
     pub nodes: Vec<(u32, Vec<u32>)>,
-    /// The accelerators' node, when known.
-    pub device_node: Option<u32>,
+    /// The device-local node (given with `--local-node`, or the
+    /// accelerators'), when known.
+    pub device_node: Option<(u32, numa::HomeSource)>,
     /// cpufreq, or why it is not there.
     pub freq: Result<crate::node::governor::CpuFreq, String>,
     /// cpuidle states of every online CPU.
@@ -84,10 +88,29 @@ impl NodeFacts {
         let cpus: Vec<u32> = nodes.iter().flat_map(|(_, c)| c.iter().copied()).collect();
         NodeFacts {
             nodes,
-            device_node,
+            device_node: device_node.map(|n| (n, numa::HomeSource::Accelerators)),
             freq: crate::node::governor::read(roots).map_err(|e| e.0),
             idle: frequency::read_idle_states(roots, &cpus),
         }
+    }
+
+    /// Make `node` the device-local node; an error naming the nodes there
+    /// are when it is not one of them.
+    pub fn set_local_node(&mut self, node: u32) -> Result<()> {
+        if !self.nodes.iter().any(|(n, _)| *n == node) {
+            let ids: Vec<String> = self.nodes.iter().map(|(n, _)| n.to_string()).collect();
+            anyhow::bail!(
+                "--local-node {node}: no such NUMA node here (sysfs devices/system/node lists \
+                 {}); name one of them",
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            );
+        }
+        self.device_node = Some((node, numa::HomeSource::Given));
+        Ok(())
     }
 }
 
@@ -124,6 +147,11 @@ type StartSnapshot = (CpuCgroup, Vec<Level>);
 /// Record the target, snapshot its cgroup around the run, and diagnose.
 pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
     let root = Path::new("/");
+    // Node facts first: a wrong --local-node is refused before recording.
+    let mut facts = NodeFacts::read(&crate::node::Roots::default());
+    if let Some(n) = opts.local_node {
+        facts.set_local_node(n)?;
+    }
     let mut ropts = RecordOptions::new(opts.target.clone());
     ropts.duration = Some(opts.duration);
     ropts.progress = opts.progress;
@@ -170,7 +198,6 @@ pub fn run(opts: &DiagnoseOptions) -> Result<Diagnosis> {
             }
         });
     let cgroups = preemptor_cgroups(root, &report);
-    let facts = NodeFacts::read(&crate::node::Roots::default());
     let mut d = analyse(&report, cg.as_ref(), &cgroups, &facts);
     if let Some((drive, lr, reqs, matched)) = driven {
         let detectors: Vec<&'static str> = d.findings.iter().map(|f| f.detector).collect();
@@ -323,6 +350,13 @@ pub fn analyse(
         kib_per_node: &report.numa.kib_per_node_end,
         cpu_oncpu: &cpu_oncpu,
         task_events: report.numa.task_events,
+        pages_migrated: report
+            .numa
+            .migrate_pages
+            .iter()
+            .filter(|m| m.name == "numa_misplaced")
+            .map(|m| m.target_pages_succeeded)
+            .sum(),
         duration_ns: duration,
     }));
     push("numa", numa::RULE, f, na);

@@ -1,11 +1,14 @@
 //! Detector 7a: NUMA placement and balancing churn.
 //!
-//! Rule (only with 2+ NUMA nodes): the home node is the accelerators' node
-//! (sysfs `numa_node` of the GPUs), else the node where the target ran most.
-//! It fires when at least [`MIN_REMOTE_SHARE`] of the target's resident
-//! memory (numa_maps at the end) or of its on-CPU time is on other nodes,
-//! or when NUMA balancing moved, swapped or failed to move its threads at
-//! least [`MIN_CHURN_PER_S`] times a second. The time this costs is not
+//! Rule (only with 2+ NUMA nodes): the home node is the one given with
+//! `--local-node`, else the accelerators' node (sysfs `numa_node` of the
+//! GPUs), else the node where the target ran most. It fires when at least
+//! [`MIN_REMOTE_SHARE`] of the target's resident memory (numa_maps at the
+//! end) or of its on-CPU time is on other nodes, when NUMA balancing moved,
+//! swapped or failed to move its threads at least [`MIN_CHURN_PER_S`] times
+//! a second, or when balancing migrated at least [`MIN_PAGES_PER_S`] of its
+//! pages a second (faults of its threads, `numa_misplaced`: its memory is
+//! still being moved under it). The time this costs is not
 //! measured (that needs hardware memory-access sampling): the finding
 //! carries no lost time and ranks after the measured ones.
 
@@ -19,19 +22,34 @@ use crate::{
 
 pub const MIN_REMOTE_SHARE: f64 = 0.10;
 pub const MIN_CHURN_PER_S: f64 = 0.5;
+/// 256 pages of 4 KiB a second: 1 MiB/s of the target's memory moved.
+pub const MIN_PAGES_PER_S: f64 = 256.0;
 
 pub const RULE: &str = "2+ nodes: >= 10% of the target's memory or on-CPU time off its home node \
-     (the GPUs' node, else where it ran most), or NUMA balancing moving its threads >= 0.5 times/s";
+     (--local-node, else the GPUs' node, else where it ran most), or NUMA balancing moving its \
+     threads >= 0.5 times/s or its pages >= 256/s";
+
+/// Where the home node came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeSource {
+    /// `--local-node N`.
+    Given,
+    /// The accelerators' node from sysfs.
+    Accelerators,
+}
 
 pub struct Input<'a> {
     /// Node -> its CPUs.
     pub nodes: &'a [(u32, Vec<u32>)],
-    /// The accelerators' node, when known.
-    pub device_node: Option<u32>,
+    /// The device-local node (given, or the accelerators'), when known.
+    pub device_node: Option<(u32, HomeSource)>,
     pub kib_per_node: &'a BTreeMap<u32, u64>,
     /// CPU -> the target's on-CPU time there.
     pub cpu_oncpu: &'a [(u32, u64)],
     pub task_events: NumaTaskEvents,
+    /// Pages of the target migrated by NUMA balancing (`mm_migrate_pages`,
+    /// reason `numa_misplaced`, in its threads' context).
+    pub pages_migrated: u64,
     pub duration_ns: u64,
 }
 
@@ -66,7 +84,8 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
         }
     }
     let (home, home_why) = match inp.device_node {
-        Some(n) => (n, "the accelerators' node"),
+        Some((n, HomeSource::Given)) => (n, "the device-local node given with --local-node"),
+        Some((n, HomeSource::Accelerators)) => (n, "the accelerators' node"),
         None => match cpu_per_node.iter().max_by_key(|(_, ns)| **ns) {
             Some((n, _)) => (
                 *n,
@@ -88,11 +107,14 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
     let mem = share_off(inp.kib_per_node);
     let cpu = share_off(&cpu_per_node);
     let ev = inp.task_events;
-    let churn = (ev.moves + ev.swaps + ev.sticks) as f64 / (inp.duration_ns.max(1) as f64 / 1e9);
+    let secs = inp.duration_ns.max(1) as f64 / 1e9;
+    let churn = (ev.moves + ev.swaps + ev.sticks) as f64 / secs;
+    let pages = inp.pages_migrated as f64 / secs;
     let mem_hit = mem.is_some_and(|s| s >= MIN_REMOTE_SHARE);
     let cpu_hit = cpu.is_some_and(|s| s >= MIN_REMOTE_SHARE);
     let churn_hit = churn >= MIN_CHURN_PER_S;
-    if !(mem_hit || cpu_hit || churn_hit) {
+    let pages_hit = pages >= MIN_PAGES_PER_S;
+    if !(mem_hit || cpu_hit || churn_hit || pages_hit) {
         return Ok(None);
     }
     let mut parts = Vec::new();
@@ -105,11 +127,14 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
     if churn_hit {
         parts.push("balancing churn");
     }
+    if pages_hit {
+        parts.push("pages being migrated");
+    }
     let margin = [mem, cpu]
         .into_iter()
         .flatten()
         .map(|s| s / MIN_REMOTE_SHARE)
-        .chain(std::iter::once(churn / MIN_CHURN_PER_S))
+        .chain([churn / MIN_CHURN_PER_S, pages / MIN_PAGES_PER_S])
         .fold(0.0, f64::max);
     let mut f = Finding {
         detector: "numa",
@@ -133,11 +158,18 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             "remote_memory_pct",
             100.0 * s,
             format!(
-                "{:.0}% of its resident memory is on other nodes ({})",
+                "{:.0}% of its resident memory is off node {home} ({})",
                 100.0 * s,
                 per_node(inp.kib_per_node, "KiB")
             ),
         );
+        for (node, kib) in inp.kib_per_node {
+            f.evidence(
+                "node_memory_kib",
+                *kib as f64,
+                format!("node {node}: {kib} KiB of its resident memory (numa_maps, at the end)"),
+            );
+        }
     }
     if let Some(s) = cpu {
         f.evidence(
@@ -155,6 +187,15 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
         format!(
             "NUMA balancing: {} moves, {} swaps, {} failed moves of its threads ({churn:.2}/s)",
             ev.moves, ev.swaps, ev.sticks
+        ),
+    );
+    f.evidence(
+        "balancing_pages_migrated_per_s",
+        pages,
+        format!(
+            "NUMA balancing migrated {} of its pages ({pages:.0}/s, mm_migrate_pages \
+             numa_misplaced in its threads)",
+            inp.pages_migrated
         ),
     );
     f.evidence(
@@ -184,7 +225,7 @@ mod tests {
 
     fn input<'a>(
         nodes: &'a [(u32, Vec<u32>)],
-        device: Option<u32>,
+        device: Option<(u32, HomeSource)>,
         mem: &'a BTreeMap<u32, u64>,
         cpu: &'a [(u32, u64)],
         moves: u64,
@@ -199,6 +240,7 @@ mod tests {
                 swaps: 0,
                 sticks: 0,
             },
+            pages_migrated: 0,
             duration_ns: 10_000_000_000,
         }
     }
@@ -208,13 +250,83 @@ mod tests {
         let n = nodes();
         let mem = BTreeMap::from([(0, 800), (1, 200)]);
         let cpu = [(2, 1000), (3, 1000)];
-        let f = detect(&input(&n, Some(1), &mem, &cpu, 0))
-            .expect("applies")
-            .expect("fires");
+        let f = detect(&input(
+            &n,
+            Some((1, HomeSource::Accelerators)),
+            &mem,
+            &cpu,
+            0,
+        ))
+        .expect("applies")
+        .expect("fires");
         assert!(f.what.contains("home NUMA node 1"), "{}", f.what);
-        assert_eq!(f.evidence[0].value, 80.0);
-        assert_eq!(f.evidence[1].value, 0.0);
+        let ev = |k: &str| {
+            f.evidence
+                .iter()
+                .filter(|e| e.key == k)
+                .map(|e| e.value)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ev("remote_memory_pct"), [80.0]);
+        assert_eq!(ev("remote_cpu_pct"), [0.0]);
+        // One entry per node, in node order.
+        assert_eq!(ev("node_memory_kib"), [800.0, 200.0]);
         assert_eq!(f.impact_ns, 0);
+    }
+
+    #[test]
+    fn a_given_local_node_overrides_the_accelerators_node() {
+        let n = nodes();
+        // Runs on node 0 with its memory on node 1; the GPUs say node 1.
+        let mem = BTreeMap::from([(0, 100), (1, 900)]);
+        let cpu = [(0, 1000), (1, 1000)];
+        let by_gpu = detect(&input(
+            &n,
+            Some((1, HomeSource::Accelerators)),
+            &mem,
+            &cpu,
+            0,
+        ))
+        .expect("applies")
+        .expect("fires: all CPU time off node 1");
+        assert!(
+            by_gpu.what.contains("the accelerators' node"),
+            "{}",
+            by_gpu.what
+        );
+        let f = detect(&input(&n, Some((0, HomeSource::Given)), &mem, &cpu, 0))
+            .expect("applies")
+            .expect("fires: 90% of memory off node 0");
+        assert!(
+            f.what.contains("home NUMA node 0") && f.what.contains("--local-node"),
+            "{}",
+            f.what
+        );
+        assert!(
+            f.what.contains("memory") && !f.what.contains("CPU time"),
+            "{}",
+            f.what
+        );
+    }
+
+    #[test]
+    fn pages_migrated_by_balancing_count_as_churn() {
+        let n = nodes();
+        let mem = BTreeMap::from([(0, 1000)]);
+        let cpu = [(0, 5000)];
+        let mut i = input(&n, Some((0, HomeSource::Given)), &mem, &cpu, 0);
+        // 255/s over 10 s: under the bar.
+        i.pages_migrated = 2550;
+        assert!(detect(&i).expect("applies").is_none());
+        i.pages_migrated = 4100;
+        let f = detect(&i).expect("applies").expect("fires");
+        assert!(f.what.contains("pages being migrated"), "{}", f.what);
+        let e = f
+            .evidence
+            .iter()
+            .find(|e| e.key == "balancing_pages_migrated_per_s")
+            .expect("evidence");
+        assert!((e.value - 410.0).abs() < 1e-9, "{}", e.value);
     }
 
     #[test]

@@ -245,6 +245,7 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
         .map_max_entries("TID_SLOT", tid_entries)
         .map_max_entries("TGID_BITS", tgid_words)
         .map_max_entries("THREADS", cfg.max_threads)
+        .map_max_entries("FREE_SLOTS", cfg.max_threads)
         .override_global("THREADS_CAP", &cfg.max_threads, true)
         .override_global("HOTPATH_OFF", &hotpath_off, true)
         .load(EBPF_OBJECT)

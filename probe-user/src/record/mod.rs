@@ -602,6 +602,7 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
         outliers_not_kept: stream.not_kept,
         outlier_thresholds: (cfg.outlier_runq_ns, cfg.outlier_irq_ns),
         prog_stats: self_stats.then_some(prog_stats),
+        thread_slots: probes.slot_use()?,
         unavailable: probes.unavailable.clone(),
         left_out: probes.left_out.clone(),
         attach_ms,

@@ -290,6 +290,19 @@ pub struct Overhead {
     pub events_per_second: Option<f64>,
 }
 
+/// Per-thread slots: the tid-indexed array (`capacity` slots) or the hash
+/// fallback (a hash lookup per event for those threads; not a loss).
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct ThreadSlotUse {
+    pub capacity: u32,
+    /// Array slots handed out for the first time.
+    pub fresh: u64,
+    /// Array slots handed out again after an exited thread's was freed.
+    pub reused: u64,
+    /// Threads that got a slot in the hash fallback instead.
+    pub hash_fallback: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Loss {
     pub name: &'static str,
@@ -325,6 +338,8 @@ pub struct RecordReport {
     /// Outliers received beyond the cap kept in the report.
     pub outliers_not_kept: u64,
     pub overhead: Overhead,
+    /// Where target threads got their kernel-side slots.
+    pub thread_slots: ThreadSlotUse,
     pub losses: Vec<Loss>,
     /// True when any loss counter is non-zero: numbers may be incomplete.
     pub lossy: bool,

@@ -170,67 +170,12 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tailprobe-{}-{name}", std::process::id()))
 }
 
-/// `tailprobe serve --port 0 ARGS` as a child process (killed on drop),
-/// optionally with a file-descriptor limit (RLIMIT_NOFILE).
-pub struct ServeProc {
-    pub child: std::process::Child,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-}
-
-impl ServeProc {
-    pub fn start(args: &[&str], nofile: Option<u64>) -> ServeProc {
-        use std::os::unix::process::CommandExt as _;
-        let mut cmd = std::process::Command::new(tailprobe_tests::tailprobe_bin());
-        cmd.args(["serve", "--port", "0", "--duration", "120s"])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        if let Some(n) = nofile {
-            // SAFETY: between fork and exec only setrlimit, which is
-            // async-signal-safe, runs; the struct lives on this stack.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("start tailprobe serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut line = String::new();
-        BufReader::new(stderr)
-            .read_line(&mut line)
-            .expect("serve's first line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        ServeProc { child, url }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.url
-            .trim_start_matches("http://")
-            .parse()
-            .expect("address")
-    }
-}
-
-impl Drop for ServeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The built-in server as a child process (tests/src/lib.rs).
+#[allow(
+    unused_imports,
+    reason = "not every test binary that includes this module starts the server"
+)]
+pub use tailprobe_tests::ServeProc;
 
 /// CPU seconds (user + system) a process used so far, from /proc.
 pub fn cpu_seconds(pid: u32) -> f64 {

@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+use super::stats::median;
 use crate::cmd;
 
 const RUNQLAT: &str = "/usr/sbin/runqlat";
@@ -161,15 +162,6 @@ fn measure(argv: &[String], wait_for_report: bool) -> Result<Run> {
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// A row: (tool, median first link, min, max, own first median, own all median).
 type Row = (String, f64, f64, f64, Option<(f64, f64)>);
 
@@ -190,12 +182,12 @@ fn summarise(owns: &[Own]) -> OwnSummary {
     };
     if let Some(first) = owns.first() {
         for (i, (name, _)) in first.phases.iter().enumerate() {
-            let mut v: Vec<f64> = owns
+            let v: Vec<f64> = owns
                 .iter()
                 .filter_map(|o| o.phases.get(i))
                 .map(|p| p.1)
                 .collect();
-            s.phases.push((name.clone(), median(&mut v)));
+            s.phases.push((name.clone(), median(&v)));
         }
     }
     s.loader_parsed = owns.iter().filter(|o| o.loader_parsed_btf).count();
@@ -219,11 +211,11 @@ fn series(name: &str, argv: &[String], ours: bool, n: usize) -> Result<(Row, Own
     let (lo, hi) = links
         .iter()
         .fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
-    let mut firsts: Vec<f64> = owns.iter().map(|o| o.first_ms).collect();
-    let mut alls: Vec<f64> = owns.iter().map(|o| o.all_ms).collect();
-    let own = ours.then(|| (median(&mut firsts), median(&mut alls)));
+    let firsts: Vec<f64> = owns.iter().map(|o| o.first_ms).collect();
+    let alls: Vec<f64> = owns.iter().map(|o| o.all_ms).collect();
+    let own = ours.then(|| (median(&firsts), median(&alls)));
     Ok((
-        (name.to_string(), median(&mut links), lo, hi, own),
+        (name.to_string(), median(&links), lo, hi, own),
         summarise(&owns),
     ))
 }

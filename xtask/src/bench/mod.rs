@@ -6,6 +6,7 @@
 mod attach;
 mod load;
 mod probes;
+mod stats;
 
 use anyhow::{Context as _, Result};
 

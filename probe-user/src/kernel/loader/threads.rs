@@ -3,7 +3,9 @@
 //! - `TID_SLOT` (array indexed by tid, sized from `pid_max`): slot number + 1
 //!   of the thread in `THREADS`, 0 when it has none. The kernel claims a slot
 //!   on a thread's first event (an atomic bump of `THREADS_USED`, then a
-//!   compare-and-swap of the tid's entry); slots are not reused.
+//!   compare-and-swap of the tid's entry). A harvested thread's slot is
+//!   emptied, unlinked and pushed on `FREE_SLOTS` (a queue map), from which
+//!   the kernel takes slots once all have been handed out once.
 //! - `THREADS` (array, `max_threads` slots): each thread's `ThreadSlot`.
 //! - `SLOTS` (hash, `max_threads` entries): the fallback for threads whose tid
 //!   is beyond `TID_SLOT` or that came after `THREADS` filled up.
@@ -23,10 +25,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, MapData, Queue},
     Ebpf,
 };
-use probe_common::{hotpath, ThreadSlot};
+use probe_common::{hotpath, slot_use, ThreadSlot};
 
 use super::{map, Probes, ThreadCounters};
 
@@ -192,7 +194,9 @@ impl Probes {
             out.insert(tid, ThreadCounters::from(&slot));
         }
         let used: Array<&MapData, u64> = Array::try_from(map(&self.ebpf, "THREADS_USED")?)?;
-        let used = used.get(&0, 0).context("reading THREADS_USED")?;
+        let used = used
+            .get(&slot_use::FRESH, 0)
+            .context("reading THREADS_USED")?;
         let threads: Array<&MapData, ThreadSlot> = Array::try_from(map(&self.ebpf, "THREADS")?)?;
         let n = u32::try_from(used).unwrap_or(u32::MAX).min(threads.len());
         for i in 0..n {
@@ -205,6 +209,25 @@ impl Probes {
             }
         }
         Ok(out)
+    }
+
+    /// Where threads got their slots (`probe_common::slot_use`).
+    pub fn slot_use(&self) -> Result<crate::report::model::ThreadSlotUse> {
+        let used: Array<&MapData, u64> = Array::try_from(map(&self.ebpf, "THREADS_USED")?)?;
+        let threads: Array<&MapData, ThreadSlot> = Array::try_from(map(&self.ebpf, "THREADS")?)?;
+        let get = |i: u32| {
+            used.get(&i, 0)
+                .with_context(|| format!("reading THREADS_USED[{i}]"))
+        };
+        let capacity = threads.len();
+        Ok(crate::report::model::ThreadSlotUse {
+            capacity,
+            // The counter runs past the capacity when CPUs race for the
+            // last slots; only `capacity` were handed out.
+            fresh: get(slot_use::FRESH)?.min(u64::from(capacity)),
+            reused: get(slot_use::REUSED)?,
+            hash_fallback: get(slot_use::HASH)?,
+        })
     }
 
     /// One thread's run-queue total so far: 0 when it has no slot yet,
@@ -225,8 +248,8 @@ impl Probes {
     }
 
     /// Read one exited thread's counters and free its slot (an array slot
-    /// is emptied, not reused; its tid entry is cleared for the next thread
-    /// to get that tid).
+    /// is emptied, its tid entry cleared for the next thread to get that
+    /// tid, and the slot queued for reuse).
     pub fn harvest_thread(&mut self, tid: u32) -> Result<Option<ThreadCounters>> {
         if let Some(i) = slot_of(&self.ebpf, tid)? {
             let slot = {
@@ -250,6 +273,14 @@ impl Probes {
             )?;
             ids.set(tid, 0, 0)
                 .with_context(|| format!("clearing TID_SLOT[{tid}]"))?;
+            // Only now, emptied and unlinked, may the kernel hand it out again.
+            let mut free: Queue<&mut MapData, u32> = Queue::try_from(
+                self.ebpf
+                    .map_mut("FREE_SLOTS")
+                    .ok_or_else(|| anyhow!("map FREE_SLOTS missing"))?,
+            )?;
+            free.push(i, 0)
+                .with_context(|| format!("returning THREADS[{i}] to FREE_SLOTS"))?;
             return Ok(Some(ThreadCounters::from(&slot)));
         }
         let mut slots: HashMap<&mut MapData, u32, ThreadSlot> = HashMap::try_from(
