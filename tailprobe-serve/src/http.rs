@@ -127,8 +127,9 @@ fn debug_requests(state: &State, query: Option<&str>) -> Response<RespBody> {
     json(StatusCode::OK, body.to_string())
 }
 
-async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Response<RespBody> {
-    let arrived = monotonic_ns();
+/// The request body, within the size and time limits, or the error
+/// answer.
+async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Response<RespBody>> {
     let max = state.opts.max_body;
     if let Some(len) = req
         .headers()
@@ -137,35 +138,44 @@ async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Resp
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > max as u64 {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body of {len} bytes is over the limit of {max} bytes"),
-            );
+            ));
         }
     }
     let read = Limited::new(req.into_body(), max).collect();
-    let body = match tokio::time::timeout(state.opts.body_timeout, read).await {
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "the request body did not arrive within {:?}",
-                    state.opts.body_timeout
-                ),
-            )
-        }
-        Ok(Ok(b)) => b.to_bytes(),
+    match tokio::time::timeout(state.opts.body_timeout, read).await {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {:?}",
+                state.opts.body_timeout
+            ),
+        )),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return error(
+                return Err(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("request body is over the limit of {max} bytes"),
-                );
+                ));
             }
-            return error(StatusCode::BAD_REQUEST, "could not read the request body");
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body",
+            ))
         }
+    }
+}
+
+async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Response<RespBody> {
+    let arrived = monotonic_ns();
+    let body = match read_body(state, req).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
     };
     let served = &state.opts.served_model_names;
     let default_model = served.first().unwrap_or(&state.opts.model_name);
@@ -233,7 +243,18 @@ async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Resp
         include_usage: p.include_usage,
     };
     let guard = InFlight::new(state.clone(), arrived);
-    if p.stream {
+    answer(p.stream, chunker, rx, guard).await
+}
+
+/// The answer to a submitted job: a token stream (SSE) or, when the job is
+/// done, one JSON body.
+async fn answer(
+    stream: bool,
+    chunker: Chunker,
+    mut rx: mpsc::UnboundedReceiver<Tok>,
+    guard: InFlight,
+) -> Response<RespBody> {
+    if stream {
         let mut r = Response::new(
             SseBody {
                 rx,
@@ -255,7 +276,6 @@ async fn model(state: &Arc<State>, ep: Endpoint, req: Request<Incoming>) -> Resp
         );
         return r;
     }
-    let mut rx = rx;
     let mut toks = Vec::new();
     let mut usage = None;
     while let Some(t) = rx.recv().await {
