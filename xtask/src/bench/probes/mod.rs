@@ -15,7 +15,8 @@
 //! 3. Events per second sustained under heavy scheduler load, and whether
 //!    anything was lost.
 //!
-//! Every command runs under a time limit; Ctrl-C stops the section cleanly.//!
+//! Every command runs under a time limit; Ctrl-C stops the section cleanly.
+//!
 //! Modules: `runner` (child processes, the sysctl, signals, tools),
 //! `runqlat` (the reference tool's counters), `measure` (the runs and what
 //! is read back from them), `exporter` (the exporter's own cost at a
