@@ -101,13 +101,24 @@ pub struct Workload {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     pub tids: Vec<u32>,
+    /// The workload's own pid when `child` is a launcher (`systemd-run
+    /// --pipe`) rather than the workload itself; see [`Workload::set_pid`].
+    pid_override: Option<u32>,
 }
 
 impl Workload {
     /// `bin` is `env!("CARGO_BIN_EXE_workload")` of the calling test.
     pub fn start(bin: &str, args: &[&str]) -> Workload {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Workload::start_command(cmd)
+    }
+
+    /// `cmd` runs the workload with its stdin and stdout passed through (for
+    /// example `systemd-run --pipe ... -- workload spin2 ...`): the same
+    /// ready/go/done protocol as [`Workload::start`].
+    pub fn start_command(mut cmd: Command) -> Workload {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -119,14 +130,21 @@ impl Workload {
             stdin,
             lines,
             tids: Vec::new(),
+            pid_override: None,
         };
-        let ready = w.expect_line("ready", Duration::from_secs(10));
+        let ready = w.expect_line("ready", Duration::from_secs(10 * time_scale()));
         w.tids = parse_tids(&ready);
         w
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid_override.unwrap_or_else(|| self.child.id())
+    }
+
+    /// The workload's pid when the child is a launcher that runs it
+    /// elsewhere (a systemd unit's main pid).
+    pub fn set_pid(&mut self, pid: u32) {
+        self.pid_override = Some(pid);
     }
 
     fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {

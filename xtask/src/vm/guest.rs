@@ -64,9 +64,26 @@ pub struct Boot {
     pub console: PathBuf,
 }
 
+/// How a guest boots.
+#[derive(Debug, Clone, Default)]
+pub struct How {
+    /// QEMU's multi-threaded TCG instead of one thread for both vCPUs.
+    pub mttcg: bool,
+    /// systemd as PID 1 instead of virtme-ng's own init.
+    pub systemd: bool,
+    /// A `.deb` the script installs with `dpkg -i` before the tests.
+    pub deb: Option<PathBuf>,
+}
+
 /// The script the guest runs: each binary one test at a time, with its own
 /// time limit, output to `<guest>/<name>.log`, a result line per binary.
-fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32) -> String {
+fn script(
+    guest_dir: &Path,
+    tailprobe: &Path,
+    bins: &[TestBin],
+    time_scale: u32,
+    deb: Option<&Path>,
+) -> String {
     let g = guest_dir.display();
     let mut s = String::new();
     let _ = writeln!(s, "#!/bin/sh\n# written by cargo xtask vm-test");
@@ -108,6 +125,19 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32)
             s,
             "export TAILPROBE_DIST_TEST=1 TAILPROBE_EXPECT_NO_TOOLCHAIN=1"
         );
+        if let Some(deb) = deb {
+            // Installed as an operator would, into the guest's overlay (the
+            // host's own /usr is untouched); its postinst runs. dist_package's
+            // --unit test uses the installed binary, and skips visibly when
+            // the install failed (dpkg.log says why).
+            let _ = writeln!(
+                s,
+                "if dpkg -i '{}' > \"$out/dpkg.log\" 2>&1; then \
+                 export TAILPROBE_INSTALLED_BIN=/usr/bin/tailprobe; \
+                 else echo \"dpkg -i failed: $?\" >> \"$out/dpkg.log\"; fi",
+                deb.display()
+            );
+        }
     }
     for b in bins {
         let _ = writeln!(
@@ -231,14 +261,17 @@ pub fn boot(
     tailprobe: &Path,
     bins: &[TestBin],
     boot_limit: Duration,
-    mttcg: bool,
+    how: &How,
 ) -> Result<Boot> {
     let guest_dir = out_dir.join("guest");
     let _ = std::fs::remove_dir_all(&guest_dir);
     std::fs::create_dir_all(&guest_dir)
         .with_context(|| format!("creating {}", guest_dir.display()))?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 10))?;
+    std::fs::write(
+        &script_path,
+        script(&guest_dir, tailprobe, bins, 10, how.deb.as_deref()),
+    )?;
     let console = out_dir.join("console.log");
     let log = std::fs::File::create(&console)?;
     let total_limit = boot_limit + Duration::from_secs(bins.iter().map(|b| b.timeout_s + 15).sum());
@@ -248,7 +281,12 @@ pub fn boot(
         .arg(&kernel.vmlinuz)
         .args(["--cpus", "2", "--memory", "2G"])
         .args(["--numa", "1G,cpus=0", "--numa", "1G,cpus=1"]);
-    if !mttcg {
+    if how.systemd {
+        // systemd as PID 1 (virtme-ng runs the script from a serial getty
+        // unit): what `--unit` needs.
+        cmd.arg("--systemd");
+    }
+    if !how.mttcg {
         // One host thread runs both vCPUs in turn. With QEMU's default
         // multi-threaded TCG the guest kernel dies ("Oops: int3") when one
         // vCPU runs code that the other is patching live (a static key
@@ -373,7 +411,7 @@ pub fn host(out_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> Result<(f64, 
     let _ = std::fs::remove_dir_all(&guest_dir);
     std::fs::create_dir_all(&guest_dir)?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 1))?;
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 1, None))?;
     let start = Instant::now();
     Command::new("sh")
         .arg(&script_path)

@@ -27,6 +27,10 @@ pub enum Subset {
     /// guest with no Rust or LLVM: tests/tests/dist_package.rs, which
     /// records a known workload against schedstat. docs/dist.md.
     Packaged,
+    /// The `.deb` installed with dpkg in a guest that boots systemd as PID 1
+    /// and has no Rust or LLVM; `tailprobe record --unit` on a transient
+    /// unit against schedstat (dist_package's --unit test).
+    Unit,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +103,11 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
             ),
         ],
         Subset::Packaged => &[("dist_package", 400, None)],
+        Subset::Unit => &[(
+            "dist_package",
+            400,
+            Some("root_installed_deb_records_a_systemd_unit"),
+        )],
     }
 }
 
@@ -223,8 +232,23 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let _lock = lock()?;
     let started = Instant::now();
     let vng = tools::ensure()?;
-    if opts.subset == Subset::Packaged {
-        crate::dist::dist()?;
+    let mut how = guest::How {
+        mttcg: opts.mttcg,
+        ..Default::default()
+    };
+    if matches!(opts.subset, Subset::Packaged | Subset::Unit) {
+        let files = crate::dist::dist()?;
+        if opts.subset == Subset::Unit {
+            how.deb = files
+                .into_iter()
+                .find(|f| f.to_string_lossy().ends_with("_amd64.deb"));
+            if how.deb.is_none() {
+                bail!("cargo xtask dist made no .deb");
+            }
+            // `--unit` needs systemd as PID 1.
+            tools::ensure_udev()?;
+            how.systemd = true;
+        }
     }
     eprintln!("vm-test: {vng}");
     let bins = build(&select(opts.subset, &opts.only)?)?;
@@ -251,7 +275,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 k.package,
                 out.join("console.log").display()
             );
-            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT, opts.mttcg)?;
+            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT, &how)?;
             match &b.outcome {
                 Outcome::BootFailed(why) if boots < 2 => {
                     eprintln!("vm-test: {} did not boot ({why}); retrying once", k.release);
@@ -286,7 +310,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     }
     // The packaged lane is about the guest without a toolchain; the host
     // has one (and the script must not hide it there).
-    if opts.host && opts.subset != Subset::Packaged {
+    if opts.host && !matches!(opts.subset, Subset::Packaged | Subset::Unit) {
         let release = cmd::output("uname", &["-r"]).unwrap_or_default();
         eprintln!("vm-test: the same binaries on the host kernel {release}");
         let (secs, tests) = guest::host(&out_root.join("host"), &tailprobe, &bins)?;
