@@ -89,6 +89,13 @@ pub fn attach_deadline() -> Duration {
     Duration::from_secs(20 * time_scale())
 }
 
+/// How long a test waits for `tailprobe record` to finish after it was
+/// stopped or its duration ran out: 150 s (the longest `--duration` the
+/// tests give is 120 s) plus 30 s times [`time_scale`] for the report.
+pub fn finish_deadline() -> Duration {
+    Duration::from_secs(150 + 30 * time_scale())
+}
+
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -101,13 +108,24 @@ pub struct Workload {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     pub tids: Vec<u32>,
+    /// The workload's own pid when `child` is a launcher (`systemd-run
+    /// --pipe`) rather than the workload itself; see [`Workload::set_pid`].
+    pid_override: Option<u32>,
 }
 
 impl Workload {
     /// `bin` is `env!("CARGO_BIN_EXE_workload")` of the calling test.
     pub fn start(bin: &str, args: &[&str]) -> Workload {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Workload::start_command(cmd)
+    }
+
+    /// `cmd` runs the workload with its stdin and stdout passed through (for
+    /// example `systemd-run --pipe ... -- workload spin2 ...`): the same
+    /// ready/go/done protocol as [`Workload::start`].
+    pub fn start_command(mut cmd: Command) -> Workload {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -119,14 +137,21 @@ impl Workload {
             stdin,
             lines,
             tids: Vec::new(),
+            pid_override: None,
         };
-        let ready = w.expect_line("ready", Duration::from_secs(10));
+        let ready = w.expect_line("ready", Duration::from_secs(10 * time_scale()));
         w.tids = parse_tids(&ready);
         w
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid_override.unwrap_or_else(|| self.child.id())
+    }
+
+    /// The workload's pid when the child is a launcher that runs it
+    /// elsewhere (a systemd unit's main pid).
+    pub fn set_pid(&mut self, pid: u32) {
+        self.pid_override = Some(pid);
     }
 
     fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
@@ -256,11 +281,34 @@ impl Recording {
     }
 
     /// Wait for it to end on its own; returns (exit code, JSON report).
+    /// Within [`finish_deadline`]: a recording that does not end is killed
+    /// and the test fails saying so, with what it printed on stderr.
     pub fn wait(mut self) -> (i32, serde_json::Value) {
-        let mut out = String::new();
-        if let Some(mut s) = self.stdout.take() {
-            std::io::Read::read_to_string(&mut s, &mut out).expect("read stdout");
-        }
+        let stdout = self.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let read = match stdout {
+                Some(mut s) => std::io::Read::read_to_string(&mut s, &mut out).map(|_| ()),
+                None => Ok(()),
+            };
+            let _ = tx.send(read.map(|()| out));
+        });
+        let limit = finish_deadline();
+        let out = match rx.recv_timeout(limit) {
+            Ok(r) => r.expect("read stdout"),
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                while let Ok(l) = self.stderr_lines.try_recv() {
+                    self.stderr_seen.push(l);
+                }
+                panic!(
+                    "tailprobe record did not finish within {limit:?} (killed); stderr: {:?}",
+                    self.stderr_seen
+                );
+            }
+        };
         let st = self.child.wait().expect("wait tailprobe");
         while let Ok(l) = self.stderr_lines.try_recv() {
             self.stderr_seen.push(l);

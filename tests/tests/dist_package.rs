@@ -540,3 +540,127 @@ fn dist_oci_image_holds_the_static_binary() {
     let files = out(Command::new("find").arg(&fs).args(["-type", "f"]));
     assert_eq!(files.lines().count(), 1, "{files}");
 }
+
+/// What the guest of `cargo xtask vm-test --subset packaged` did before the
+/// tests: booted systemd as PID 1, hid the host's toolchains and installed
+/// the `.deb` with `dpkg -i`; it exports the installed binary's path here.
+const INSTALLED_ENV: &str = "TAILPROBE_INSTALLED_BIN";
+
+/// A transient systemd service, stopped (and its failed state reset) on drop.
+struct Unit(String);
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        let service = format!("{}.service", self.0);
+        let _ = Command::new("systemctl").args(["stop", &service]).status();
+        let _ = Command::new("systemctl")
+            .args(["reset-failed", &service])
+            .status();
+    }
+}
+
+/// The main pid of a unit, once systemd has one (within `limit`).
+fn unit_main_pid(service: &str, limit: std::time::Duration) -> u32 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let pid = Command::new("systemctl")
+            .args(["show", "--property", "MainPID", "--value", service])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+            .filter(|p| *p != 0);
+        if let Some(p) = pid {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{service} has no main pid after {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Issue 15's "done when", in a guest: the `.deb` installed with dpkg on a
+/// machine with no cargo, rustc or clang, systemd as PID 1, two spinners
+/// started as a transient unit (`systemd-run --unit`), and the installed
+/// `tailprobe record --unit NAME` agreeing with the unit's threads'
+/// schedstat as the host tests do (spin2_agrees_with_schedstat).
+#[test]
+fn root_installed_deb_records_a_systemd_unit_like_schedstat() {
+    let name = "root_installed_deb_records_a_systemd_unit_like_schedstat";
+    skip_unless_root!(name);
+    let Some(bin) = std::env::var_os(INSTALLED_ENV).map(PathBuf::from) else {
+        skip(
+            name,
+            "runs where the .deb is installed and systemd is PID 1: \
+             `cargo xtask vm-test --subset unit` (docs/vm-test.md)",
+        );
+        return;
+    };
+    let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    assert_eq!(comm.trim(), "systemd", "PID 1 is not systemd");
+    assert!(
+        Path::new("/run/systemd/system").is_dir(),
+        "systemd is PID 1 but /run/systemd/system is missing"
+    );
+    // No toolchain, as the shell of the node's operator sees it: the
+    // guest's own PATH, not one this test stripped.
+    for tool in ["cargo", "rustc", "clang", "llc", "bpf-linker"] {
+        let st = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .status()
+            .expect("sh");
+        assert!(!st.success(), "{tool} is on PATH in the no-toolchain guest");
+    }
+    let owner = out(Command::new("dpkg").args(["-S", &bin.display().to_string()]));
+    assert!(
+        owner.starts_with("tailprobe:"),
+        "dpkg -S {}: {owner}",
+        bin.display()
+    );
+    check_version(&bin);
+
+    let unit = Unit(format!("tailprobe-deb-{}", std::process::id()));
+    let service = format!("{}.service", unit.0);
+    let spin_ms = 1500u64;
+    let mut launch = Command::new("systemd-run");
+    launch
+        .args(["--pipe", "--quiet", "--collect", "--unit", &unit.0, "--"])
+        .args([WORKLOAD, "spin2", "0", &spin_ms.to_string()]);
+    let mut w = Workload::start_command(launch);
+    let pid = unit_main_pid(&service, std::time::Duration::from_secs(10));
+    w.set_pid(pid);
+    for tid in &w.tids {
+        assert!(
+            Path::new(&format!("/proc/{pid}/task/{tid}")).exists(),
+            "thread {tid} is not in the unit's main process {pid}"
+        );
+    }
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    assert!(
+        cgroup.contains(&format!("/{service}")),
+        "pid {pid} is not in {service}'s cgroup: {cgroup}"
+    );
+    let mut cmd = packaged(&bin);
+    cmd.args(["record", "--duration", "60s", "--json", "--unit", &unit.0]);
+    let rec = Recording::start_command(cmd);
+    let report = spin2_agrees_with_schedstat(&mut w, rec, spin_ms, "installed --unit");
+    assert_eq!(report["target"]["kind"], "unit", "{:#}", report["target"]);
+    assert_eq!(report["target"]["spec"], service.as_str());
+    let procs: Vec<u64> = report["target"]["processes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_u64()).collect())
+        .unwrap_or_default();
+    assert!(procs.contains(&u64::from(pid)), "{:#}", report["target"]);
+    eprintln!(
+        "installed {} (dpkg: {}) recorded unit {service} (main pid {pid}, threads {:?})",
+        bin.display(),
+        owner.trim(),
+        w.tids
+    );
+}

@@ -92,6 +92,16 @@ enum Task {
         /// Skip the comparison run of the same tests on the host kernel.
         #[arg(long)]
         no_host: bool,
+        /// Run only this test binary of the subset, optionally only its tests
+        /// whose names contain FILTER (repeat for several), e.g.
+        /// `--only record_signals:root_cgroup`.
+        #[arg(long, value_name = "BIN[:FILTER]")]
+        only: Vec<String>,
+        /// Boot the guests with QEMU's multi-threaded TCG, as before: faster,
+        /// but the guest kernel can die while it patches its own code
+        /// (docs/vm-test.md); for reproducing that.
+        #[arg(long)]
+        mttcg: bool,
     },
 }
 
@@ -106,10 +116,14 @@ fn main() {
             kernels,
             subset,
             no_host,
+            only,
+            mttcg,
         } => vm::run(&vm::Options {
             kernels,
             subset,
             host: !no_host,
+            only,
+            mttcg,
         })
         .map(|_| ()),
         Task::Bench { quick, only } => bench::run(quick, only.as_deref()),

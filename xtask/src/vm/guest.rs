@@ -26,7 +26,7 @@ pub struct TestBin {
     pub path: PathBuf,
     pub timeout_s: u64,
     /// Run only the tests whose names contain this.
-    pub filter: Option<&'static str>,
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,9 +64,26 @@ pub struct Boot {
     pub console: PathBuf,
 }
 
+/// How a guest boots.
+#[derive(Debug, Clone, Default)]
+pub struct How {
+    /// QEMU's multi-threaded TCG instead of one thread for both vCPUs.
+    pub mttcg: bool,
+    /// systemd as PID 1 instead of virtme-ng's own init.
+    pub systemd: bool,
+    /// A `.deb` the script installs with `dpkg -i` before the tests.
+    pub deb: Option<PathBuf>,
+}
+
 /// The script the guest runs: each binary one test at a time, with its own
 /// time limit, output to `<guest>/<name>.log`, a result line per binary.
-fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32) -> String {
+fn script(
+    guest_dir: &Path,
+    tailprobe: &Path,
+    bins: &[TestBin],
+    time_scale: u32,
+    deb: Option<&Path>,
+) -> String {
     let g = guest_dir.display();
     let mut s = String::new();
     let _ = writeln!(s, "#!/bin/sh\n# written by cargo xtask vm-test");
@@ -79,6 +96,20 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32)
     let _ = writeln!(s, "export TAILPROBE_TEST_TIME_SCALE={time_scale}");
     // tailprobe mounts tracefs itself; the test binaries read /proc and sysfs.
     let _ = writeln!(s, "cd /tmp");
+    // A heartbeat every 10 s, so that a stopped run tells a wedged guest
+    // (the heartbeat stops too) from a stuck test (it goes on, and shows
+    // the processes, their scheduling class and state, and the kernel
+    // stacks of those in uninterruptible sleep).
+    if time_scale > 1 {
+        let _ = writeln!(
+            s,
+            "( while :; do {{ echo \"up $(cut -d' ' -f1 /proc/uptime) load $(cut -d' ' -f1-4 /proc/loadavg)\"; \
+             ps -eo pid,ppid,cls,rtprio,stat,pcpu,etimes,wchan:24,comm --sort=-pcpu | head -12; \
+             for p in $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {{print $1}}'); do echo \"stack of $p:\"; cat /proc/$p/stack; done; \
+             }} > \"$out/heartbeat.tmp\" 2>&1; mv \"$out/heartbeat.tmp\" \"$out/heartbeat\"; \
+             head -1 \"$out/heartbeat\" >> \"$out/heartbeats\"; sleep 10; done ) < /dev/null > /dev/null 2>&1 &"
+        );
+    }
     if bins.iter().any(|b| b.name == "dist_package") && time_scale > 1 {
         // Only in a guest (time_scale > 1; never in the host row): the
         // packaged binary runs where no Rust, cargo or LLVM can be found,
@@ -94,6 +125,19 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32)
             s,
             "export TAILPROBE_DIST_TEST=1 TAILPROBE_EXPECT_NO_TOOLCHAIN=1"
         );
+        if let Some(deb) = deb {
+            // Installed as an operator would, into the guest's overlay (the
+            // host's own /usr is untouched); its postinst runs. dist_package's
+            // --unit test uses the installed binary, and skips visibly when
+            // the install failed (dpkg.log says why).
+            let _ = writeln!(
+                s,
+                "if dpkg -i '{}' > \"$out/dpkg.log\" 2>&1; then \
+                 export TAILPROBE_INSTALLED_BIN=/usr/bin/tailprobe; \
+                 else echo \"dpkg -i failed: $?\" >> \"$out/dpkg.log\"; fi",
+                deb.display()
+            );
+        }
     }
     for b in bins {
         let _ = writeln!(
@@ -102,7 +146,7 @@ fn script(guest_dir: &Path, tailprobe: &Path, bins: &[TestBin], time_scale: u32)
              rc=$?; echo \"{n} $rc $(( $(date +%s) - s ))\" >> \"$out/results\"",
             t = b.timeout_s,
             p = b.path.display(),
-            f = b.filter.unwrap_or(""),
+            f = b.filter.as_deref().unwrap_or(""),
             n = b.name
         );
     }
@@ -185,6 +229,31 @@ fn console_reason(console: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
+/// How long before `end` the guest's heartbeat was last written, and what
+/// it said: a guest whose heartbeat stopped long before was wedged as a
+/// whole; one whose heartbeat went on had a stuck test (the heartbeat file
+/// lists the processes and the stacks of those in uninterruptible sleep).
+fn heartbeat_note(guest_dir: &Path, end: Instant) -> String {
+    let path = guest_dir.join("heartbeat");
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .map(|a| a.saturating_sub(end.elapsed()));
+    match age {
+        Some(a) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            format!(
+                "last guest heartbeat {:.0} s before the stop ({}; see {})",
+                a.as_secs_f64(),
+                text.lines().next().unwrap_or("").trim(),
+                path.display()
+            )
+        }
+        None => "no guest heartbeat was written".to_string(),
+    }
+}
+
 /// Boot `kernel` with 2 vCPUs on 2 NUMA nodes and run `bins` inside.
 pub fn boot(
     kernel: &Kernel,
@@ -192,13 +261,17 @@ pub fn boot(
     tailprobe: &Path,
     bins: &[TestBin],
     boot_limit: Duration,
+    how: &How,
 ) -> Result<Boot> {
     let guest_dir = out_dir.join("guest");
     let _ = std::fs::remove_dir_all(&guest_dir);
     std::fs::create_dir_all(&guest_dir)
         .with_context(|| format!("creating {}", guest_dir.display()))?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 10))?;
+    std::fs::write(
+        &script_path,
+        script(&guest_dir, tailprobe, bins, 10, how.deb.as_deref()),
+    )?;
     let console = out_dir.join("console.log");
     let log = std::fs::File::create(&console)?;
     let total_limit = boot_limit + Duration::from_secs(bins.iter().map(|b| b.timeout_s + 15).sum());
@@ -207,8 +280,22 @@ pub fn boot(
     cmd.args(["--verbose", "--disable-kvm", "--run"])
         .arg(&kernel.vmlinuz)
         .args(["--cpus", "2", "--memory", "2G"])
-        .args(["--numa", "1G,cpus=0", "--numa", "1G,cpus=1"])
-        .arg("--rwdir")
+        .args(["--numa", "1G,cpus=0", "--numa", "1G,cpus=1"]);
+    if how.systemd {
+        // systemd as PID 1 (virtme-ng runs the script from a serial getty
+        // unit): what `--unit` needs.
+        cmd.arg("--systemd");
+    }
+    if !how.mttcg {
+        // One host thread runs both vCPUs in turn. With QEMU's default
+        // multi-threaded TCG the guest kernel dies ("Oops: int3") when one
+        // vCPU runs code that the other is patching live (a static key
+        // flipped as a tracepoint or perf event is turned on or off): a
+        // stale int3 after text_poke_bp has finished. Reproduced without
+        // tailprobe by static_key_check.py; docs/vm-test.md.
+        cmd.arg("--qemu-opts=-accel tcg,thread=single");
+    }
+    cmd.arg("--rwdir")
         .arg(&guest_dir)
         .arg("--exec")
         .arg(format!("sh {}", script_path.display()))
@@ -292,8 +379,9 @@ pub fn boot(
                     .unwrap_or("?");
                 Outcome::Stopped(match limit_hit {
                     Some(t) => format!(
-                        "host time limit ({:.0} s) reached while {next} ran",
-                        t.as_secs_f64()
+                        "host time limit ({:.0} s) reached while {next} ran; {}",
+                        t.as_secs_f64(),
+                        heartbeat_note(&guest_dir, end)
                     ),
                     None => format!(
                         "the guest stopped while {next} ran: {}",
@@ -323,7 +411,7 @@ pub fn host(out_dir: &Path, tailprobe: &Path, bins: &[TestBin]) -> Result<(f64, 
     let _ = std::fs::remove_dir_all(&guest_dir);
     std::fs::create_dir_all(&guest_dir)?;
     let script_path = guest_dir.join("run.sh");
-    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 1))?;
+    std::fs::write(&script_path, script(&guest_dir, tailprobe, bins, 1, None))?;
     let start = Instant::now();
     Command::new("sh")
         .arg(&script_path)

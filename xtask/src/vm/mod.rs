@@ -27,6 +27,11 @@ pub enum Subset {
     /// guest with no Rust or LLVM: tests/tests/dist_package.rs, which
     /// records a known workload against schedstat. docs/dist.md.
     Packaged,
+    /// The `.deb` installed with dpkg in a guest that boots systemd as PID 1
+    /// and has no Rust or LLVM; `tailprobe record --unit` on a transient
+    /// unit against schedstat (dist_package's --unit test). Not passing
+    /// yet: systemd does not reach the script in a TCG guest (docs/vm-test.md).
+    Unit,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +41,42 @@ pub struct Options {
     pub subset: Subset,
     /// Also run the same binaries on the host kernel for the summary.
     pub host: bool,
+    /// `BIN[:FILTER]`: run only these binaries of the subset (and in each,
+    /// only the tests whose names contain FILTER); empty: the whole subset.
+    pub only: Vec<String>,
+    /// Boot with QEMU's multi-threaded TCG (the old default: faster, but
+    /// the guest kernel can die patching its own code; docs/vm-test.md).
+    pub mttcg: bool,
+}
+
+/// The subset's binaries narrowed by `--only BIN[:FILTER]` (repeatable):
+/// a binary not in the subset is an error, so a typo does not turn into
+/// an empty run that passes.
+fn select(subset: Subset, only: &[String]) -> Result<Vec<(String, u64, Option<String>)>> {
+    let all = bins_for(subset);
+    if only.is_empty() {
+        return Ok(all
+            .iter()
+            .map(|(n, t, f)| (n.to_string(), *t, f.map(str::to_string)))
+            .collect());
+    }
+    let mut picked = Vec::new();
+    for o in only {
+        let (name, filter) = match o.split_once(':') {
+            Some((n, f)) if !f.is_empty() => (n, Some(f.to_string())),
+            Some((n, _)) => (n, None),
+            None => (o.as_str(), None),
+        };
+        let Some((n, t, f)) = all.iter().find(|(n, _, _)| *n == name) else {
+            let known: Vec<&str> = all.iter().map(|(n, _, _)| *n).collect();
+            bail!(
+                "--only {o}: {name} is not in subset {subset:?} (it has: {})",
+                known.join(", ")
+            );
+        };
+        picked.push((n.to_string(), *t, filter.or(f.map(str::to_string))));
+    }
+    Ok(picked)
 }
 
 /// Time limits in a TCG guest, per test binary (generous: a stuck test is
@@ -65,6 +106,11 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
             ("diagnose_numa", 600, None),
         ],
         Subset::Packaged => &[("dist_package", 400, None)],
+        Subset::Unit => &[(
+            "dist_package",
+            400,
+            Some("root_installed_deb_records_a_systemd_unit"),
+        )],
     }
 }
 
@@ -72,7 +118,7 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
 const BOOT_LIMIT: Duration = Duration::from_secs(150);
 
 /// Build `tailprobe` and the test binaries; return the tests' executables.
-fn build(wanted: &[Wanted]) -> Result<Vec<TestBin>> {
+fn build(wanted: &[(String, u64, Option<String>)]) -> Result<Vec<TestBin>> {
     cmd::cargo(&["build", "-p", "probe-user"])?;
     eprintln!("xtask: cargo test -p tailprobe-tests --no-run --message-format=json");
     let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -107,7 +153,7 @@ fn build(wanted: &[Wanted]) -> Result<Vec<TestBin>> {
                 name: name.to_string(),
                 path: PathBuf::from(exe),
                 timeout_s: *t,
-                filter: *filter,
+                filter: filter.clone(),
             });
         }
     }
@@ -165,12 +211,15 @@ fn print_summary(rows: &[Row]) {
 }
 
 /// One lane at a time on a machine: two TCG guests on 2 CPUs would slow
-/// each other (and share `target/vm-test/<release>`). Held until exit.
+/// each other (and share `/lib/modules/<release>` links). The lock file is
+/// machine-wide, not per checkout, so lanes from several worktrees queue
+/// too. Held until exit.
 fn lock() -> Result<std::fs::File> {
     use std::os::fd::AsRawFd as _;
-    let dir = workspace_root().join("target/vm-test");
-    std::fs::create_dir_all(&dir)?;
-    let f = std::fs::File::create(dir.join(".lock"))?;
+    std::fs::create_dir_all(workspace_root().join("target/vm-test"))?;
+    let path = std::env::temp_dir().join("tailprobe-vm-test.lock");
+    let f = std::fs::File::create(&path)
+        .with_context(|| format!("creating the lane lock {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         eprintln!("vm-test: another vm-test is running here; waiting for it");
@@ -186,11 +235,26 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let _lock = lock()?;
     let started = Instant::now();
     let vng = tools::ensure()?;
-    if opts.subset == Subset::Packaged {
-        crate::dist::dist()?;
+    let mut how = guest::How {
+        mttcg: opts.mttcg,
+        ..Default::default()
+    };
+    if matches!(opts.subset, Subset::Packaged | Subset::Unit) {
+        let files = crate::dist::dist()?;
+        if opts.subset == Subset::Unit {
+            how.deb = files
+                .into_iter()
+                .find(|f| f.to_string_lossy().ends_with("_amd64.deb"));
+            if how.deb.is_none() {
+                bail!("cargo xtask dist made no .deb");
+            }
+            // `--unit` needs systemd as PID 1.
+            tools::ensure_udev()?;
+            how.systemd = true;
+        }
     }
     eprintln!("vm-test: {vng}");
-    let bins = build(bins_for(opts.subset))?;
+    let bins = build(&select(opts.subset, &opts.only)?)?;
     let tailprobe = workspace_root().join("target/debug/tailprobe");
     let series: Vec<&kernels::Series> = kernels::SERIES
         .iter()
@@ -214,7 +278,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 k.package,
                 out.join("console.log").display()
             );
-            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT)?;
+            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT, &how)?;
             match &b.outcome {
                 Outcome::BootFailed(why) if boots < 2 => {
                     eprintln!("vm-test: {} did not boot ({why}); retrying once", k.release);
@@ -249,7 +313,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     }
     // The packaged lane is about the guest without a toolchain; the host
     // has one (and the script must not hide it there).
-    if opts.host && opts.subset != Subset::Packaged {
+    if opts.host && !matches!(opts.subset, Subset::Packaged | Subset::Unit) {
         let release = cmd::output("uname", &["-r"]).unwrap_or_default();
         eprintln!("vm-test: the same binaries on the host kernel {release}");
         let (secs, tests) = guest::host(&out_root.join("host"), &tailprobe, &bins)?;
@@ -292,6 +356,8 @@ pub fn ci_subset() -> Result<crate::testsum::Lane> {
         kernels: vec!["6.1".to_string()],
         subset: Subset::Numa,
         host: false,
+        only: Vec::new(),
+        mttcg: false,
     })?;
     for r in &rows {
         for t in &r.tests {
@@ -302,4 +368,29 @@ pub fn ci_subset() -> Result<crate::testsum::Lane> {
         }
     }
     Ok(lane)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_narrows_the_subset_and_refuses_unknown_binaries() {
+        let all = select(Subset::Full, &[]).expect("whole subset");
+        assert_eq!(all.len(), bins_for(Subset::Full).len());
+        let one =
+            select(Subset::Full, &["record_signals:root_cgroup".to_string()]).expect("one binary");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0, "record_signals");
+        assert_eq!(one[0].2.as_deref(), Some("root_cgroup"));
+        // The subset's own filter stays when --only names none.
+        let numa = select(Subset::Numa, &["record_signals".to_string()]).expect("numa");
+        assert_eq!(
+            numa[0].2.as_deref(),
+            Some("root_page_faults_match_the_kernel")
+        );
+        let err =
+            select(Subset::Full, &["record_signal".to_string()]).expect_err("a typo is an error");
+        assert!(err.to_string().contains("not in subset"), "{err}");
+    }
 }
