@@ -120,8 +120,6 @@ impl Workload {
             lines,
             tids: Vec::new(),
         };
-        // Scaled: in a TCG guest on a loaded host, placing numa_touch's
-        // 32 MiB once took longer than 10 s.
         let ready = w.expect_line("ready", Duration::from_secs(10 * time_scale()));
         w.tids = parse_tids(&ready);
         w
