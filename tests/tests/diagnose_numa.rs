@@ -15,7 +15,7 @@ mod diagnose_support;
 use std::{collections::BTreeMap, fs, path::Path};
 
 use diagnose_support::{
-    detectors_fired, diagnose_text, diagnose_with, evidence, first, status, Proc, TestCgroup,
+    detectors_fired, diagnose_text, diagnose_with, evidence, status, Proc, TestCgroup,
 };
 use serde_json::Value;
 use tailprobe_tests::{skip, skip_unless_root, Sysctl, Workload};
@@ -121,7 +121,8 @@ fn touch(mem_node: u32, mib: u64, touch_ms: u64) -> Workload {
 /// The planted cause: the thread runs on CPU 0 (node `n0`, given as the
 /// device-local node), its 32 MiB are bound to node `n1`. NUMA balancing is
 /// off for the test, so the pages stay where they were put. NUMA must be
-/// named first, its per-node memory must be the kernel's numa_maps, and its
+/// named first (after, at most, the guest's RCU softirq work: below), its
+/// per-node memory must be the kernel's numa_maps, and its
 /// remote share the kernel's share off node `n0`. The control (memory on
 /// `n0` too) leaves `numa` quiet.
 #[test]
@@ -137,7 +138,12 @@ fn root_diagnose_names_memory_on_the_remote_node() {
     let mib = 32u64;
     let local = n0.to_string();
     for (mem_node, planted) in [(n1, true), (n0, false)] {
-        let mut w = touch(mem_node, mib, 1500);
+        // Busy for 4 of the 6 s: interrupt work that lands on CPU 0 anyway
+        // (in a TCG guest, RCU softirqs after the previous test's teardown:
+        // 69 ms against 1.5 s of touching once, 4.5%, over the `irq` bar)
+        // stays a small share of the target's CPU time.
+        let mut w = touch(mem_node, mib, 4000);
+        std::thread::sleep(std::time::Duration::from_secs(2));
         if let Some(c) = &cg {
             c.add(w.pid());
         }
@@ -165,8 +171,40 @@ fn root_diagnose_names_memory_on_the_remote_node() {
             assert_eq!(status(&d, "numa").0, "quiet", "{d:#}");
             continue;
         }
-        let f = first(&d);
-        assert_eq!(f["detector"], "numa", "{d:#}");
+        let findings = d["findings"].as_array().expect("findings");
+        let at = findings
+            .iter()
+            .position(|f| f["detector"] == "numa")
+            .unwrap_or_else(|| panic!("numa not named: {d:#}"));
+        // NUMA carries no measured lost time, so a measured cause ranks
+        // before it. The only one that may here is the emulator's: in the
+        // TCG guest the RCU softirq on CPU 0 takes about 3% of a busy
+        // target's CPU time (4.5%, under 3% and 3.3% in three runs;
+        // docs/diagnose.md), at the irq detector's 3% bar. Anything else,
+        // or more than that, fails.
+        let oncpu_ms = d["target_oncpu_ns"].as_f64().expect("target_oncpu_ns") / 1e6;
+        for f in &findings[..at] {
+            assert_eq!(f["detector"], "irq", "only irq may rank before numa: {d:#}");
+            let top = f["evidence"]
+                .as_array()
+                .expect("evidence")
+                .iter()
+                .find(|e| e["key"] == "softirq_ms")
+                .and_then(|e| e["text"].as_str())
+                .unwrap_or_default();
+            assert!(
+                top.starts_with("softirq RCU"),
+                "not the emulator's RCU work: {f:#}"
+            );
+            let share = evidence(f, "stolen_ms") / oncpu_ms;
+            assert!(
+                share < 0.05,
+                "irq took {:.1}% of the target's CPU time: {f:#}",
+                100.0 * share
+            );
+            eprintln!("ranked before numa: {}", f["what"]);
+        }
+        let f = &findings[at];
         let what = f["what"].as_str().unwrap_or_default();
         assert!(
             what.contains(&format!("home NUMA node {n0}")) && what.contains("--local-node"),
@@ -193,6 +231,7 @@ fn root_diagnose_names_memory_on_the_remote_node() {
             );
         }
         let pct = evidence(f, "remote_memory_pct");
+        eprintln!("tailprobe: KiB per node {ours:?}, {pct:.2}% off node {n0}");
         assert!(
             (pct - kernel_pct).abs() <= 0.5,
             "remote memory {pct:.2}% vs numa_maps {kernel_pct:.2}%: {f:#}"
@@ -285,6 +324,7 @@ fn root_diagnose_names_numa_balancing_migrating_the_memory() {
         "{f:#}"
     );
     let ours = (evidence(f, "balancing_pages_migrated_per_s") * secs).round() as u64;
+    eprintln!("pages migrated: tailprobe {ours}, kernel {kernel}");
     // The kernel's counter is system-wide and runs from before the probes'
     // first event to after the last: ours can only be lower, by what other
     // tasks had migrated (nothing else touches remote memory here).

@@ -20,7 +20,9 @@ use crate::{
 /// cgroup's throttling counters around the run, then runs one detector per
 /// cause: preemption by other processes, one saturated thread, CFS
 /// throttling, stop-the-world pauses, IRQ and softirq time, lock convoys /
-/// GIL contention. With --url and --rate it drives load while recording and
+/// GIL contention, NUMA placement and balancing (home node: --local-node),
+/// frequency and idle states ("not available" where a VM shows neither).
+/// With --url and --rate it drives load while recording and
 /// ties each finding to the slow requests. Each has a stated rule and threshold (docs/diagnose.md); a
 /// cause below its threshold is not printed, and "no CPU-side cause found"
 /// is a valid answer. Findings are ranked by the target thread-time they

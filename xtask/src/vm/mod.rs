@@ -94,7 +94,7 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
             ("record_sched", 340, None),
             ("record_signals", 770, None),
             ("record_errors", 210, None),
-            ("diagnose_numa", 600, None),
+            ("diagnose_numa", 330, None),
         ],
         Subset::Numa => &[
             ("vm_numa", 300, None),
@@ -103,7 +103,7 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
                 120,
                 Some("root_page_faults_match_the_kernel"),
             ),
-            ("diagnose_numa", 600, None),
+            ("diagnose_numa", 330, None),
         ],
         Subset::Packaged => &[("dist_package", 400, None)],
         Subset::Unit => &[(
