@@ -118,7 +118,8 @@ pub(super) fn stress_ng_metric(yaml: &str, stressor: &str, key: &str) -> Option<
 
 pub(super) struct Plan {
     pub(super) cost_rounds: usize,
-    pub(super) loads: Vec<(&'static str, String)>,
+    /// (label, load, extra `record` arguments).
+    pub(super) loads: Vec<(&'static str, String, &'static [&'static str])>,
     pub(super) ab_pairs: usize,
     pub(super) ab_secs: u32,
     pub(super) sustained: Vec<String>,
@@ -126,17 +127,34 @@ pub(super) struct Plan {
     pub(super) exporter_load: String,
 }
 
+/// `record` with what `tailprobe exporter` runs: no time windows, no
+/// outlier stream (every count, histogram and preemptor is still kept in
+/// the kernel, as the exporter serves them).
+pub(super) const ALWAYS_ON: &[&str] =
+    &["--window", "0", "--outlier-runq", "0", "--outlier-irq", "0"];
+
 pub(super) fn plan(quick: bool) -> Plan {
     if quick {
         Plan {
             cost_rounds: 2,
             loads: vec![
-                ("hackbench, threads", "hackbench -T -g 4 -l 600".into()),
-                ("hackbench, processes", "hackbench -g 4 -l 600".into()),
+                ("hackbench, threads", "hackbench -T -g 4 -l 600".into(), &[]),
+                ("hackbench, processes", "hackbench -g 4 -l 600".into(), &[]),
+                (
+                    "hackbench, threads, always-on settings",
+                    "hackbench -T -g 4 -l 600".into(),
+                    ALWAYS_ON,
+                ),
+                (
+                    "hackbench, processes, always-on settings",
+                    "hackbench -g 4 -l 600".into(),
+                    ALWAYS_ON,
+                ),
                 (
                     "CPU-bound mix",
                     "stress-ng --cpu 3 --cpu-method matrixprod --sleep 1 --sleep-max 16 -t 2s"
                         .into(),
+                    &[],
                 ),
             ],
             ab_pairs: 3,
@@ -150,13 +168,30 @@ pub(super) fn plan(quick: bool) -> Plan {
             loads: vec![
                 // One process with many threads (the shape of an inference
                 // server): our filter is a compare.
-                ("hackbench, threads", "hackbench -T -g 4 -l 1000".into()),
+                (
+                    "hackbench, threads",
+                    "hackbench -T -g 4 -l 1000".into(),
+                    &[],
+                ),
                 // 160 processes: our filter is the followed-process set.
-                ("hackbench, processes", "hackbench -g 4 -l 1000".into()),
+                ("hackbench, processes", "hackbench -g 4 -l 1000".into(), &[]),
+                // The same loads with what an always-on agent keeps (the
+                // exporter's settings): in-kernel aggregation only.
+                (
+                    "hackbench, threads, always-on settings",
+                    "hackbench -T -g 4 -l 1000".into(),
+                    ALWAYS_ON,
+                ),
+                (
+                    "hackbench, processes, always-on settings",
+                    "hackbench -g 4 -l 1000".into(),
+                    ALWAYS_ON,
+                ),
                 (
                     "CPU-bound mix",
                     "stress-ng --cpu 3 --cpu-method matrixprod --sleep 1 --sleep-max 16 -t 4s"
                         .into(),
+                    &[],
                 ),
             ],
             ab_pairs: 8,
@@ -207,10 +242,15 @@ fn report_of(f: &Finished) -> Result<Report> {
 /// our report and runqlat's counters over the run. The tool attached first
 /// runs first on each event and takes the cache misses on the task fields
 /// both read, so runs alternate the order (`ours_first`).
-fn cost_run(bin: &Path, load: &str, ours_first: bool) -> Result<(Report, Vec<ProgCost>)> {
+fn cost_run(
+    bin: &Path,
+    load: &str,
+    extra: &[&str],
+    ours_first: bool,
+) -> Result<(Report, Vec<ProgCost>)> {
     if !ours_first {
         let rq = Runqlat::start()?;
-        let rep = record(bin, &[], load, 60);
+        let rep = record(bin, extra, load, 60);
         // Stop runqlat first, also when the recording failed.
         let costs = rq.finish()?;
         return Ok((rep?, costs));
@@ -219,7 +259,7 @@ fn cost_run(bin: &Path, load: &str, ours_first: bool) -> Result<(Report, Vec<Pro
     // a gate file, in a shell that tailprobe follows.
     let gate = scratch_dir()?.join("cost-run-gate");
     let _ = std::fs::remove_file(&gate);
-    let mut a = record_argv(bin, &[], 60);
+    let mut a = record_argv(bin, extra, 60);
     a.extend([
         "sh".to_string(),
         "-c".to_string(),
@@ -265,10 +305,14 @@ pub(super) const HOOKS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wake
 
 pub(super) fn measure_costs(bin: &Path, plan: &Plan) -> Result<Vec<CostResult>> {
     let mut results = Vec::new();
-    for (label, load) in &plan.loads {
+    for (label, load, extra) in &plan.loads {
         let mut r = CostResult {
             label,
-            load: load.clone(),
+            load: if extra.is_empty() {
+                load.clone()
+            } else {
+                format!("record {}: {load}", extra.join(" "))
+            },
             ours: Vec::new(),
             ours_total_ns: 0,
             ours_total_events: 0,
@@ -284,7 +328,7 @@ pub(super) fn measure_costs(bin: &Path, plan: &Plan) -> Result<Vec<CostResult>> 
             check_interrupted()?;
             // Both attached at once: every event of the run goes through
             // both tools' programs, under the same load on the machine.
-            let (rep, costs) = cost_run(bin, load, round % 2 == 1)?;
+            let (rep, costs) = cost_run(bin, load, extra, round % 2 == 1)?;
             for hook in HOOKS {
                 let on = cost_of(&rep.programs, hook).and_then(ProgCost::ns_per_event);
                 let tn = cost_of(&costs, hook).and_then(ProgCost::ns_per_event);

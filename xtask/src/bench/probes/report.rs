@@ -194,7 +194,10 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         w,
         "Verdict (issue 13: the hot path at most {HOT_PATH_GOAL}x runqlat's ns per event, \
          both measured in the same runs; the ratio of the summed costs decides, the ratio of \
-         each run shows the spread):\n"
+         each run shows the spread). \"Always-on settings\" are what `tailprobe exporter` runs \
+         (no time windows, no outlier stream: `record --window 0 --outlier-runq 0 \
+         --outlier-irq 0`); record's defaults add per-window series and a stream of every wait \
+         of 1 ms or more:\n"
     )?;
     for r in costs.iter().filter(|r| r.label.starts_with("hackbench")) {
         for hook in ["sched_switch", "sched_wakeup"] {
