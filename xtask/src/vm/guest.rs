@@ -285,6 +285,13 @@ pub fn boot(
         // systemd as PID 1 (virtme-ng runs the script from a serial getty
         // unit): what `--unit` needs.
         cmd.arg("--systemd");
+        // The host's own console getty (enabled on these machines) would
+        // take the console; virtme-ng's script runs from the serial one,
+        // which the first try never started (a login prompt, no script).
+        cmd.args([
+            "--append",
+            "systemd.mask=console-getty.service systemd.wants=serial-getty@ttyS0.service",
+        ]);
     }
     if !how.mttcg {
         // One host thread runs both vCPUs in turn. With QEMU's default

@@ -117,6 +117,11 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
 /// How long a guest may take to reach its script (about 10-30 s is usual).
 const BOOT_LIMIT: Duration = Duration::from_secs(150);
 
+/// The same for a guest that boots systemd (`--subset unit`): udev loads
+/// modules and systemd starts the host's enabled units under TCG; one try
+/// had not reached the script after 150 s.
+const SYSTEMD_BOOT_LIMIT: Duration = Duration::from_secs(480);
+
 /// Build `tailprobe` and the test binaries; return the tests' executables.
 fn build(wanted: &[(String, u64, Option<String>)]) -> Result<Vec<TestBin>> {
     cmd::cargo(&["build", "-p", "probe-user"])?;
@@ -264,6 +269,11 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         bail!("no such kernel series {:?}; known: 6.1, 6.12", opts.kernels);
     }
     let out_root = workspace_root().join("target/vm-test");
+    let boot_limit = if how.systemd {
+        SYSTEMD_BOOT_LIMIT
+    } else {
+        BOOT_LIMIT
+    };
     let mut rows = Vec::new();
     for s in series {
         let k = kernels::ensure(s)?;
@@ -278,7 +288,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 k.package,
                 out.join("console.log").display()
             );
-            let b = guest::boot(&k, &out, &tailprobe, &bins, BOOT_LIMIT, &how)?;
+            let b = guest::boot(&k, &out, &tailprobe, &bins, boot_limit, &how)?;
             match &b.outcome {
                 Outcome::BootFailed(why) if boots < 2 => {
                     eprintln!("vm-test: {} did not boot ({why}); retrying once", k.release);
