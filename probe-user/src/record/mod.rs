@@ -470,11 +470,14 @@ pub fn run(opts: &RecordOptions) -> Result<RecordReport> {
             last_numa_sample = Instant::now();
         }
         if last_window_drain.elapsed() >= window_drain_every {
-            // One window of slack: an event stamped just before a boundary
-            // may reach its slot just after.
+            // Slack: an event stamped just before a boundary may reach its
+            // slot later (windows::DRAIN_SLACK_MIN_NS says why).
             series.drain(
                 &probes.read_windows()?,
-                monotonic_ns().saturating_sub(window_ns),
+                monotonic_ns().saturating_sub(windows::drain_slack_ns(
+                    window_ns,
+                    u64::from(probe_common::WINDOW_SLOTS),
+                )),
             );
             last_window_drain = Instant::now();
         }
