@@ -234,14 +234,24 @@ fn root_preemptors_windows_outliers_and_cost() {
         .clone();
     let per = sw["ns_per_event"].as_f64().expect("ns per event");
     eprintln!("sched_switch: {} events, {per:.0} ns/event", sw["events"]);
-    assert!(u(&sw["events"]) > 100);
-    // Measured on this project's 2-CPU host: 492 to 1104 ns per event
-    // (docs/benchmarks.md); BPF run-time statistics add about 20 ns. Below
-    // 100 ns the program cannot have done its map work; above 5 us it is
-    // ten times the measured cost (both are scaled on emulated CPUs).
+    // Every switch of the spinners went through the program: at least as
+    // many runs as the target's own switches.
+    let target_switches =
+        u(&r["process"]["voluntary_switches"]) + u(&r["process"]["involuntary_switches"]);
+    assert!(
+        u(&sw["events"]) >= target_switches && target_switches > 100,
+        "{} runs, {target_switches} target switches",
+        sw["events"]
+    );
+    // The figure is the mean over every switch of the machine, and most of
+    // those (other processes) leave after the filter: 72 ns seen with three
+    // builds running, 325 ns for target switches under hackbench
+    // (docs/benchmarks.md). Below 10 ns nothing ran (the attach and the BPF
+    // run-time statistics alone cost more); above 5 us it is ten times the
+    // measured cost (both are scaled on emulated CPUs).
     let scale = tailprobe_tests::time_scale() as f64;
     assert!(
-        (100.0..=5_000.0 * scale).contains(&per),
+        (10.0..=5_000.0 * scale).contains(&per),
         "{per} ns per event"
     );
     assert_eq!(r["lossy"], false, "{:#}", r["losses"]);

@@ -54,6 +54,17 @@ impl TestCgroup {
         Some(cg)
     }
 
+    /// Back to the default weight (v1 `cpu.shares` 1024, v2 `cpu.weight`
+    /// 100): for a target that must compete with kernel threads on equal
+    /// terms.
+    pub fn default_weight(&self) {
+        if self.v1 {
+            self.write("cpu.shares", "1024");
+        } else {
+            self.write("cpu.weight", "100");
+        }
+    }
+
     pub fn write(&self, file: &str, v: &str) {
         fs::write(self.dir.join(file), v)
             .unwrap_or_else(|e| panic!("writing {v} to {}/{file}: {e}", self.dir.display()));
