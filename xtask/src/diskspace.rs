@@ -15,7 +15,7 @@ pub fn available(path: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }
-    Some(u64::from(s.f_bavail).saturating_mul(u64::from(s.f_frsize)))
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// The warning to print when `available` bytes are fewer than a task that
@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn room_is_no_warning_and_too_little_names_both_sizes() {
-        assert_eq!(shortfall("cargo xtask test", 10_000_000_000, 6_000_000_000), None);
+        assert_eq!(
+            shortfall("cargo xtask test", 10_000_000_000, 6_000_000_000),
+            None
+        );
         let w = shortfall("cargo xtask test", 2_500_000_000, 6_000_000_000).unwrap();
         assert!(w.contains("2.5 GB free"), "{w}");
         assert!(w.contains("about 6.0 GB"), "{w}");
