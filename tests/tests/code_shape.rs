@@ -305,12 +305,16 @@ fn rust_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// A crate's integration tests: `<crate>/tests/...` where `<crate>` holds a
-/// Cargo.toml.
+/// package's Cargo.toml (the workspace's `tests/` crate is one, its own
+/// `tests/tests/` its integration tests).
 fn is_integration_test(root: &Path, p: &Path) -> bool {
+    let is_package = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[package]"))
+    };
     p.ancestors().any(|a| {
         a.file_name().is_some_and(|n| n == "tests")
-            && a.parent().is_some_and(|c| c.join("Cargo.toml").exists())
             && a.starts_with(root)
+            && a.parent().is_some_and(is_package)
     })
 }
 
@@ -436,7 +440,10 @@ fn the_checker_catches_and_excuses_what_it_should() {
         .is_empty());
     // A module: its own lines over the limit, its test module's not.
     let many = "const A: u8 = 0;\n".repeat(MAX_MODULE_LINES - 10);
-    let with_tests = format!("{many}#[cfg(test)]\nmod tests {{\n{}}}\n", body(20));
+    let with_tests = format!(
+        "{many}#[cfg(test)]\nmod tests {{\n{}}}\n",
+        "const T: u8 = 0;\n".repeat(20)
+    );
     assert!(check_source("a.rs", p, &with_tests)
         .unwrap()
         .offenders
