@@ -215,6 +215,11 @@ fn cost_part(
             .collect();
         writeln!(w, "  Our most expensive programs: {}.", list.join(", "))?;
     }
+    verdict_part(w, costs)
+}
+
+/// The goal and the verdict lines for the hackbench loads.
+fn verdict_part(w: &mut String, costs: &[CostResult]) -> Result<()> {
     writeln!(
         w,
         "\nGoal (issue 3): ours at or below runqlat's ns per event, ideally half of it.\n"
