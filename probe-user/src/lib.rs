@@ -5,9 +5,10 @@
 //! - `procfs`, `sysfs`, `cpulist`: readers of `/proc` and `/sys`, each taking
 //!   a root path so tests can point them at fixture trees, and CPU lists
 //!   (re-exported from the `tailprobe-system` crate).
-//! - `stats`: pure statistics.
+//! - `stats`: pure statistics (crate `tailprobe-report`).
 //! - `record`: a recording session (attach, wait, collect).
-//! - `report`: the report model (JSON) and its human rendering.
+//! - `report`: the report model (JSON) and its human rendering (crate
+//!   `tailprobe-report`).
 //! - `workload`: the built-in CPU workload used when no target is given.
 //! - `load`: the load generator (`tailprobe load`; crate `tailprobe-load`).
 //! - `serve`: the built-in OpenAI-compatible inference server (crate
@@ -16,7 +17,7 @@
 //!   `signals`: the Ctrl-C/SIGTERM stop flag (`tailprobe-system`).
 //! - `experiment`: the configuration matrix, its runner and the analysis.
 //! - `report_docs`: the Markdown documents, plots and systemd drop-in
-//!   rendered from an experiment's results.
+//!   rendered from an experiment's results (crate `tailprobe-report`).
 //! - `exporter`: `tailprobe exporter`, the always-on Prometheus exporter.
 //! - `cli`: argument parsing and one file per subcommand.
 
@@ -28,9 +29,6 @@ pub mod kernel;
 pub mod out;
 pub mod privileges;
 pub mod record;
-pub mod report;
-pub mod report_docs;
-pub mod stats;
 pub mod timeline;
 pub mod workload;
 
@@ -38,5 +36,6 @@ pub mod workload;
 // compile unchanged.
 pub use tailprobe_load as load;
 pub use tailprobe_node as node;
+pub use tailprobe_report::{report, report_docs, stats};
 pub use tailprobe_serve as serve;
 pub use tailprobe_system::{cpulist, procfs, signals, sysfs};

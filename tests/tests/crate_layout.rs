@@ -32,6 +32,7 @@ fn stable_crates_need_no_ebpf_toolchain() {
         "tailprobe-load",
         "tailprobe-serve",
         "tailprobe-node",
+        "tailprobe-report",
     ] {
         let lines = tree(krate);
         // The tree is the crate's own: its first line names it.

@@ -125,6 +125,47 @@ fn test_tools(check_only: bool) -> Result<bool> {
     Ok(false)
 }
 
+/// LLVM's development files with apt-get (root only).
+fn install_llvm(llvm_pkg: &str, major: u32) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "{llvm_pkg} is missing and installing it needs root: run \
+             `apt-get update && apt-get install -y {llvm_pkg}` as root, then \
+             `cargo xtask setup` again"
+        );
+    }
+    if output("apt-get", &["--version"]).is_none() {
+        bail!(
+            "{llvm_pkg} is missing and this machine has no apt-get: install LLVM {major} \
+             development files with your package manager, then run \
+             `LLVM_PREFIX=<its prefix> cargo install bpf-linker@{BPF_LINKER_VERSION} --locked \
+             --no-default-features --features llvm-{major}`"
+        );
+    }
+    step(&format!("installing {llvm_pkg} (apt-get)"));
+    let hint = "apt-get could not install it: check that Debian's package servers are \
+                reachable (`apt-get update`)";
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", llvm_pkg])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !install() {
+        run_checked(
+            Command::new("apt-get").args(["update", "-q"]),
+            "apt-get update",
+            hint,
+        )?;
+        if !install() {
+            bail!("apt-get install -y {llvm_pkg} failed. {hint}");
+        }
+    }
+    Ok(())
+}
+
 /// Nightly, LLVM and bpf-linker; true when everything was already in place.
 fn ebpf_toolchain(check_only: bool) -> Result<bool> {
     let mut missing = Vec::new();
@@ -181,42 +222,7 @@ fn ebpf_toolchain(check_only: bool) -> Result<bool> {
         )?;
     }
     if !llvm {
-        if !is_root() {
-            bail!(
-                "{llvm_pkg} is missing and installing it needs root: run \
-                 `apt-get update && apt-get install -y {llvm_pkg}` as root, then \
-                 `cargo xtask setup` again"
-            );
-        }
-        if output("apt-get", &["--version"]).is_none() {
-            bail!(
-                "{llvm_pkg} is missing and this machine has no apt-get: install LLVM {major} \
-                 development files with your package manager, then run \
-                 `LLVM_PREFIX=<its prefix> cargo install bpf-linker@{BPF_LINKER_VERSION} --locked \
-                 --no-default-features --features llvm-{major}`"
-            );
-        }
-        step(&format!("installing {llvm_pkg} (apt-get)"));
-        let hint = "apt-get could not install it: check that Debian's package servers are \
-                    reachable (`apt-get update`)";
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", &llvm_pkg])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !install() {
-            run_checked(
-                Command::new("apt-get").args(["update", "-q"]),
-                "apt-get update",
-                hint,
-            )?;
-            if !install() {
-                bail!("apt-get install -y {llvm_pkg} failed. {hint}");
-            }
-        }
+        install_llvm(&llvm_pkg, major)?;
     }
     if !linker_ok {
         step(&format!(

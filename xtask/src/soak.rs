@@ -124,6 +124,45 @@ pub fn run(minutes: u64, debug: bool) -> Result<()> {
     Ok(())
 }
 
+/// One short-lived target: the built-in workload for 5 to 40 s.
+fn start_target(target_bin: &Path, rng: &mut Rng) -> Result<Child> {
+    let life = rng.next(5, 40);
+    Command::new(target_bin)
+        .args([
+            "workload",
+            "--threads",
+            "2",
+            "--busy",
+            "1ms",
+            "--sleep",
+            "20ms",
+        ])
+        .arg("--duration")
+        .arg(format!("{life}s"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a target")
+}
+
+/// The exporter's lost-event counters that are not zero, or "none".
+fn lost_events(body: &str) -> String {
+    let lost: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("tailprobe_lost_events_total{reason=\""))
+        .filter_map(|l| {
+            let (reason, v) = l.split_once("\"} ")?;
+            let v: f64 = v.trim().parse().ok()?;
+            (v > 0.0).then(|| format!("{reason} {v}"))
+        })
+        .collect();
+    if lost.is_empty() {
+        "none".to_string()
+    } else {
+        lost.join(", ")
+    }
+}
+
 fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> Result<String> {
     // Ready when /metrics answers.
     let t0 = Instant::now();
@@ -149,23 +188,7 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
     while begin.elapsed() < total {
         live.retain_mut(|(c, _)| !matches!(c.try_wait(), Ok(Some(_))));
         if Instant::now() >= next_start && live.len() < 4 {
-            let life = rng.next(5, 40);
-            let c = Command::new(target_bin)
-                .args([
-                    "workload",
-                    "--threads",
-                    "2",
-                    "--busy",
-                    "1ms",
-                    "--sleep",
-                    "20ms",
-                ])
-                .arg("--duration")
-                .arg(format!("{life}s"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting a target")?;
+            let c = start_target(target_bin, &mut rng)?;
             live.push((c, Instant::now()));
             started += 1;
             next_start = Instant::now() + Duration::from_secs(rng.next(2, 15));
@@ -200,20 +223,7 @@ fn soak(pid: u32, port: u16, target_bin: &Path, minutes: u64, profile: &str) -> 
     let end_kib = rss_kib(pid).context("the exporter exited during the soak")?;
     rss.push((minutes, end_kib));
     let cpu = cpu_seconds(pid).unwrap_or(f64::NAN);
-    let lost: Vec<String> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("tailprobe_lost_events_total{reason=\""))
-        .filter_map(|l| {
-            let (reason, v) = l.split_once("\"} ")?;
-            let v: f64 = v.trim().parse().ok()?;
-            (v > 0.0).then(|| format!("{reason} {v}"))
-        })
-        .collect();
-    let lost = if lost.is_empty() {
-        "none".to_string()
-    } else {
-        lost.join(", ")
-    };
+    let lost = lost_events(&body);
     let at = |m: u64| {
         if m > minutes {
             // The run was shorter: no sample at that minute.

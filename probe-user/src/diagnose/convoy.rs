@@ -37,15 +37,14 @@ struct Contender<'a> {
     peer_wakes: u64,
 }
 
-pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Option<Finding> {
-    if duration_ns == 0 || edges.is_empty() {
-        return None;
-    }
-    let dur = duration_ns as f64;
-    let secs = dur / 1e9;
-    let by_tid: BTreeMap<u32, &ThreadReport> = threads.iter().map(|t| (t.tid, t)).collect();
-    // Candidates, then narrowed until every one is woken by and wakes
-    // others still in the set.
+/// The threads that block often and are woken by, and wake, others in the
+/// set: candidates, narrowed until every one qualifies.
+fn members(
+    threads: &[ThreadReport],
+    edges: &[WakeEdge],
+    by_tid: &BTreeMap<u32, &ThreadReport>,
+    secs: f64,
+) -> Vec<u32> {
     let mut set: Vec<u32> = threads
         .iter()
         .filter(|t| t.voluntary_switches as f64 / secs >= MIN_BLOCKS_PER_S)
@@ -73,6 +72,17 @@ pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) ->
         }
         set = keep;
     }
+    set
+}
+
+pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Option<Finding> {
+    if duration_ns == 0 || edges.is_empty() {
+        return None;
+    }
+    let dur = duration_ns as f64;
+    let secs = dur / 1e9;
+    let by_tid: BTreeMap<u32, &ThreadReport> = threads.iter().map(|t| (t.tid, t)).collect();
+    let set = members(threads, edges, &by_tid, secs);
     if set.len() < 2 {
         return None;
     }

@@ -81,26 +81,7 @@ pub struct Input<'a> {
 /// here: no cpufreq, and cpuidle absent or only its polling state (`POLL`,
 /// exit latency 0: the CPU spins, it does not sleep), as in a QEMU guest.
 pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
-    if let Err(why) = inp.freq {
-        let idle = if inp.idle.is_empty() {
-            "no cpuidle states".to_string()
-        } else if inp.idle.iter().all(|s| s.exit_us == 0) {
-            let names: std::collections::BTreeSet<&str> =
-                inp.idle.iter().map(|s| s.name.as_str()).collect();
-            format!(
-                "cpuidle has only polling states ({}, exit latency 0 us)",
-                names.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        } else {
-            String::new()
-        };
-        if !idle.is_empty() {
-            return Err(format!(
-                "no cpufreq ({why}) and {idle}: frequency and idle states are not visible here \
-                 (a VM?)"
-            ));
-        }
-    }
+    visible(inp)?;
     let in_target = |list: &str| {
         crate::cpulist::parse(list)
             .map(|v| v.iter().any(|c| inp.cpus.contains(c)))
@@ -115,21 +96,12 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let exits_of = |state: u32| {
-        inp.idle_use.map(|u| {
-            u.states
-                .iter()
-                .filter(|x| x.state == state)
-                .map(|x| (x.exits, x.residency_ns))
-                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-        })
-    };
     let deep: Vec<&IdleState> = inp
         .idle
         .iter()
         .filter(|s| !s.disabled && s.exit_us >= DEEP_EXIT_US && inp.cpus.contains(&s.cpu))
         // Measured: only the states the target's CPUs entered.
-        .filter(|s| exits_of(s.state).is_none_or(|(n, _)| n > 0))
+        .filter(|s| exits_of(inp, s.state).is_none_or(|(n, _)| n > 0))
         .collect();
     let per_s = inp.wakeups as f64 / (inp.duration_ns.max(1) as f64 / 1e9);
     if (slow_governors.is_empty() && deep.is_empty()) || per_s < MIN_WAKEUPS_PER_S {
@@ -182,33 +154,7 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
         );
     }
     if inp.idle_use.is_some() {
-        // Deep states by number (one entry per state, any CPU's latency).
-        let mut by_state: std::collections::BTreeMap<u32, (&str, u64)> = Default::default();
-        for s in &deep {
-            by_state.insert(s.state, (s.name.as_str(), s.exit_us));
-        }
-        let secs = inp.duration_ns.max(1) as f64 / 1e9;
-        let (mut exits, mut bound_us, mut resid_ns) = (0u64, 0u64, 0u64);
-        for (state, (_, exit_us)) in &by_state {
-            let (n, ns) = exits_of(*state).unwrap_or((0, 0));
-            exits += n;
-            resid_ns += ns;
-            bound_us += n * exit_us;
-        }
-        if exits > 0 {
-            f.evidence(
-                "deep_idle_exits_per_s",
-                exits as f64 / secs,
-                format!(
-                    "measured (power:cpu_idle): the target's CPUs left those states {:.0} times/s \
-                     after {:.1} ms in them in all; at the advertised exit latency that is up to \
-                     {:.1} ms of wake-up delay (an estimate: the exit is not timed)",
-                    exits as f64 / secs,
-                    resid_ns as f64 / 1e6,
-                    bound_us as f64 / 1e3
-                ),
-            );
-        }
+        deep_exit_evidence(&mut f, inp, &deep);
     }
     let measured = if inp.idle_use.is_some() {
         "deep-idle exits measured, their cost estimated"
@@ -223,6 +169,75 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
         ),
     );
     Ok(Some(f))
+}
+
+/// `Err(reason)` when neither cpufreq nor a real idle state is visible.
+fn visible(inp: &Input) -> Result<(), String> {
+    if let Err(why) = inp.freq {
+        let idle = if inp.idle.is_empty() {
+            "no cpuidle states".to_string()
+        } else if inp.idle.iter().all(|s| s.exit_us == 0) {
+            let names: std::collections::BTreeSet<&str> =
+                inp.idle.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "cpuidle has only polling states ({}, exit latency 0 us)",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            String::new()
+        };
+        if !idle.is_empty() {
+            return Err(format!(
+                "no cpufreq ({why}) and {idle}: frequency and idle states are not visible here \
+                 (a VM?)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Measured exits from `state` on the target's CPUs and the time spent in
+/// it, summed: (exits, residency ns); None when not measured.
+fn exits_of(inp: &Input, state: u32) -> Option<(u64, u64)> {
+    inp.idle_use.map(|u| {
+        u.states
+            .iter()
+            .filter(|x| x.state == state)
+            .map(|x| (x.exits, x.residency_ns))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    })
+}
+
+/// The measured exits from the deep states, and the wake-up delay their
+/// advertised exit latency bounds.
+fn deep_exit_evidence(f: &mut Finding, inp: &Input, deep: &[&IdleState]) {
+    // Deep states by number (one entry per state, any CPU's latency).
+    let mut by_state: std::collections::BTreeMap<u32, (&str, u64)> = Default::default();
+    for s in deep {
+        by_state.insert(s.state, (s.name.as_str(), s.exit_us));
+    }
+    let secs = inp.duration_ns.max(1) as f64 / 1e9;
+    let (mut exits, mut bound_us, mut resid_ns) = (0u64, 0u64, 0u64);
+    for (state, (_, exit_us)) in &by_state {
+        let (n, ns) = exits_of(inp, *state).unwrap_or((0, 0));
+        exits += n;
+        resid_ns += ns;
+        bound_us += n * exit_us;
+    }
+    if exits > 0 {
+        f.evidence(
+            "deep_idle_exits_per_s",
+            exits as f64 / secs,
+            format!(
+                "measured (power:cpu_idle): the target's CPUs left those states {:.0} times/s \
+                 after {:.1} ms in them in all; at the advertised exit latency that is up to \
+                 {:.1} ms of wake-up delay (an estimate: the exit is not timed)",
+                exits as f64 / secs,
+                resid_ns as f64 / 1e6,
+                bound_us as f64 / 1e3
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -234,25 +234,74 @@ pub fn analyse(
     facts: &NodeFacts,
 ) -> Diagnosis {
     let duration = report.duration_ns;
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut runs: Vec<DetectorRun> = Vec::new();
-    let mut push = |detector, rule, f: Option<Finding>, na: Option<String>| {
+    let mut runs = Runs::default();
+    // Throttling first: preemption subtracts the throttled time.
+    let (throttle, throttled_ns, na) = throttling_run(report, cg);
+    let throttled_for_preemption = if throttle.is_some() { throttled_ns } else { 0 };
+    runs.push("cfs_throttling", throttling::RULE, throttle, na);
+    scheduling(&mut runs, report, cgroups, throttled_for_preemption);
+    interrupts_and_wakers(&mut runs, report);
+    node(&mut runs, report, facts);
+    let Runs { mut findings, runs } = runs;
+    rank(&mut findings);
+    Diagnosis {
+        tool: "tailprobe diagnose",
+        version: env!("CARGO_PKG_VERSION"),
+        target: report.target.clone(),
+        duration_ns: duration,
+        threads_seen: report.process.threads_seen,
+        target_oncpu_ns: report.process.oncpu_ns,
+        target_runq_wait_ns: report.process.runq_wait.total_ns,
+        findings,
+        detectors: runs,
+        cgroup_version: cg.map(|c| c.cgroup.version),
+        cgroup_path: cg.map(|c| c.cgroup.path.clone()),
+        lossy: report.lossy,
+        notes: notes(report),
+        load: None,
+    }
+}
+
+/// What the detectors found and how each ran, in the order they ran.
+#[derive(Default)]
+struct Runs {
+    findings: Vec<Finding>,
+    runs: Vec<DetectorRun>,
+}
+
+impl Runs {
+    /// One detector's answer: a finding, a reason it could not run, or
+    /// neither (quiet).
+    fn push(
+        &mut self,
+        detector: &'static str,
+        rule: &'static str,
+        f: Option<Finding>,
+        na: Option<String>,
+    ) {
         let status = match (&f, &na) {
             (Some(_), _) => DetectorStatus::Fired,
             (None, Some(_)) => DetectorStatus::NotAvailable,
             (None, None) => DetectorStatus::Quiet,
         };
-        runs.push(DetectorRun {
+        self.runs.push(DetectorRun {
             detector,
             rule,
             status,
             note: na,
         });
-        findings.extend(f);
-    };
+        self.findings.extend(f);
+    }
+}
 
-    // Throttling first: preemption subtracts the throttled time.
-    let (throttle, throttled_ns, na) = match cg {
+/// CFS throttling of the target's cgroup: (finding, the worst cgroup's
+/// throttled ns, why it could not run).
+fn throttling_run(
+    report: &RecordReport,
+    cg: Option<&CgroupSnapshots>,
+) -> (Option<Finding>, u64, Option<String>) {
+    let duration = report.duration_ns;
+    match cg {
         Some(c) => {
             let d = throttling::deltas(&c.before, &c.after);
             let ns = throttling::worst(&d).map(|w| w.throttled_ns).unwrap_or(0);
@@ -270,10 +319,17 @@ pub fn analyse(
             0,
             Some("the target's CPU cgroup could not be found in /proc/<pid>/cgroup".into()),
         ),
-    };
-    let throttled_for_preemption = if throttle.is_some() { throttled_ns } else { 0 };
-    push("cfs_throttling", throttling::RULE, throttle, na);
+    }
+}
 
+/// Who had the CPU: preemption, starvation, a saturated thread, pauses.
+fn scheduling(
+    runs: &mut Runs,
+    report: &RecordReport,
+    cgroups: &BTreeMap<u32, String>,
+    throttled_for_preemption: u64,
+) {
+    let duration = report.duration_ns;
     let target_cgroup = cgroups.get(&report.target.pid).map(String::as_str);
     let pre = preemption::detect(&preemption::Input {
         target_tgids: &report.target.processes,
@@ -285,7 +341,7 @@ pub fn analyse(
         target_cgroup,
     });
     let preemption_fired = pre.is_some();
-    push("preemption", preemption::RULE, pre, None);
+    runs.push("preemption", preemption::RULE, pre, None);
 
     let starved = starvation::detect(&starvation::Input {
         target_tgids: &report.target.processes,
@@ -296,10 +352,10 @@ pub fn analyse(
         duration_ns: duration,
         preemption_fired,
     });
-    push("cpu_starvation", starvation::RULE, starved, None);
+    runs.push("cpu_starvation", starvation::RULE, starved, None);
 
     let sat = saturation::detect(&report.threads, &report.wake_edges, duration);
-    push("saturated_thread", saturation::RULE, sat, None);
+    runs.push("saturated_thread", saturation::RULE, sat, None);
 
     let (pause, na) = if report.window_ns == 0 || report.windows.is_empty() {
         (None, Some("no time windows were recorded".to_string()))
@@ -309,8 +365,12 @@ pub fn analyse(
             None,
         )
     };
-    push("stop_the_world", pauses::RULE, pause, na);
+    runs.push("stop_the_world", pauses::RULE, pause, na);
+}
 
+/// Time taken by interrupts, and lock convoys among the target's threads.
+fn interrupts_and_wakers(runs: &mut Runs, report: &RecordReport) {
+    let duration = report.duration_ns;
     let irq = irq::detect(&irq::Input {
         irqs: &report.irqs,
         softirqs: &report.softirqs,
@@ -319,7 +379,7 @@ pub fn analyse(
         target_oncpu_ns: report.process.oncpu_ns,
         duration_ns: duration,
     });
-    push("irq", irq::RULE, irq, None);
+    runs.push("irq", irq::RULE, irq, None);
 
     let wakers_seen = !report
         .unavailable
@@ -336,8 +396,12 @@ pub fn analyse(
             Some("the waker program could not be attached (see notes)".to_string()),
         )
     };
-    push("lock_convoy", convoy::RULE, convoy, na);
+    runs.push("lock_convoy", convoy::RULE, convoy, na);
+}
 
+/// The node: NUMA placement, CPU frequency and idle states.
+fn node(runs: &mut Runs, report: &RecordReport, facts: &NodeFacts) {
+    let duration = report.duration_ns;
     let cpu_oncpu: Vec<(u32, u64)> = report
         .cpus
         .iter()
@@ -359,7 +423,7 @@ pub fn analyse(
             .sum(),
         duration_ns: duration,
     }));
-    push("numa", numa::RULE, f, na);
+    runs.push("numa", numa::RULE, f, na);
 
     let target_cpus: Vec<u32> = cpu_oncpu.iter().map(|(c, _)| *c).collect();
     let (f, na) = split(frequency::detect(&frequency::Input {
@@ -370,9 +434,12 @@ pub fn analyse(
         duration_ns: duration,
         idle_use: report.cpu_idle.as_ref(),
     }));
-    push("frequency_idle", frequency::RULE, f, na);
+    runs.push("frequency_idle", frequency::RULE, f, na);
+}
 
-    rank(&mut findings);
+/// The recording's notes, with the idle program's cost and a warning when
+/// events were lost.
+fn notes(report: &RecordReport) -> Vec<String> {
     let mut notes = report.notes.clone();
     if let Some(c) = &report.cpu_idle {
         let exits: u64 = c.states.iter().map(|s| s.exits).sum();
@@ -391,22 +458,7 @@ pub fn analyse(
                 .into(),
         );
     }
-    Diagnosis {
-        tool: "tailprobe diagnose",
-        version: env!("CARGO_PKG_VERSION"),
-        target: report.target.clone(),
-        duration_ns: duration,
-        threads_seen: report.process.threads_seen,
-        target_oncpu_ns: report.process.oncpu_ns,
-        target_runq_wait_ns: report.process.runq_wait.total_ns,
-        findings,
-        detectors: runs,
-        cgroup_version: cg.map(|c| c.cgroup.version),
-        cgroup_path: cg.map(|c| c.cgroup.path.clone()),
-        lossy: report.lossy,
-        notes,
-        load: None,
-    }
+    notes
 }
 
 /// A detector's answer as (finding, not-available reason).

@@ -71,29 +71,8 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             inp.nodes.len()
         ));
     }
-    let node_of = |cpu: u32| {
-        inp.nodes
-            .iter()
-            .find(|(_, cpus)| cpus.contains(&cpu))
-            .map(|(n, _)| *n)
-    };
-    let mut cpu_per_node: BTreeMap<u32, u64> = BTreeMap::new();
-    for (cpu, ns) in inp.cpu_oncpu {
-        if let Some(n) = node_of(*cpu) {
-            *cpu_per_node.entry(n).or_default() += ns;
-        }
-    }
-    let (home, home_why) = match inp.device_node {
-        Some((n, HomeSource::Given)) => (n, "the device-local node given with --local-node"),
-        Some((n, HomeSource::Accelerators)) => (n, "the accelerators' node"),
-        None => match cpu_per_node.iter().max_by_key(|(_, ns)| **ns) {
-            Some((n, _)) => (
-                *n,
-                "no accelerator with a known node: where the target ran most",
-            ),
-            None => return Err("the target did not run during the recording".into()),
-        },
-    };
+    let cpu_per_node = cpu_per_node(inp);
+    let (home, home_why) = home(inp, &cpu_per_node)?;
     let share_off = |m: &BTreeMap<u32, u64>| {
         let total: u64 = m.values().sum();
         (total > 0).then(|| {
@@ -153,6 +132,49 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
              turned off (kernel.numa_balancing=0)"
         ),
     };
+    evidence(&mut f, inp, home, mem, cpu);
+    Ok(Some(f))
+}
+
+/// The target's on-CPU time per node.
+fn cpu_per_node(inp: &Input) -> BTreeMap<u32, u64> {
+    let node_of = |cpu: u32| {
+        inp.nodes
+            .iter()
+            .find(|(_, cpus)| cpus.contains(&cpu))
+            .map(|(n, _)| *n)
+    };
+    let mut cpu_per_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for (cpu, ns) in inp.cpu_oncpu {
+        if let Some(n) = node_of(*cpu) {
+            *cpu_per_node.entry(n).or_default() += ns;
+        }
+    }
+    cpu_per_node
+}
+
+/// The node the target should be on, and why that one.
+fn home(inp: &Input, cpu_per_node: &BTreeMap<u32, u64>) -> Result<(u32, &'static str), String> {
+    Ok(match inp.device_node {
+        Some((n, HomeSource::Given)) => (n, "the device-local node given with --local-node"),
+        Some((n, HomeSource::Accelerators)) => (n, "the accelerators' node"),
+        None => match cpu_per_node.iter().max_by_key(|(_, ns)| **ns) {
+            Some((n, _)) => (
+                *n,
+                "no accelerator with a known node: where the target ran most",
+            ),
+            None => return Err("the target did not run during the recording".into()),
+        },
+    })
+}
+
+/// The shares off the home node and the balancing figures behind a
+/// finding.
+fn evidence(f: &mut Finding, inp: &Input, home: u32, mem: Option<f64>, cpu: Option<f64>) {
+    let ev = inp.task_events;
+    let secs = inp.duration_ns.max(1) as f64 / 1e9;
+    let churn = (ev.moves + ev.swaps + ev.sticks) as f64 / secs;
+    let pages = inp.pages_migrated as f64 / secs;
     if let Some(s) = mem {
         f.evidence(
             "remote_memory_pct",
@@ -205,7 +227,6 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
          sampling): this finding is ranked after the measured ones"
             .into(),
     );
-    Ok(Some(f))
 }
 
 fn per_node(m: &BTreeMap<u32, u64>, unit: &str) -> String {

@@ -14,12 +14,11 @@
 //!   Pure.
 //! - `results`: the `results.json` model the documents are rendered from.
 
-pub mod analysis;
-pub mod matrix;
 pub mod metrics;
-pub mod plan;
 pub mod raw;
-pub mod results;
 pub mod runner;
 pub mod schedule;
 pub mod summarise;
+
+// The pure model and analysis live in `tailprobe-report` (stable Rust).
+pub use tailprobe_report::experiment::{analysis, matrix, plan, results};

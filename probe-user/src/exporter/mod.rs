@@ -254,18 +254,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
     record::mark_process_start();
     privileges::require_bpf("tailprobe exporter")?;
     privileges::require_btf()?;
-    let self_stats = match (opts.self_stats, privileges::bpf_stats()) {
-        (false, _) => false,
-        (true, BpfStats::Enable) => true,
-        (true, BpfStats::AlreadyOn) => false,
-        (true, BpfStats::Unavailable) => {
-            eprintln!(
-                "tailprobe exporter: no CAP_SYS_ADMIN and kernel.bpf_stats_enabled=0: the \
-                 programs' cost metrics stay at zero (set the sysctl on the node, docs/fleet.md)"
-            );
-            false
-        }
-    };
+    let self_stats = self_stats(opts);
     // Bind first: a taken port is reported before anything is loaded.
     let server = http::Server::bind(&opts.listen)?;
     let mut resolver = Resolver::new(opts.selectors.clone(), opts.cgroup_children);
@@ -273,38 +262,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
     let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
-    let numa_nodes =
-        crate::node::fsx::numbered_entries(Path::new("/sys/devices/system/node"), "node")
-            .len()
-            .max(1);
-    let numa_balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let cfg = LoadConfig {
-        filter: Filter::Set {
-            tgids: Vec::new(),
-            follow_children: false,
-        },
-        tid: None,
-        offsets,
-        max_threads: opts.max_threads,
-        max_processes: 8192,
-        topology: topology.clone(),
-        // In-kernel aggregation only: no windows, no outlier stream, no
-        // per-event trace. The ring carries thread exits.
-        window_ns: 0,
-        outlier_runq_ns: 0,
-        outlier_irq_ns: 0,
-        ringbuf_bytes: 1 << 18,
-        self_stats,
-        trace_events: false,
-        sched_trace: None,
-        plan: PlanInputs {
-            irq: opts.irq,
-            numa_nodes,
-            numa_balancing,
-        },
-    };
+    let cfg = load_config(opts, offsets, topology.clone(), self_stats);
     let parsed = crate::kernel::startup::parse_kernel_btf(&btf)?;
     drop(btf);
     let probes = Probes::load_and_attach(&cfg, &parsed)?;
@@ -379,5 +337,64 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
             last_share = Instant::now();
         }
         std::thread::sleep(TICK);
+    }
+}
+
+/// BPF run-time statistics: turned on here when we may, left to the
+/// node's sysctl when already on; a line on stderr when neither.
+fn self_stats(opts: &Options) -> bool {
+    match (opts.self_stats, privileges::bpf_stats()) {
+        (false, _) => false,
+        (true, BpfStats::Enable) => true,
+        (true, BpfStats::AlreadyOn) => false,
+        (true, BpfStats::Unavailable) => {
+            eprintln!(
+                "tailprobe exporter: no CAP_SYS_ADMIN and kernel.bpf_stats_enabled=0: the \
+                 programs' cost metrics stay at zero (set the sysctl on the node, docs/fleet.md)"
+            );
+            false
+        }
+    }
+}
+
+/// The loader's configuration: every selected process in one set, kernel
+/// aggregation only.
+fn load_config(
+    opts: &Options,
+    offsets: btf_offsets::TaskOffsets,
+    topology: Option<Vec<(u32, probe_common::CpuTopo)>>,
+    self_stats: bool,
+) -> LoadConfig {
+    let numa_nodes =
+        crate::node::fsx::numbered_entries(Path::new("/sys/devices/system/node"), "node")
+            .len()
+            .max(1);
+    let numa_balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    LoadConfig {
+        filter: Filter::Set {
+            tgids: Vec::new(),
+            follow_children: false,
+        },
+        tid: None,
+        offsets,
+        max_threads: opts.max_threads,
+        max_processes: 8192,
+        topology,
+        // In-kernel aggregation only: no windows, no outlier stream, no
+        // per-event trace. The ring carries thread exits.
+        window_ns: 0,
+        outlier_runq_ns: 0,
+        outlier_irq_ns: 0,
+        ringbuf_bytes: 1 << 18,
+        self_stats,
+        trace_events: false,
+        sched_trace: None,
+        plan: PlanInputs {
+            irq: opts.irq,
+            numa_nodes,
+            numa_balancing,
+        },
     }
 }

@@ -193,12 +193,30 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         fmt,
         s: String::new(),
     };
+    runqueue(&mut o, snap);
+    scheduling(&mut o, snap);
+    interrupts_and_memory(&mut o, snap);
+    targets(&mut o, snap);
+    own_cost(&mut o, snap);
+    if fmt == Format::OpenMetrics {
+        o.s.push_str("# EOF\n");
+    }
+    o.s
+}
+
+/// One row per target, labelled with its name.
+fn per<'a>(
+    t: &'a BTreeMap<String, TargetView>,
+    f: &dyn Fn(&TargetView) -> f64,
+) -> Vec<(Vec<(&'static str, &'a str)>, f64)> {
+    t.iter()
+        .map(|(n, v)| (vec![("target", n.as_str())], f(v)))
+        .collect()
+}
+
+/// The run-queue wait histogram per target.
+fn runqueue(o: &mut Out, snap: &Snapshot) {
     let t = &snap.targets;
-    let per = |f: &dyn Fn(&TargetView) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
-        t.iter()
-            .map(|(n, v)| (vec![("target", n.as_str())], f(v)))
-            .collect()
-    };
     // Run-queue wait histogram.
     let name = "tailprobe_runqueue_wait_seconds";
     o.family(
@@ -230,15 +248,20 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         );
         o.sample(&format!("{name}_count"), &[("target", n)], total as f64);
     }
+}
+
+/// Longest wait, time on CPU, switches, wakeups and migrations.
+fn scheduling(o: &mut Out, snap: &Snapshot) {
+    let t = &snap.targets;
     o.gauge(
         "tailprobe_runqueue_wait_max_seconds",
         "Longest single run-queue wait of the target since the exporter started.",
-        &per(&|v| v.agg.stats.runq_max_ns as f64 / NS),
+        &per(t, &|v| v.agg.stats.runq_max_ns as f64 / NS),
     );
     o.counter(
         "tailprobe_oncpu_seconds",
         "Time target threads ran on a CPU.",
-        &per(&|v| v.agg.stats.oncpu_ns as f64 / NS),
+        &per(t, &|v| v.agg.stats.oncpu_ns as f64 / NS),
     );
     let mut rows = Vec::new();
     for (n, v) in t {
@@ -259,7 +282,7 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
     o.counter(
         "tailprobe_wakeups",
         "Wakeups of target threads.",
-        &per(&|v| v.agg.stats.wakeups as f64),
+        &per(t, &|v| v.agg.stats.wakeups as f64),
     );
     let mut rows = Vec::new();
     for (n, v) in t {
@@ -285,6 +308,11 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         "Migrations of target threads between CPUs, by what they crossed (same_llc, cross_llc within a node, cross_numa).",
         &rows,
     );
+}
+
+/// Time stolen by IRQs, page faults, NUMA balancing and memory by node.
+fn interrupts_and_memory(o: &mut Out, snap: &Snapshot) {
+    let t = &snap.targets;
     let mut secs = Vec::new();
     let mut counts = Vec::new();
     for (n, v) in t {
@@ -310,7 +338,7 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
     o.counter(
         "tailprobe_page_faults",
         "User page faults of target threads.",
-        &per(&|v| v.agg.stats.page_faults as f64),
+        &per(t, &|v| v.agg.stats.page_faults as f64),
     );
     let mut rows = Vec::new();
     for (n, v) in t {
@@ -359,15 +387,20 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         "Share of the target's memory on NUMA nodes none of its allowed CPUs belong to.",
         &rows,
     );
+}
+
+/// What each target is and how many processes and threads it has now.
+fn targets(o: &mut Out, snap: &Snapshot) {
+    let t = &snap.targets;
     o.gauge(
         "tailprobe_target_processes",
         "Processes followed under this target name now.",
-        &per(&|v| v.processes as f64),
+        &per(t, &|v| v.processes as f64),
     );
     o.gauge(
         "tailprobe_target_threads",
         "Threads of the target with live kernel-side state now.",
-        &per(&|v| v.agg.threads as f64),
+        &per(t, &|v| v.agg.threads as f64),
     );
     let rows: Vec<(Vec<(&str, &str)>, f64)> = t
         .iter()
@@ -378,7 +411,10 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         "Targets and how they were selected (unit, cgroup, comm, pid, other); always 1.",
         &rows,
     );
-    // Own cost.
+}
+
+/// What the exporter itself costs and loses, and its version.
+fn own_cost(o: &mut Out, snap: &Snapshot) {
     let rows: Vec<(Vec<(&str, &str)>, f64)> = snap
         .programs
         .iter()
@@ -455,10 +491,6 @@ pub fn render(snap: &Snapshot, fmt: Format) -> String {
         "The exporter's version; always 1.",
         &[(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
     );
-    if fmt == Format::OpenMetrics {
-        o.s.push_str("# EOF\n");
-    }
-    o.s
 }
 
 #[cfg(test)]

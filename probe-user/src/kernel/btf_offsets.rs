@@ -8,18 +8,9 @@
 //! btfparse, which builds the whole type graph (about 0.4 s on a 6.18
 //! kernel's 5 MB of BTF), is kept only as the tests' oracle.
 
-/// Byte offsets of the `task_struct` fields the programs read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct TaskOffsets {
-    pub pid: u32,
-    pub tgid: u32,
-    /// `task_struct.cpu` (5.16+) or `task_struct.thread_info.cpu`.
-    pub cpu: u32,
-    /// `task_struct.__state` (5.14+) or `task_struct.state`.
-    pub state: u32,
-    /// `task_struct.comm`.
-    pub comm: u32,
-}
+/// Byte offsets of the `task_struct` fields the programs read (the type
+/// lives with the report that carries it).
+pub use tailprobe_report::kernel::btf_offsets::TaskOffsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfOffsetError {

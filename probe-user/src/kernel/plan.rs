@@ -15,12 +15,9 @@ pub struct PlanInputs {
     pub numa_balancing: Option<u64>,
 }
 
-/// An optional program that the run does not load, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LeftOut {
-    pub program: &'static str,
-    pub reason: String,
-}
+/// An optional program that the run does not load, and why (the type
+/// lives with the report that carries it).
+pub use tailprobe_report::kernel::plan::LeftOut;
 
 /// Programs that hard IRQ / softirq accounting needs.
 pub const IRQ_PROGRAMS: [&str; 5] = [

@@ -302,27 +302,9 @@ pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e6
 }
 
-/// Where the time to attach went (`attach_ms.phases`), in ms.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Phases {
-    /// From the first line of `main` to the start of the recording's set-up
-    /// (argument parsing, the launched command started).
-    pub before_setup: f64,
-    /// Target resolved, priority set (from the start of the set-up).
-    pub target: f64,
-    /// `/sys/kernel/btf/vmlinux` read.
-    pub btf_read: f64,
-    /// `task_struct` offsets found by the one-pass scan.
-    pub btf_offsets: f64,
-    /// The BTF parsed once for the attach points (and the loader).
-    pub btf_parse: f64,
-    /// Topology, NUMA facts and map sizes read.
-    pub config: f64,
-    /// The object loaded: maps created and filled.
-    pub load: f64,
-    /// Programs verified and attached.
-    pub attach: f64,
-}
+/// Where the time to attach went (the type lives with the report that
+/// carries it).
+pub use tailprobe_report::kernel::startup::Phases;
 
 /// Timestamps taken along the start-up, turned into [`Phases`].
 #[derive(Debug, Clone, Copy, Default)]

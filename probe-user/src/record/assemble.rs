@@ -109,169 +109,16 @@ fn numa_events(s: &ThreadStats) -> NumaTaskEvents {
     }
 }
 
+/// The report from everything a run gathered.
 pub fn build(inp: Inputs) -> RecordReport {
-    let mut threads = Vec::new();
-    let mut proc_hist = empty_hist();
-    // The process: every thread's counters added up.
-    let mut total = ThreadStats::ZERO;
-    let mut kernel_sum: Option<KernelAccounting> = None;
-    let mut ours_for_kernel = 0u64;
-    for (tid, c) in &inp.counters {
-        let s = &c.stats;
-        let hist = &c.hist;
-        merge(&mut proc_hist, hist);
-        total.add(s);
-        let info = inp.book.get(*tid);
-        let kernel = info.and_then(|i| Some(kernel_delta(i.before?, i.after?)));
-        if let Some(k) = &kernel {
-            // Ours over the kernel's window: our total read next to each
-            // of its two snapshots (else from attach to the end).
-            ours_for_kernel += match info.map(|i| (i.ours_before, i.ours_after)) {
-                Some((Some(b), Some(a))) => a.saturating_sub(b),
-                _ => s.runq_total_ns,
-            };
-            let sum = kernel_sum.get_or_insert(KernelAccounting {
-                runq_wait_ns: 0,
-                oncpu_ns: 0,
-                voluntary_switches: 0,
-                involuntary_switches: 0,
-            });
-            sum.runq_wait_ns += k.runq_wait_ns;
-            sum.oncpu_ns += k.oncpu_ns;
-            sum.voluntary_switches += k.voluntary_switches;
-            sum.involuntary_switches += k.involuntary_switches;
-        }
-        threads.push(ThreadReport {
-            tid: *tid,
-            tgid: if s.tgid != 0 {
-                s.tgid
-            } else {
-                info.map(|i| i.tgid).unwrap_or(0)
-            },
-            comm: info.map(|i| i.comm.clone()).unwrap_or_default(),
-            alive_at_end: info.is_some_and(|i| i.alive_at_end),
-            created_during_run: info.is_none_or(|i| i.created_during_run),
-            runq_wait: WaitSummary::new(s.runq_count, s.runq_total_ns, s.runq_max_ns, hist),
-            oncpu_ns: s.oncpu_ns,
-            voluntary_switches: s.voluntary_switches,
-            involuntary_switches: s.involuntary_switches,
-            wakeups: s.wakeups,
-            migrations: migrations(s),
-            hardirq: hardirq(s),
-            softirq: softirq(s),
-            page_faults: s.page_faults,
-            numa_balancing: numa_events(s),
-            kernel,
-        });
-    }
-    threads.sort_by(|a, b| {
-        b.runq_wait
-            .total_ns
-            .cmp(&a.runq_wait.total_ns)
-            .then(a.tid.cmp(&b.tid))
-    });
-    let runq_agreement_pct = kernel_sum
-        .as_ref()
-        .filter(|k| k.runq_wait_ns > 0)
-        .map(|k| ours_for_kernel as f64 * 100.0 / k.runq_wait_ns as f64);
-
-    // Per CPU: the CPUs the target touched.
-    let cpus: Vec<CpuReport> = inp
-        .cpu_stats
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| {
-            c.target_oncpu_ns + c.target_runq_ns + c.target_hardirq_ns + c.target_softirq_ns > 0
-        })
-        .map(|(i, c)| CpuReport {
-            cpu: i as u32,
-            target_oncpu_ns: c.target_oncpu_ns,
-            target_runq_ns: c.target_runq_ns,
-            target_hardirq_ns: c.target_hardirq_ns,
-            target_softirq_ns: c.target_softirq_ns,
-        })
-        .collect();
+    let t = threads(&inp);
+    let cpus = cpus(&inp);
     let target_cpus: Vec<usize> = cpus.iter().map(|c| c.cpu as usize).collect();
-
-    let mut irqs: Vec<IrqReport> = inp
-        .irqs
-        .iter()
-        .map(|(irq, d)| IrqReport {
-            irq: *irq,
-            name: inp.irq_names.get(irq).cloned().unwrap_or_default(),
-            count: d.count,
-            total_ns: d.total_ns,
-            max_ns: d.max_ns,
-        })
-        .collect();
-    irqs.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.irq.cmp(&b.irq)));
-
-    let mut softirqs = Vec::new();
-    let mut softirq_delay = Vec::new();
-    for (v, name) in SOFTIRQ_NAMES
-        .iter()
-        .copied()
-        .enumerate()
-        .take(NR_SOFTIRQS as usize)
-    {
-        let mut s = DurStat::default();
-        for d in inp.softirqs.get(v).into_iter().flatten() {
-            s.add(d);
-        }
-        if s.count > 0 {
-            softirqs.push(SoftirqReport {
-                vector: v as u32,
-                name,
-                count: s.count,
-                total_ns: s.total_ns,
-                max_ns: s.max_ns,
-            });
-        }
-        let mut d = DurStat::default();
-        if let Some(per_cpu) = inp.softirq_delay.get(v) {
-            for cpu in &target_cpus {
-                if let Some(x) = per_cpu.get(*cpu) {
-                    d.add(x);
-                }
-            }
-        }
-        if d.count > 0 {
-            softirq_delay.push(SoftirqDelay {
-                vector: v as u32,
-                name,
-                count: d.count,
-                mean_ns: d.total_ns / d.count,
-                max_ns: d.max_ns,
-            });
-        }
-    }
-    softirqs.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
-
-    let mut preemptors: Vec<PreemptorReport> = inp
-        .preemptors
-        .iter()
-        .filter(|(_, p)| p.count > 0)
-        .map(|(pid, p)| PreemptorReport {
-            pid: *pid,
-            tgid: p.tgid,
-            comm: if *pid == 0 {
-                "(idle)".into()
-            } else {
-                comm_str(&p.comm)
-            },
-            count: p.count,
-            target_wait_ns: p.target_wait_ns,
-        })
-        .collect();
-    preemptors.sort_by(|a, b| {
-        b.target_wait_ns
-            .cmp(&a.target_wait_ns)
-            .then(a.pid.cmp(&b.pid))
-    });
-    preemptors.truncate(20);
-
-    let numa = numa_report(&inp, numa_events(&total));
-
+    let irqs = irqs(&inp);
+    let (softirqs, softirq_delay) = softirqs(&inp, &target_cpus);
+    let preemptors = preemptors(&inp);
+    let numa = numa_report(&inp, numa_events(&t.total));
+    let process = process_report(&inp, &t);
     let losses: Vec<Loss> = inp
         .losses
         .into_iter()
@@ -293,28 +140,8 @@ pub fn build(inp: Inputs) -> RecordReport {
         end_monotonic_ns: inp.end_ns,
         duration_ns,
         end_reason: inp.end_reason,
-        process: ProcessReport {
-            threads_seen: inp.counters.len().max(inp.book.len()),
-            runq_wait: WaitSummary::new(
-                total.runq_count,
-                total.runq_total_ns,
-                total.runq_max_ns,
-                &proc_hist,
-            ),
-            runq_histogram: hist_rows(&proc_hist),
-            oncpu_ns: total.oncpu_ns,
-            voluntary_switches: total.voluntary_switches,
-            involuntary_switches: total.involuntary_switches,
-            wakeups: total.wakeups,
-            migrations: migrations(&total),
-            hardirq: hardirq(&total),
-            softirq: softirq(&total),
-            page_faults: total.page_faults,
-            numa_balancing: numa_events(&total),
-            kernel: kernel_sum,
-            runq_agreement_pct,
-        },
-        threads,
+        process,
+        threads: t.threads,
         preemptors,
         irqs,
         softirqs,
@@ -342,6 +169,235 @@ pub fn build(inp: Inputs) -> RecordReport {
         wake_edges: Vec::new(),
         cpu_idle: None,
     }
+}
+
+/// The threads and what adding them up gives the process.
+struct Threads {
+    /// Most run-queue wait first.
+    threads: Vec<ThreadReport>,
+    hist: Vec<u64>,
+    total: ThreadStats,
+    /// The kernel's accounting summed over the threads it covers.
+    kernel_sum: Option<KernelAccounting>,
+    /// Our run-queue total as a share of the kernel's, over its window.
+    runq_agreement_pct: Option<f64>,
+}
+
+fn threads(inp: &Inputs) -> Threads {
+    let mut threads = Vec::new();
+    let mut proc_hist = empty_hist();
+    // The process: every thread's counters added up.
+    let mut total = ThreadStats::ZERO;
+    let mut kernel_sum: Option<KernelAccounting> = None;
+    let mut ours_for_kernel = 0u64;
+    for (tid, c) in &inp.counters {
+        let s = &c.stats;
+        merge(&mut proc_hist, &c.hist);
+        total.add(s);
+        let info = inp.book.get(*tid);
+        let kernel = info.and_then(|i| Some(kernel_delta(i.before?, i.after?)));
+        if let Some(k) = &kernel {
+            // Ours over the kernel's window: our total read next to each
+            // of its two snapshots (else from attach to the end).
+            ours_for_kernel += match info.map(|i| (i.ours_before, i.ours_after)) {
+                Some((Some(b), Some(a))) => a.saturating_sub(b),
+                _ => s.runq_total_ns,
+            };
+            let sum = kernel_sum.get_or_insert(KernelAccounting {
+                runq_wait_ns: 0,
+                oncpu_ns: 0,
+                voluntary_switches: 0,
+                involuntary_switches: 0,
+            });
+            sum.runq_wait_ns += k.runq_wait_ns;
+            sum.oncpu_ns += k.oncpu_ns;
+            sum.voluntary_switches += k.voluntary_switches;
+            sum.involuntary_switches += k.involuntary_switches;
+        }
+        threads.push(thread_report(*tid, c, info, kernel));
+    }
+    threads.sort_by(|a, b| {
+        b.runq_wait
+            .total_ns
+            .cmp(&a.runq_wait.total_ns)
+            .then(a.tid.cmp(&b.tid))
+    });
+    let runq_agreement_pct = kernel_sum
+        .as_ref()
+        .filter(|k| k.runq_wait_ns > 0)
+        .map(|k| ours_for_kernel as f64 * 100.0 / k.runq_wait_ns as f64);
+    Threads {
+        threads,
+        hist: proc_hist,
+        total,
+        kernel_sum,
+        runq_agreement_pct,
+    }
+}
+
+fn thread_report(
+    tid: u32,
+    c: &ThreadCounters,
+    info: Option<&super::watch::ThreadInfo>,
+    kernel: Option<KernelAccounting>,
+) -> ThreadReport {
+    let s = &c.stats;
+    ThreadReport {
+        tid,
+        tgid: if s.tgid != 0 {
+            s.tgid
+        } else {
+            info.map(|i| i.tgid).unwrap_or(0)
+        },
+        comm: info.map(|i| i.comm.clone()).unwrap_or_default(),
+        alive_at_end: info.is_some_and(|i| i.alive_at_end),
+        created_during_run: info.is_none_or(|i| i.created_during_run),
+        runq_wait: WaitSummary::new(s.runq_count, s.runq_total_ns, s.runq_max_ns, &c.hist),
+        oncpu_ns: s.oncpu_ns,
+        voluntary_switches: s.voluntary_switches,
+        involuntary_switches: s.involuntary_switches,
+        wakeups: s.wakeups,
+        migrations: migrations(s),
+        hardirq: hardirq(s),
+        softirq: softirq(s),
+        page_faults: s.page_faults,
+        numa_balancing: numa_events(s),
+        kernel,
+    }
+}
+
+/// The process's line: the threads added up.
+fn process_report(inp: &Inputs, t: &Threads) -> ProcessReport {
+    let total = &t.total;
+    ProcessReport {
+        threads_seen: inp.counters.len().max(inp.book.len()),
+        runq_wait: WaitSummary::new(
+            total.runq_count,
+            total.runq_total_ns,
+            total.runq_max_ns,
+            &t.hist,
+        ),
+        runq_histogram: hist_rows(&t.hist),
+        oncpu_ns: total.oncpu_ns,
+        voluntary_switches: total.voluntary_switches,
+        involuntary_switches: total.involuntary_switches,
+        wakeups: total.wakeups,
+        migrations: migrations(total),
+        hardirq: hardirq(total),
+        softirq: softirq(total),
+        page_faults: total.page_faults,
+        numa_balancing: numa_events(total),
+        kernel: t.kernel_sum.clone(),
+        runq_agreement_pct: t.runq_agreement_pct,
+    }
+}
+
+/// Per CPU: the CPUs the target touched.
+fn cpus(inp: &Inputs) -> Vec<CpuReport> {
+    inp.cpu_stats
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.target_oncpu_ns + c.target_runq_ns + c.target_hardirq_ns + c.target_softirq_ns > 0
+        })
+        .map(|(i, c)| CpuReport {
+            cpu: i as u32,
+            target_oncpu_ns: c.target_oncpu_ns,
+            target_runq_ns: c.target_runq_ns,
+            target_hardirq_ns: c.target_hardirq_ns,
+            target_softirq_ns: c.target_softirq_ns,
+        })
+        .collect()
+}
+
+/// Hard IRQs that ran on the target's threads, most time first.
+fn irqs(inp: &Inputs) -> Vec<IrqReport> {
+    let mut irqs: Vec<IrqReport> = inp
+        .irqs
+        .iter()
+        .map(|(irq, d)| IrqReport {
+            irq: *irq,
+            name: inp.irq_names.get(irq).cloned().unwrap_or_default(),
+            count: d.count,
+            total_ns: d.total_ns,
+            max_ns: d.max_ns,
+        })
+        .collect();
+    irqs.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.irq.cmp(&b.irq)));
+    irqs
+}
+
+/// Softirqs on the target's threads (most time first), and the
+/// raise-to-run delay of each vector on the CPUs the target used.
+fn softirqs(inp: &Inputs, target_cpus: &[usize]) -> (Vec<SoftirqReport>, Vec<SoftirqDelay>) {
+    let mut softirqs = Vec::new();
+    let mut softirq_delay = Vec::new();
+    for (v, name) in SOFTIRQ_NAMES
+        .iter()
+        .copied()
+        .enumerate()
+        .take(NR_SOFTIRQS as usize)
+    {
+        let mut s = DurStat::default();
+        for d in inp.softirqs.get(v).into_iter().flatten() {
+            s.add(d);
+        }
+        if s.count > 0 {
+            softirqs.push(SoftirqReport {
+                vector: v as u32,
+                name,
+                count: s.count,
+                total_ns: s.total_ns,
+                max_ns: s.max_ns,
+            });
+        }
+        let mut d = DurStat::default();
+        if let Some(per_cpu) = inp.softirq_delay.get(v) {
+            for cpu in target_cpus {
+                if let Some(x) = per_cpu.get(*cpu) {
+                    d.add(x);
+                }
+            }
+        }
+        if d.count > 0 {
+            softirq_delay.push(SoftirqDelay {
+                vector: v as u32,
+                name,
+                count: d.count,
+                mean_ns: d.total_ns / d.count,
+                max_ns: d.max_ns,
+            });
+        }
+    }
+    softirqs.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
+    (softirqs, softirq_delay)
+}
+
+/// Who preempted the target, by the wait that followed: the top 20.
+fn preemptors(inp: &Inputs) -> Vec<PreemptorReport> {
+    let mut preemptors: Vec<PreemptorReport> = inp
+        .preemptors
+        .iter()
+        .filter(|(_, p)| p.count > 0)
+        .map(|(pid, p)| PreemptorReport {
+            pid: *pid,
+            tgid: p.tgid,
+            comm: if *pid == 0 {
+                "(idle)".into()
+            } else {
+                comm_str(&p.comm)
+            },
+            count: p.count,
+            target_wait_ns: p.target_wait_ns,
+        })
+        .collect();
+    preemptors.sort_by(|a, b| {
+        b.target_wait_ns
+            .cmp(&a.target_wait_ns)
+            .then(a.pid.cmp(&b.pid))
+    });
+    preemptors.truncate(20);
+    preemptors
 }
 
 fn numa_report(inp: &Inputs, task_events: NumaTaskEvents) -> NumaReport {

@@ -165,7 +165,6 @@ fn main() {
     let done = Arc::new(Barrier::new(start_count(&mode, &args) + 1));
     let tids = Arc::new(Mutex::new(Vec::new()));
     let churn_sums = Arc::new(Mutex::new((0u64, 0u64, 0u64, Vec::new())));
-    let mut handles = Vec::new();
     let spawn_worker = |f: Box<dyn FnOnce() + Send>| {
         let (start, done, tids) = (start.clone(), done.clone(), tids.clone());
         std::thread::spawn(move || {
@@ -179,122 +178,7 @@ fn main() {
             }
         })
     };
-    match mode.as_str() {
-        "spin2" => {
-            let (cpu, ms) = (arg(&args, 1) as usize, arg(&args, 2));
-            for _ in 0..2 {
-                handles.push(spawn_worker(Box::new(move || {
-                    pin_self(cpu);
-                    spin(Duration::from_millis(ms));
-                })));
-            }
-        }
-        "spin-n" => {
-            let (cpu, n, ms) = (arg(&args, 1) as usize, arg(&args, 2), arg(&args, 3));
-            for _ in 0..n {
-                handles.push(spawn_worker(Box::new(move || {
-                    pin_self(cpu);
-                    spin(Duration::from_millis(ms));
-                })));
-            }
-        }
-        "churn" => {
-            let (cpu, k, ms, total) = (
-                arg(&args, 1) as usize,
-                arg(&args, 2),
-                arg(&args, 3),
-                arg(&args, 4),
-            );
-            let sums = churn_sums.clone();
-            handles.push(spawn_worker(Box::new(move || {
-                let end = Instant::now() + Duration::from_millis(total);
-                while Instant::now() < end {
-                    let batch: Vec<_> = (0..k)
-                        .map(|_| {
-                            let born = Instant::now();
-                            std::thread::spawn(move || {
-                                pin_self(cpu);
-                                spin(Duration::from_millis(ms));
-                                let life = born.elapsed();
-                                let cpu = thread_cpu();
-                                // The kernel's own run-queue total for this
-                                // thread, read between two clock stamps.
-                                let t1 = monotonic_ns();
-                                let delay = std::fs::read_to_string("/proc/thread-self/schedstat")
-                                    .ok()
-                                    .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-                                    .unwrap_or(u64::MAX);
-                                (life, cpu, gettid(), delay, (t1, monotonic_ns()))
-                            })
-                        })
-                        .collect();
-                    for t in batch {
-                        let (life, cpu, tid, delay, (t1, t2)) = t.join().expect("churn thread");
-                        let mut s = sums.lock().unwrap();
-                        s.0 += 1;
-                        s.1 += life.as_nanos() as u64;
-                        s.2 += cpu.as_nanos() as u64;
-                        s.3.push((
-                            tid,
-                            life.as_nanos() as u64,
-                            cpu.as_nanos() as u64,
-                            delay,
-                            t1,
-                            t2,
-                        ));
-                    }
-                }
-            })));
-        }
-        "pingpong" => {
-            let n = arg(&args, 1);
-            let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
-            handles.push(spawn_worker(Box::new(move || {
-                use std::io::Read as _;
-                let (mut a, mut buf) = (a, [0u8; 1]);
-                for _ in 0..n {
-                    a.write_all(&[1]).expect("ping");
-                    a.read_exact(&mut buf).expect("pong");
-                }
-            })));
-            handles.push(spawn_worker(Box::new(move || {
-                use std::io::Read as _;
-                let (mut b, mut buf) = (b, [0u8; 1]);
-                for _ in 0..n {
-                    b.read_exact(&mut buf).expect("ping");
-                    b.write_all(&[1]).expect("pong");
-                }
-            })));
-        }
-        "bounce" => {
-            let n = arg(&args, 1);
-            handles.push(spawn_worker(Box::new(move || {
-                for _ in 0..n {
-                    let other = 1 - (current_cpu() % 2);
-                    pin_self(other);
-                    spin(Duration::from_micros(200));
-                }
-            })));
-        }
-        "sleeper" => {
-            let (n, us) = (arg(&args, 1), arg(&args, 2));
-            handles.push(spawn_worker(Box::new(move || {
-                for _ in 0..n {
-                    std::thread::sleep(Duration::from_micros(us));
-                }
-            })));
-        }
-        "pagefault" => {
-            let pages = arg(&args, 1) as usize;
-            handles.push(spawn_worker(Box::new(move || touch_fresh_pages(pages))));
-        }
-        "udp" => {
-            let n = arg(&args, 1);
-            handles.push(spawn_worker(Box::new(move || udp_to_self(n))));
-        }
-        "spawn" | "exit-after" | "fork-child" => {}
-        other => panic!("unknown mode {other:?}"),
-    }
+    let handles = workers(&mode, &args, &spawn_worker, &churn_sums);
     // Wait until the workers registered their tids.
     while tids.lock().unwrap().len() < handles.len() {
         std::thread::sleep(Duration::from_millis(1));
@@ -317,9 +201,179 @@ fn main() {
             _ => return,
         }
     }
-    match mode.as_str() {
+    after_go(&mode, &args, &tids, &start, &done);
+    if mode == "churn" {
+        let s = churn_sums.lock().unwrap();
+        for (tid, life, cpu, delay, t1, t2) in &s.3 {
+            writeln!(
+                out.lock(),
+                "churn-thread {tid} {life} {cpu} {delay} {t1} {t2}"
+            )
+            .unwrap();
+        }
+        writeln!(out.lock(), "churn {} {} {}", s.0, s.1, s.2).unwrap();
+    }
+    writeln!(out.lock(), "done {}", list(&tids.lock().unwrap())).unwrap();
+    out.lock().flush().unwrap();
+    // Wait for stdin to close.
+    for _ in lines {}
+}
+
+/// A worker thread running the closure between the start and done
+/// barriers, its tid registered first.
+type Spawn<'a> = &'a dyn Fn(Box<dyn FnOnce() + Send>) -> std::thread::JoinHandle<()>;
+
+/// The mode's worker threads.
+fn workers(
+    mode: &str,
+    args: &[String],
+    spawn_worker: Spawn<'_>,
+    churn_sums: &Arc<Mutex<ChurnSums>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    match mode {
+        "spin2" => {
+            let (cpu, ms) = (arg(args, 1) as usize, arg(args, 2));
+            for _ in 0..2 {
+                handles.push(spawn_worker(Box::new(move || {
+                    pin_self(cpu);
+                    spin(Duration::from_millis(ms));
+                })));
+            }
+        }
+        "spin-n" => {
+            let (cpu, n, ms) = (arg(args, 1) as usize, arg(args, 2), arg(args, 3));
+            for _ in 0..n {
+                handles.push(spawn_worker(Box::new(move || {
+                    pin_self(cpu);
+                    spin(Duration::from_millis(ms));
+                })));
+            }
+        }
+        "churn" => {
+            let (cpu, k, ms, total) = (
+                arg(args, 1) as usize,
+                arg(args, 2),
+                arg(args, 3),
+                arg(args, 4),
+            );
+            let sums = churn_sums.clone();
+            handles.push(spawn_worker(Box::new(move || {
+                churn(cpu, k, ms, total, &sums)
+            })));
+        }
+        "pingpong" => {
+            let n = arg(args, 1);
+            let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+            handles.push(spawn_worker(Box::new(move || {
+                use std::io::Read as _;
+                let (mut a, mut buf) = (a, [0u8; 1]);
+                for _ in 0..n {
+                    a.write_all(&[1]).expect("ping");
+                    a.read_exact(&mut buf).expect("pong");
+                }
+            })));
+            handles.push(spawn_worker(Box::new(move || {
+                use std::io::Read as _;
+                let (mut b, mut buf) = (b, [0u8; 1]);
+                for _ in 0..n {
+                    b.read_exact(&mut buf).expect("ping");
+                    b.write_all(&[1]).expect("pong");
+                }
+            })));
+        }
+        "bounce" => {
+            let n = arg(args, 1);
+            handles.push(spawn_worker(Box::new(move || {
+                for _ in 0..n {
+                    let other = 1 - (current_cpu() % 2);
+                    pin_self(other);
+                    spin(Duration::from_micros(200));
+                }
+            })));
+        }
+        "sleeper" => {
+            let (n, us) = (arg(args, 1), arg(args, 2));
+            handles.push(spawn_worker(Box::new(move || {
+                for _ in 0..n {
+                    std::thread::sleep(Duration::from_micros(us));
+                }
+            })));
+        }
+        "pagefault" => {
+            let pages = arg(args, 1) as usize;
+            handles.push(spawn_worker(Box::new(move || touch_fresh_pages(pages))));
+        }
+        "udp" => {
+            let n = arg(args, 1);
+            handles.push(spawn_worker(Box::new(move || udp_to_self(n))));
+        }
+        "spawn" | "exit-after" | "fork-child" => {}
+        other => panic!("unknown mode {other:?}"),
+    }
+    handles
+}
+
+/// What a churn thread reports: (tid, life ns, CPU ns, the kernel's
+/// run-queue total, and the two clock stamps around reading it).
+type ChurnThread = (u32, u64, u64, u64, u64, u64);
+
+/// (threads, life ns, CPU ns) summed, and each thread's report.
+type ChurnSums = (u64, u64, u64, Vec<ChurnThread>);
+
+/// Start `k` threads pinned to `cpu`, each spinning `ms`, again and again
+/// for `total` ms; add up what each saw.
+fn churn(cpu: usize, k: u64, ms: u64, total: u64, sums: &Mutex<ChurnSums>) {
+    let end = Instant::now() + Duration::from_millis(total);
+    while Instant::now() < end {
+        let batch: Vec<_> = (0..k)
+            .map(|_| {
+                let born = Instant::now();
+                std::thread::spawn(move || {
+                    pin_self(cpu);
+                    spin(Duration::from_millis(ms));
+                    let life = born.elapsed();
+                    let cpu = thread_cpu();
+                    // The kernel's own run-queue total for this
+                    // thread, read between two clock stamps.
+                    let t1 = monotonic_ns();
+                    let delay = std::fs::read_to_string("/proc/thread-self/schedstat")
+                        .ok()
+                        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+                        .unwrap_or(u64::MAX);
+                    (life, cpu, gettid(), delay, (t1, monotonic_ns()))
+                })
+            })
+            .collect();
+        for t in batch {
+            let (life, cpu, tid, delay, (t1, t2)) = t.join().expect("churn thread");
+            let mut s = sums.lock().unwrap();
+            s.0 += 1;
+            s.1 += life.as_nanos() as u64;
+            s.2 += cpu.as_nanos() as u64;
+            s.3.push((
+                tid,
+                life.as_nanos() as u64,
+                cpu.as_nanos() as u64,
+                delay,
+                t1,
+                t2,
+            ));
+        }
+    }
+}
+
+/// The part after `go`: the modes that act then, or the workers' barriers.
+fn after_go(
+    mode: &str,
+    args: &[String],
+    tids: &Arc<Mutex<Vec<u32>>>,
+    start: &Barrier,
+    done: &Barrier,
+) {
+    match mode {
         "spawn" => {
-            let (threads, n) = (arg(&args, 1), arg(&args, 2));
+            let (threads, n) = (arg(args, 1), arg(args, 2));
             let mut hs = Vec::new();
             for _ in 0..threads {
                 let tids = tids.clone();
@@ -337,14 +391,14 @@ fn main() {
         "fork-child" => {
             let exe = std::env::current_exe().expect("own path");
             let mut child = std::process::Command::new(exe)
-                .args(["auto-sleep", &arg(&args, 1).to_string(), "500"])
+                .args(["auto-sleep", &arg(args, 1).to_string(), "500"])
                 .spawn()
                 .expect("spawn child");
             tids.lock().unwrap().push(child.id());
             child.wait().expect("wait child");
         }
         "exit-after" => {
-            spin_cpu(Duration::from_millis(arg(&args, 1)));
+            spin_cpu(Duration::from_millis(arg(args, 1)));
             std::process::exit(0);
         }
         _ => {
@@ -352,21 +406,6 @@ fn main() {
             done.wait();
         }
     }
-    if mode == "churn" {
-        let s = churn_sums.lock().unwrap();
-        for (tid, life, cpu, delay, t1, t2) in &s.3 {
-            writeln!(
-                out.lock(),
-                "churn-thread {tid} {life} {cpu} {delay} {t1} {t2}"
-            )
-            .unwrap();
-        }
-        writeln!(out.lock(), "churn {} {} {}", s.0, s.1, s.2).unwrap();
-    }
-    writeln!(out.lock(), "done {}", list(&tids.lock().unwrap())).unwrap();
-    out.lock().flush().unwrap();
-    // Wait for stdin to close.
-    for _ in lines {}
 }
 
 fn start_count(mode: &str, args: &[String]) -> usize {

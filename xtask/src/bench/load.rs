@@ -170,6 +170,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Rates, lag and saturation measured, then the section written.
 pub fn run(quick: bool) -> Result<String> {
     cmd::cargo(&["build", "--release", "-p", "probe-user"])?;
     ensure_peers()?;
@@ -181,11 +182,48 @@ pub fn run(quick: bool) -> Result<String> {
         (None, None)
     };
     let secs = if quick { 2 } else { 5 };
-    let rounds = if quick { 1 } else { 3 };
-    let conns = 64;
-    let dur = format!("{secs}s");
-    let pin = |args: Vec<String>, program: &str| -> (String, Vec<String>) {
-        match client_cpu {
+    let p = Plan {
+        bin_s: bin.to_string_lossy().to_string(),
+        client_cpu,
+        secs,
+        rounds: if quick { 1 } else { 3 },
+        conns: 64,
+        dur: format!("{secs}s"),
+    };
+    // 1. Maximum request rate on the same handler.
+    let (serve, base) = start_serve(&bin, server_cpu, &["--http-threads", "1", "--workers", "1"])?;
+    let url = format!("{base}/health");
+    let rows = max_rate(&p, &url)?;
+    // 2. Schedule lag at fixed rates (the same server).
+    let lag_rows = schedule_lag(&p, &url)?;
+    drop(serve);
+    // 3. The built-in server at saturation, default model size.
+    let (serve, base) = start_serve(&bin, None, &[])?;
+    let sat = saturation(&p, &base, quick)?;
+    drop(serve);
+    let mut o = String::new();
+    section_head(&mut o, cpus, quick);
+    section_rate(&mut o, &p, server_cpu.is_some(), &rows);
+    section_lag(&mut o, &p, &lag_rows);
+    section_saturation(&mut o, &sat);
+    Ok(o)
+}
+
+/// How the tools are run: the same for every measurement.
+struct Plan {
+    bin_s: String,
+    /// The CPU every generator is pinned to (None: not pinned).
+    client_cpu: Option<&'static str>,
+    secs: u64,
+    rounds: usize,
+    conns: usize,
+    dur: String,
+}
+
+impl Plan {
+    /// The program and its arguments, pinned to the client CPU with taskset.
+    fn pin(&self, args: Vec<String>, program: &str) -> (String, Vec<String>) {
+        match self.client_cpu {
             Some(c) => {
                 let mut a = vec!["-c".to_string(), c.to_string(), program.to_string()];
                 a.extend(args);
@@ -193,12 +231,27 @@ pub fn run(quick: bool) -> Result<String> {
             }
             None => (program.to_string(), args),
         }
-    };
+    }
+}
 
-    // 1. Maximum request rate on the same handler.
-    let (serve, base) = start_serve(&bin, server_cpu, &["--http-threads", "1", "--workers", "1"])?;
-    let url = format!("{base}/health");
-    let bin_s = bin.to_string_lossy().to_string();
+/// (rate, achieved, lag p50, p99, p99.9, max, e2e-from-intended p99, CPU s)
+type LagRow = (u32, f64, f64, f64, f64, f64, f64, f64);
+
+/// The built-in server at saturation.
+struct Saturation {
+    secs: u64,
+    rps: f64,
+    tps: f64,
+    p99: f64,
+    ttft: f64,
+    tpot: f64,
+    gen_cpu: f64,
+}
+
+/// Each tool's maximum rate on the same handler, the tools in turn in
+/// each round.
+fn max_rate(p: &Plan, url: &str) -> Result<Vec<Row>> {
+    let (bin_s, dur, conns) = (&p.bin_s, &p.dur, p.conns);
     let mut rows = vec![
         Row {
             tool: "tailprobe load",
@@ -225,15 +278,15 @@ pub fn run(quick: bool) -> Result<String> {
             wall: vec![],
         },
     ];
-    for _ in 0..rounds {
+    for _ in 0..p.rounds {
         for row in rows.iter_mut() {
             let (program, args) = match row.tool {
-                "tailprobe load" | "tailprobe load (hyper)" => pin(
+                "tailprobe load" | "tailprobe load (hyper)" => p.pin(
                     [
                         "load",
-                        &url,
+                        url,
                         "--duration",
-                        &dur,
+                        dur,
                         "--concurrency",
                         &conns.to_string(),
                         "--threads",
@@ -244,26 +297,26 @@ pub fn run(quick: bool) -> Result<String> {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
-                    &bin_s,
+                    bin_s,
                 ),
-                "oha" => pin(
+                "oha" => p.pin(
                     [
                         "-z",
-                        &dur,
+                        dur,
                         "-c",
                         &conns.to_string(),
                         "--no-tui",
                         "--output-format",
                         "json",
-                        &url,
+                        url,
                     ]
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
                     "oha",
                 ),
-                _ => pin(
-                    ["-t1", &format!("-c{conns}"), &format!("-d{dur}"), &url]
+                _ => p.pin(
+                    ["-t1", &format!("-c{conns}"), &format!("-d{dur}"), url]
                         .iter()
                         .map(|s| s.to_string())
                         .collect(),
@@ -291,17 +344,22 @@ pub fn run(quick: bool) -> Result<String> {
         }
     }
 
-    // 2. Schedule lag at fixed rates (the same server).
+    Ok(rows)
+}
+
+/// The generator's schedule lag at fixed rates.
+fn schedule_lag(p: &Plan, url: &str) -> Result<Vec<LagRow>> {
+    let (bin_s, dur) = (&p.bin_s, &p.dur);
     let mut lag_rows = Vec::new();
     for rate in [1000u32, 10_000] {
-        let (program, args) = pin(
+        let (program, args) = p.pin(
             [
                 "load",
-                &url,
+                url,
                 "--rate",
                 &rate.to_string(),
                 "--duration",
-                &dur,
+                dur,
                 "--concurrency",
                 "16",
                 "--threads",
@@ -312,7 +370,7 @@ pub fn run(quick: bool) -> Result<String> {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            &bin_s,
+            bin_s,
         );
         let (out, _, cpu) = measure(&program, &args)?;
         let g = |k: &str, q: &str| {
@@ -333,13 +391,15 @@ pub fn run(quick: bool) -> Result<String> {
             cpu,
         ));
     }
-    drop(serve);
+    Ok(lag_rows)
+}
 
-    // 3. The built-in server at saturation, default model size.
-    let (serve, base) = start_serve(&bin, None, &[])?;
+/// The built-in server, default model size, driven to saturation.
+fn saturation(p: &Plan, base: &str, quick: bool) -> Result<Saturation> {
+    let bin_s = &p.bin_s;
     let sat_secs = if quick { 5 } else { 15 };
     let (out, _, _) = measure(
-        &bin_s,
+        bin_s,
         &[
             "load".to_string(),
             format!("{base}/v1/completions"),
@@ -353,7 +413,6 @@ pub fn run(quick: bool) -> Result<String> {
             "--no-progress".into(),
         ],
     )?;
-    drop(serve);
     let sat_rps = json_num(&out, &["throughput_rps"]).unwrap_or(0.0);
     let sat_tps = json_num(&out, &["output_tokens_per_s"]).unwrap_or(0.0);
     let sat_p99 = json_num(&out, &["latency_ms", "e2e", "p99", "value"]).unwrap_or(f64::NAN);
@@ -362,7 +421,19 @@ pub fn run(quick: bool) -> Result<String> {
     let sat_gen_cpu = json_num(&out, &["generator", "cpu_user_s"]).unwrap_or(0.0)
         + json_num(&out, &["generator", "cpu_sys_s"]).unwrap_or(0.0);
 
-    // The section.
+    Ok(Saturation {
+        secs: sat_secs,
+        rps: sat_rps,
+        tps: sat_tps,
+        p99: sat_p99,
+        ttft: sat_ttft,
+        tpot: sat_tpot,
+        gen_cpu: sat_gen_cpu,
+    })
+}
+
+/// The section's title and the machine.
+fn section_head(o: &mut String, cpus: usize, quick: bool) {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -373,7 +444,6 @@ pub fn run(quick: bool) -> Result<String> {
         })
         .unwrap_or_default();
     let kernel = cmd::output("uname", &["-r"]).unwrap_or_default();
-    let mut o = String::new();
     let _ = writeln!(o, "## Load generator and built-in server\n");
     let _ = writeln!(
         o,
@@ -388,6 +458,11 @@ pub fn run(quick: bool) -> Result<String> {
         o,
         "Produced by `cargo xtask bench` (xtask/src/bench/load.rs); every number below comes from one run of it.\n"
     );
+}
+
+/// The maximum-rate table.
+fn section_rate(o: &mut String, p: &Plan, server_pinned: bool, rows: &[Row]) {
+    let (bin_s, secs, rounds, conns) = (&p.bin_s, p.secs, p.rounds, p.conns);
     let _ = writeln!(o, "### Maximum request rate, same handler, side by side\n");
     let _ = writeln!(
         o,
@@ -395,14 +470,14 @@ pub fn run(quick: bool) -> Result<String> {
          Each tool: {conns} keep-alive connections, one thread, {secs} s, {} round(s) in turn; \
          the table gives the median round. CPU is the tool's own user + system time \
          (its rusage as a child); a share of 100% is one CPU fully used.\n",
-        if server_cpu.is_some() { ", pinned to CPU 0; every tool pinned to CPU 1 with taskset" } else { "" },
+        if server_pinned { ", pinned to CPU 0; every tool pinned to CPU 1 with taskset" } else { "" },
         rounds
     );
     let _ = writeln!(o, "| tool | version | requests/s (median) | best round | all rounds | CPU s (median) | CPU share | requests per CPU-second (median round) | requests per CPU-second (best round) | all rounds (requests per CPU-second) |");
     let _ = writeln!(o, "|---|---|---:|---:|---|---:|---:|---:|---:|---|");
-    for r in &rows {
+    for r in rows {
         let ver = match r.tool {
-            "tailprobe load" | "tailprobe load (hyper)" => version(&bin_s, "--version"),
+            "tailprobe load" | "tailprobe load (hyper)" => version(bin_s, "--version"),
             "oha" => version("oha", "--version"),
             _ => version("wrk", "--version"),
         };
@@ -444,6 +519,11 @@ pub fn run(quick: bool) -> Result<String> {
          beside the benchmark), so rounds vary; the tools run in turn within each round so \
          that a disturbance hits one round of each rather than one tool.\n"
     );
+}
+
+/// The schedule-lag table.
+fn section_lag(o: &mut String, p: &Plan, lag_rows: &[LagRow]) {
+    let secs = p.secs;
     let _ = writeln!(o, "### Generator accuracy at a fixed rate\n");
     let _ = writeln!(
         o,
@@ -452,12 +532,25 @@ pub fn run(quick: bool) -> Result<String> {
     );
     let _ = writeln!(o, "| rate (req/s) | achieved | lag p50 (ms) | lag p99 (ms) | lag p99.9 (ms) | lag max (ms) | e2e from intended p99 (ms) | generator CPU s |");
     let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (rate, got, p50, p99, p999, max, e2e99, cpu) in &lag_rows {
+    for (rate, got, p50, p99, p999, max, e2e99, cpu) in lag_rows {
         let _ = writeln!(
             o,
             "| {rate} | {got:.0} | {p50:.3} | {p99:.3} | {p999:.3} | {max:.3} | {e2e99:.3} | {cpu:.2} |"
         );
     }
+}
+
+/// The saturation table.
+fn section_saturation(o: &mut String, s: &Saturation) {
+    let Saturation {
+        secs: sat_secs,
+        rps: sat_rps,
+        tps: sat_tps,
+        p99: sat_p99,
+        ttft: sat_ttft,
+        tpot: sat_tpot,
+        gen_cpu: sat_gen_cpu,
+    } = s;
     let _ = writeln!(o, "\n### Built-in server at saturation (default model)\n");
     let _ = writeln!(
         o,
@@ -475,7 +568,6 @@ pub fn run(quick: bool) -> Result<String> {
         o,
         "| {sat_rps:.1} | {sat_tps:.0} | {sat_ttft:.1} | {sat_tpot:.3} | {sat_p99:.1} |"
     );
-    Ok(o)
 }
 
 #[cfg(test)]

@@ -67,9 +67,28 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         bail!("kernel.bpf_stats_enabled was not restored to {stats_default}");
     }
 
-    let (cpu, ncpu, kernel) = machine();
     let mut s = String::new();
     let w = &mut s;
+    let loads = [load_costs, load_exporter.clone(), load_ab, load_sustained];
+    head_part(w, bin, quick, &date, elapsed, &loads)?;
+    cost_part(w, &costs, plan.cost_rounds, &stats_default)?;
+    exporter_part(w, &exporter, &load_exporter)?;
+    slowdown_part(w, &ab)?;
+    sustained_part(w, &sustained)?;
+    Ok(s)
+}
+
+/// The section's title: how it was produced, the machine, the versions.
+fn head_part(
+    w: &mut String,
+    bin: &Path,
+    quick: bool,
+    date: &str,
+    elapsed: f64,
+    loads: &[String; 4],
+) -> Result<()> {
+    let [load_costs, load_exporter, load_ab, load_sustained] = loads;
+    let (cpu, ncpu, kernel) = machine();
     writeln!(w, "## Probe cost\n")?;
     writeln!(
         w,
@@ -95,6 +114,16 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         first_line_of("bpftool", &["version"]),
     )?;
 
+    Ok(())
+}
+
+/// Per-event cost, ours vs runqlat, with the verdict lines.
+fn cost_part(
+    w: &mut String,
+    costs: &[CostResult],
+    cost_rounds: usize,
+    stats_default: &str,
+) -> Result<()> {
     // 1. Per-event cost.
     writeln!(w, "### Per-event cost: ours vs libbpf-tools runqlat\n")?;
     writeln!(
@@ -108,7 +137,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
          (`run_cnt`, `run_time_ns`, read when the recording starts and ends) with \
          `kernel.bpf_stats_enabled=1` just for those runs (restored to {stats_default} \
          after). Both pay the same ~20 ns per run for the statistics.\n",
-        plan.cost_rounds
+        cost_rounds
     )?;
     writeln!(
         w,
@@ -122,7 +151,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         "| load | hook | ours: runs | ours: ns/run | runqlat: runs | runqlat: ns/run | ours / runqlat |"
     )?;
     writeln!(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")?;
-    for r in &costs {
+    for r in costs {
         for hook in HOOKS {
             let o = cost_of(&r.ours, hook);
             let t = cost_of(&r.theirs, hook);
@@ -144,7 +173,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         }
     }
     writeln!(w)?;
-    for r in &costs {
+    for r in costs {
         let secs = r.ours_wall_s.max(1e-9);
         writeln!(
             w,
@@ -186,6 +215,11 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
             .collect();
         writeln!(w, "  Our most expensive programs: {}.", list.join(", "))?;
     }
+    verdict_part(w, costs)
+}
+
+/// The goal and the verdict lines for the hackbench loads.
+fn verdict_part(w: &mut String, costs: &[CostResult]) -> Result<()> {
     writeln!(
         w,
         "\nGoal (issue 3): ours at or below runqlat's ns per event, ideally half of it.\n"
@@ -220,8 +254,11 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
     }
     writeln!(w)?;
 
-    exporter_part(w, &exporter, &load_exporter)?;
+    Ok(())
+}
 
+/// Workload slowdown with all probes attached, A/B pairs.
+fn slowdown_part(w: &mut String, ab: &AbResult) -> Result<()> {
     // 2. Slowdown.
     writeln!(w, "### Workload slowdown, all probes attached vs none\n")?;
     writeln!(
@@ -282,6 +319,11 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
          is noise, not a measured cost.\n"
     )?;
 
+    Ok(())
+}
+
+/// Events sustained without loss.
+fn sustained_part(w: &mut String, sustained: &[(String, Report)]) -> Result<()> {
     // 3. Sustained events.
     writeln!(w, "### Events sustained without loss\n")?;
     writeln!(
@@ -295,7 +337,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         "| load | seconds | program runs/s | target sched events/s | threads | lossy | losses | our CPU share |"
     )?;
     writeln!(w, "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |")?;
-    for (load, r) in &sustained {
+    for (load, r) in sustained {
         let losses = if r.losses.is_empty() {
             "none".to_string()
         } else {
@@ -326,7 +368,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
         }
     }
     writeln!(w)?;
-    Ok(s)
+    Ok(())
 }
 
 /// The exporter's cost over one load: share of one CPU in its eBPF programs

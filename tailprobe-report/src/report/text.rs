@@ -59,7 +59,18 @@ pub fn histogram(rows: &[(u64, u64, u64)], width: usize) -> String {
 /// Render the report; `max_threads` limits the per-thread table (0 = all).
 pub fn render(r: &RecordReport, max_threads: usize) -> String {
     let mut o = String::new();
-    let p = &r.process;
+    header(&mut o, r);
+    waits(&mut o, r);
+    irqs(&mut o, r);
+    numa(&mut o, r);
+    cpus_and_outliers(&mut o, r);
+    run_quality(&mut o, r);
+    threads_table(&mut o, r, max_threads);
+    o
+}
+
+/// The target, how long and how the run ended.
+fn header(o: &mut String, r: &RecordReport) {
     let how = match r.end_reason {
         EndReason::Duration => "",
         EndReason::Interrupted => " (interrupted)",
@@ -117,6 +128,11 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     if let Some(code) = r.target.command_exit_code {
         let _ = writeln!(o, "command exit status: {code}");
     }
+}
+
+/// Run-queue waits, time on CPU, switches, migrations and preemptors.
+fn waits(o: &mut String, r: &RecordReport) {
+    let p = &r.process;
     let _ = writeln!(o, "threads seen: {}", p.threads_seen);
     let w = &p.runq_wait;
     let _ = writeln!(
@@ -177,6 +193,11 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
             );
         }
     }
+}
+
+/// Time IRQs and softirqs took from the target, and the softirq delay.
+fn irqs(o: &mut String, r: &RecordReport) {
+    let p = &r.process;
     let _ = writeln!(
         o,
         "IRQ time stolen: hard {} in {}, soft {} in {}; user page faults: {}",
@@ -219,6 +240,10 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
             parts.join("; ")
         );
     }
+}
+
+/// NUMA: nodes, balancing, task and page moves, memory by node.
+fn numa(o: &mut String, r: &RecordReport) {
     let n = &r.numa;
     let _ = writeln!(
         o,
@@ -256,6 +281,10 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     for note in &n.notes {
         let _ = writeln!(o, "  {note}");
     }
+}
+
+/// On-CPU time by CPU, and the outliers with the worst three.
+fn cpus_and_outliers(o: &mut String, r: &RecordReport) {
     if !r.cpus.is_empty() {
         let parts: Vec<String> = r
             .cpus
@@ -286,6 +315,11 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
             ns(x.ts_ns.saturating_sub(r.start_monotonic_ns))
         );
     }
+}
+
+/// What the probes cost, what was lost, left out or not measured, how
+/// long attaching took, and the notes.
+fn run_quality(o: &mut String, r: &RecordReport) {
     if r.overhead.measured {
         let _ = writeln!(
             o,
@@ -326,6 +360,10 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
     for note in &r.notes {
         let _ = writeln!(o, "note: {note}");
     }
+}
+
+/// The per-thread table, `max_threads` rows at most (0 = all).
+fn threads_table(o: &mut String, r: &RecordReport, max_threads: usize) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -351,7 +389,7 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
         max_threads.min(r.threads.len())
     };
     for t in r.threads.iter().take(shown) {
-        row(&mut o, t);
+        row(o, t);
     }
     if shown < r.threads.len() {
         let _ = writeln!(
@@ -360,7 +398,6 @@ pub fn render(r: &RecordReport, max_threads: usize) -> String {
             r.threads.len() - shown
         );
     }
-    o
 }
 
 fn row(o: &mut String, t: &ThreadReport) {
