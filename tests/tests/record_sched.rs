@@ -58,12 +58,21 @@ fn root_two_spinners_on_one_cpu_wait_half_the_time() {
             "the workload did not contend as designed: schedstat wait {} ns",
             k.wait_ns
         );
+        // schedstat starts a preempted task's wait at the rq clock of the
+        // preemptor's wakeup (the switch that follows a wakeup preemption
+        // skips the clock update), so with other work on the machine it
+        // exceeds ours by the wakeup-to-switch latency of each preemption:
+        // 18 us each on this project's VM (docs/accuracy.md). That much more
+        // is allowed on the kernel's side, per involuntary switch.
+        let ours_invol = u(&t["involuntary_switches"]);
+        let skip_slack = ours_invol * 25_000;
         assert!(
-            close(ours_wait, k.wait_ns, 0.03, 2_000_000),
-            "run-queue total: ours {ours_wait}, kernel {}",
+            close(ours_wait, k.wait_ns, 0.03, 2_000_000)
+                || (ours_wait < k.wait_ns
+                    && close(ours_wait, k.wait_ns, 0.03, 2_000_000 + skip_slack)),
+            "run-queue total: ours {ours_wait}, kernel {} ({ours_invol} involuntary switches)",
             k.wait_ns
         );
-        let ours_invol = u(&t["involuntary_switches"]);
         assert!(
             ours_invol >= 10,
             "too few involuntary switches: {ours_invol}"
