@@ -226,7 +226,10 @@ mod tests {
             fs.cmdline_args(100).unwrap(),
             ["python3", "-m", "vllm", "--port", "8000"]
         );
-        assert_eq!(fs.cmdline(100).as_deref(), Some("python3 -m vllm --port 8000"));
+        assert_eq!(
+            fs.cmdline(100).as_deref(),
+            Some("python3 -m vllm --port 8000")
+        );
         assert_eq!(fs.cmdline_args(999), None);
         assert!(fs.exists(100));
         assert!(fs.exists(300));
