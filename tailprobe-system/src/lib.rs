@@ -2,7 +2,8 @@
 //! of `/proc` and `/sys` takes a root path so tests point it at fixture
 //! trees captured from real machines.
 //!
-//! - `procfs`: a process and its threads (`stat`, `status`, `schedstat`).
+//! - `procfs`: a process and its threads (`stat`, `status`, `schedstat`,
+//!   `comm`, `cmdline`), our own `self/` files, and `/proc/sys` knobs (`sysctl`).
 //! - `sysfs`: CPU topology (`topology`) and the one last-level cache reader
 //!   (`cache::llc`) that topology, the node inventory and the noise
 //!   generator share.

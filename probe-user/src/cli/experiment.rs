@@ -519,7 +519,7 @@ pub fn main(args: &ExperimentArgs) -> Result<i32> {
     let plan = args.plan()?;
     let target = args.target()?;
     if let ServerTarget::Running { pid, .. } = &target {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !crate::procfs::ProcFs::default().exists(*pid) {
             bail!("no process with pid {pid} (is the server running?)");
         }
     }

@@ -20,7 +20,6 @@ pub mod targets;
 
 use std::{
     collections::BTreeMap,
-    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -34,7 +33,10 @@ use crate::{
         loader::{Filter, LoadConfig, Probes},
         plan::PlanInputs,
     },
-    privileges, record, signals, sysfs,
+    node::Roots,
+    privileges,
+    procfs::{self, ProcFs},
+    record, signals, sysfs,
 };
 
 use self::{
@@ -88,6 +90,8 @@ struct State {
     buckets_per_octave: u32,
     forget_after: Duration,
     start_time_seconds: f64,
+    /// `/proc`, for the exporter's own CPU time and memory.
+    proc: ProcFs,
 }
 
 impl State {
@@ -160,8 +164,8 @@ impl State {
             programs,
             probe_cpu_ratio: self.share.ratio,
             losses,
-            exporter_cpu_seconds: own::self_cpu_seconds(),
-            exporter_rss_bytes: own::self_rss_bytes(),
+            exporter_cpu_seconds: own::self_cpu_seconds(&self.proc),
+            exporter_rss_bytes: own::self_rss_bytes(&self.proc),
             start_time_seconds: self.start_time_seconds,
             buckets_per_octave: self.buckets_per_octave,
         }
@@ -261,8 +265,9 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
     let btf = std::fs::read(privileges::VMLINUX_BTF)
         .with_context(|| format!("reading {}", privileges::VMLINUX_BTF))?;
     let offsets = btf_offsets::resolve(&btf).context("resolving task_struct offsets from BTF")?;
-    let topology = sysfs::topology::cpu_topology(Path::new("/sys"));
-    let cfg = load_config(opts, offsets, topology.clone(), self_stats);
+    let roots = Roots::default();
+    let topology = sysfs::topology::cpu_topology(&roots.sys);
+    let cfg = load_config(opts, &roots, offsets, topology.clone(), self_stats);
     let parsed = crate::kernel::startup::parse_kernel_btf(&btf)?;
     drop(btf);
     let probes = Probes::load_and_attach(&cfg, &parsed)?;
@@ -282,6 +287,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
         buckets_per_octave: opts.buckets_per_octave,
         forget_after: opts.forget_after,
         start_time_seconds,
+        proc: resolver.proc.clone(),
     };
     st.rescan(&mut resolver);
     for (sel, why) in &resolver.notes {
@@ -361,17 +367,16 @@ fn self_stats(opts: &Options) -> bool {
 /// aggregation only.
 fn load_config(
     opts: &Options,
+    roots: &Roots,
     offsets: btf_offsets::TaskOffsets,
     topology: Option<Vec<(u32, probe_common::CpuTopo)>>,
     self_stats: bool,
 ) -> LoadConfig {
     let numa_nodes =
-        crate::node::fsx::numbered_entries(Path::new("/sys/devices/system/node"), "node")
+        crate::node::fsx::numbered_entries(&roots.sys.join("devices/system/node"), "node")
             .len()
             .max(1);
-    let numa_balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let numa_balancing = procfs::sysctl_parsed(&roots.proc, "kernel/numa_balancing");
     LoadConfig {
         filter: Filter::Set {
             tgids: Vec::new(),

@@ -14,9 +14,9 @@ use crate::{
     procfs::ProcFs,
 };
 
-/// `utime + stime` of /proc/self/stat, in seconds.
-pub fn self_cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+/// `utime + stime` of `self/stat` under `proc`, in seconds.
+pub fn self_cpu_seconds(proc: &ProcFs) -> f64 {
+    let Ok(s) = proc.own_file("stat") else {
         return 0.0;
     };
     // Fields after the parenthesised comm: state is field 3; utime, stime
@@ -44,8 +44,9 @@ pub fn rss_bytes(status_text: &str) -> Option<u64> {
     })
 }
 
-pub fn self_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// This process's `VmRSS` (`self/status` under `proc`), 0 when unknown.
+pub fn self_rss_bytes(proc: &ProcFs) -> u64 {
+    proc.own_file("status")
         .ok()
         .and_then(|s| rss_bytes(&s))
         .unwrap_or(0)
@@ -137,8 +138,31 @@ mod tests {
         let s = "Name:\tx\nVmRSS:\t   12345 kB\nThreads:\t1\n";
         assert_eq!(rss_bytes(s), Some(12345 * 1024));
         assert_eq!(rss_bytes("Name: x\n"), None);
-        assert!(self_rss_bytes() > 0);
-        assert!(self_cpu_seconds() >= 0.0);
+        assert!(self_rss_bytes(&ProcFs::default()) > 0);
+        assert!(self_cpu_seconds(&ProcFs::default()) >= 0.0);
+    }
+
+    #[test]
+    fn own_cost_from_a_fixture_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let own = d.path().join("self");
+        std::fs::create_dir_all(&own).unwrap();
+        // utime 150 and stime 50 ticks (fields 14 and 15); a comm with a
+        // space and a parenthesis.
+        std::fs::write(
+            own.join("stat"),
+            "77 (a (b) c) S 1 77 77 0 -1 4194560 10 0 0 0 150 50 0 0 20 0 3 0 99\n",
+        )
+        .unwrap();
+        std::fs::write(own.join("status"), "Name:\tx\nVmRSS:\t  2048 kB\n").unwrap();
+        let proc = ProcFs::new(d.path());
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert!((self_cpu_seconds(&proc) * hz - 200.0).abs() < 1e-9);
+        assert_eq!(self_rss_bytes(&proc), 2048 * 1024);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(self_cpu_seconds(&ProcFs::new(empty.path())), 0.0);
+        assert_eq!(self_rss_bytes(&ProcFs::new(empty.path())), 0);
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Resolver {
             selectors,
             children,
             proc: ProcFs::default(),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_root: PathBuf::from(crate::record::target::members::CGROUP_ROOT),
             units: BTreeMap::new(),
             notes: BTreeMap::new(),
         }

@@ -212,7 +212,7 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
     let migrate = tracefs.as_ref().and_then(|(p, _)| migrate_format(p));
     let mo = migrate.clone().unwrap_or_default();
     let (st_on, st_prio, st_bytes) = sched_trace::globals(cfg.sched_trace.as_ref());
-    let pid_max = threads::read_pid_max(Path::new("/proc"))?;
+    let pid_max = threads::read_pid_max(crate::procfs::ProcFs::default().root())?;
     let (tid_entries, tgid_words) = threads::map_sizes(pid_max);
     let hotpath_off = threads::hotpath_off_from_env()?;
     let (mut loader, loader_parsed_btf) = super::startup::new_loader(btf);

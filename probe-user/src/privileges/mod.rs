@@ -8,11 +8,18 @@ use std::path::Path;
 
 pub use caps::{Cap, CapSet};
 
+use crate::procfs::{self, ProcFs};
+
 /// This process's effective capabilities (`CapEff` in /proc/self/status).
 /// When the file cannot be read, an empty set for a non-root user and the
 /// full set for root (what the kernel grants root without a bounding set).
 pub fn effective() -> CapSet {
-    std::fs::read_to_string("/proc/self/status")
+    effective_in(&ProcFs::default())
+}
+
+/// [`effective`] with `self/status` read under `proc`.
+pub fn effective_in(proc: &ProcFs) -> CapSet {
+    proc.own_file("status")
         .ok()
         .and_then(|s| caps::effective_from_status(&s))
         .unwrap_or_else(|| CapSet(if euid() == 0 { u64::MAX } else { 0 }))
@@ -66,8 +73,9 @@ pub fn has(cap: Cap) -> bool {
 /// How this process can get BPF run-time statistics (see
 /// [`caps::bpf_stats`]).
 pub fn bpf_stats() -> caps::BpfStats {
-    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok();
-    caps::bpf_stats(effective(), sysctl.as_deref())
+    let proc = ProcFs::default();
+    let sysctl = procfs::sysctl(proc.root(), "kernel/bpf_stats_enabled").ok();
+    caps::bpf_stats(effective_in(&proc), sysctl.as_deref())
 }
 
 /// Compatibility for callers written before capabilities were checked: what

@@ -23,6 +23,8 @@ use crate::{
 };
 
 pub struct Inputs {
+    /// `kernel.osrelease`, "unknown" when unreadable.
+    pub kernel_release: String,
     pub target: Target,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -134,7 +136,7 @@ pub fn build(inp: Inputs) -> RecordReport {
     RecordReport {
         tool: "tailprobe",
         version: env!("CARGO_PKG_VERSION"),
-        kernel_release: kernel_release(),
+        kernel_release: inp.kernel_release,
         target: inp.target,
         start_monotonic_ns: inp.start_ns,
         end_monotonic_ns: inp.end_ns,
@@ -519,10 +521,4 @@ fn overhead(stats: Option<&[ProgStats]>, duration_ns: u64) -> Overhead {
             .then(|| total_run_time_ns as f64 * 100.0 / duration_ns as f64),
         events_per_second: (secs > 0.0).then(|| total_events as f64 / secs),
     }
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     kernel::loader::{Probes, ProgStats},
-    procfs::ProcFs,
+    procfs::{self, ProcFs},
     report::{CpuIdleReport, EndReason, IdleStateUse, RecordReport, Target, WakeEdge},
 };
 
@@ -77,6 +77,8 @@ pub(super) fn finish(
     let cpu_idle = read_cpu_idle(probes, &prog_stats)?;
     let target = target_of(opts, proc, &r, &live, &mut ended);
     let inputs = assemble::Inputs {
+        kernel_release: procfs::sysctl(proc.root(), "kernel/osrelease")
+            .unwrap_or_else(|_| "unknown".into()),
         target,
         start_ns: ended.start_ns,
         end_ns,
@@ -88,7 +90,7 @@ pub(super) fn finish(
         softirqs: probes.read_softirqs()?,
         softirq_delay: probes.read_softirq_delay()?,
         cpu_stats: probes.read_cpu_stats()?,
-        preemptors: fresh_comms(probes.read_preemptors()?),
+        preemptors: fresh_comms(proc, probes.read_preemptors()?),
         migrate_pages: probes.read_migrate_pages()?,
         migrate_reason_names: probes.migrate_reasons.clone(),
         numa_start: a.numa_start,
@@ -210,14 +212,15 @@ pub(crate) fn irq_names() -> BTreeMap<u32, String> {
 /// later (worker pools name their threads after start) shows its old name.
 /// Take the current one from /proc where the task still exists.
 fn fresh_comms(
+    proc: &ProcFs,
     mut p: BTreeMap<u32, probe_common::Preemptor>,
 ) -> BTreeMap<u32, probe_common::Preemptor> {
     for (pid, v) in p.iter_mut() {
         if *pid == 0 {
             continue;
         }
-        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            let c = c.trim_end_matches('\n').as_bytes();
+        if let Some(c) = proc.comm(*pid) {
+            let c = c.as_bytes();
             let mut buf = [0u8; 16];
             let n = c.len().min(15);
             buf[..n].copy_from_slice(&c[..n]);

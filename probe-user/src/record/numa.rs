@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::node::{numa as nnuma, Roots};
+use crate::{
+    node::{numa as nnuma, Roots},
+    procfs,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
@@ -20,9 +23,7 @@ impl Sample {
             crate::node::fsx::numbered_entries(&roots.sys.join("devices/system/node"), "node")
                 .len()
                 .max(1);
-        let balancing = std::fs::read_to_string("/proc/sys/kernel/numa_balancing")
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let balancing = procfs::sysctl_parsed(&roots.proc, "kernel/numa_balancing");
         let kib_per_node = kib_per_node(tgids);
         Sample {
             nodes,

@@ -33,6 +33,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use probe_common::{event, trace::kind, Event};
 use serde::Serialize;
+use tailprobe_system::procfs::ProcFs;
 
 pub use perfetto_protos as protos;
 /// The kernel's trace records, for callers that make traces themselves.
@@ -57,6 +58,9 @@ pub struct TraceOptions {
     /// Bytes of the cap kept for the request slices added at the end
     /// (kernel events stop that much earlier); 0: none kept.
     pub request_reserve: u64,
+    /// Where process and thread names and command lines are read
+    /// (`/proc`, or a fixture tree).
+    pub proc: ProcFs,
 }
 
 impl TraceOptions {
@@ -65,6 +69,7 @@ impl TraceOptions {
             path: path.to_path_buf(),
             max_bytes: max_mb.saturating_mul(1 << 20),
             request_reserve: 0,
+            proc: ProcFs::default(),
         }
     }
 }
@@ -150,6 +155,7 @@ pub struct Timeline {
     kernel_dropped: u64,
     /// Requests only partly written (the size cap fell inside them).
     requests_cut: u64,
+    proc: ProcFs,
 }
 
 fn clock_ns(id: libc::clockid_t) -> u64 {
@@ -191,23 +197,11 @@ fn uname() -> [String; 4] {
     [s(&u.sysname), s(&u.release), s(&u.version), s(&u.machine)]
 }
 
-fn proc_comm(path: String) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim_end_matches('\n').to_string())
-}
-
 /// A process's command line (its first 8 arguments), empty when gone.
-fn proc_cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|a| !a.is_empty())
-                .take(8)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+fn proc_cmdline(proc: &ProcFs, pid: u32) -> Vec<String> {
+    let mut args = proc.cmdline_args(pid).unwrap_or_default();
+    args.truncate(8);
+    args
 }
 
 impl Timeline {
@@ -234,6 +228,7 @@ impl Timeline {
             last_ns: 0,
             kernel_dropped: 0,
             requests_cut: 0,
+            proc: opts.proc.clone(),
         })
     }
 
@@ -263,17 +258,21 @@ impl Timeline {
             return Ok(());
         }
         if self.processes.insert(tgid) {
-            let name = proc_comm(format!("/proc/{tgid}/comm"))
+            let name = self
+                .proc
+                .comm(tgid)
                 .or_else(|| comm.map(str::to_string))
                 .unwrap_or_else(|| format!("pid {tgid}"));
             self.w.write(
-                &packets::process_track(tgid, &name, proc_cmdline(tgid)),
+                &packets::process_track(tgid, &name, proc_cmdline(&self.proc, tgid)),
                 "descriptor",
                 0,
             )?;
         }
         if self.threads.insert(tid) {
-            let name = proc_comm(format!("/proc/{tgid}/task/{tid}/comm"))
+            let name = self
+                .proc
+                .thread_comm(tgid, tid)
                 .or_else(|| comm.map(str::to_string))
                 .unwrap_or_else(|| format!("tid {tid}"));
             self.w
@@ -286,7 +285,7 @@ impl Timeline {
     pub fn name_process(&mut self, pid: u32, name: &str) -> Result<()> {
         if self.processes.insert(pid) {
             self.w.write(
-                &packets::process_track(pid, name, proc_cmdline(pid)),
+                &packets::process_track(pid, name, proc_cmdline(&self.proc, pid)),
                 "descriptor",
                 0,
             )?;
@@ -409,14 +408,7 @@ impl Timeline {
     }
 
     fn worker_pid(&self, tid: u32) -> u32 {
-        std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Tgid:"))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(tid)
+        self.proc.tgid_of(tid).unwrap_or(tid)
     }
 
     /// Write what is still buffered and the closing note; close the file.
@@ -548,5 +540,59 @@ mod tests {
             .map(|p| p.ftrace_events().compact_sched.switch_next_pid.len())
             .sum();
         assert_eq!(switches, 10);
+    }
+
+    /// Names and command lines come from the `proc` tree the options name;
+    /// the kernel's comm stands in for a task that is gone.
+    #[test]
+    fn descriptors_name_tasks_from_the_proc_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("proc");
+        let w = |rel: &str, b: &[u8]| {
+            let f = root.join(rel);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b).unwrap();
+        };
+        w("100/comm", b"server\n");
+        w("100/cmdline", b"a0\0a1\0a2\0a3\0a4\0a5\0a6\0a7\0a8\0a9\0");
+        w("100/task/101/comm", b"worker-0\n");
+        w("101/status", b"Name:\tworker-0\nTgid:\t100\n");
+        let path = dir.path().join("t.pftrace");
+        let mut opts = TraceOptions::new(&path, 10);
+        opts.proc = ProcFs::new(&root);
+        let mut t = Timeline::create(&opts).unwrap();
+        assert_eq!(t.worker_pid(101), 100);
+        assert_eq!(t.worker_pid(555), 555);
+        t.describe(101, 100, Some("old-name")).unwrap();
+        t.describe(102, 100, Some("kernel-comm")).unwrap();
+        t.describe(300, 300, None).unwrap();
+        t.finish().unwrap();
+        let tr = read_trace(&path).unwrap();
+        let tds: Vec<_> = tr
+            .packet
+            .iter()
+            .filter(|p| p.has_track_descriptor())
+            .map(|p| p.track_descriptor())
+            .collect();
+        let process = |pid: i32| {
+            tds.iter()
+                .find_map(|d| d.process.as_ref().filter(|p| p.pid() == pid))
+                .unwrap()
+        };
+        let thread = |tid: i32| {
+            tds.iter()
+                .find_map(|d| d.thread.as_ref().filter(|t| t.tid() == tid))
+                .unwrap()
+        };
+        assert_eq!(process(100).process_name(), "server");
+        assert_eq!(
+            process(100).cmdline,
+            ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+        );
+        assert_eq!(thread(101).thread_name(), "worker-0");
+        assert_eq!(thread(102).thread_name(), "kernel-comm");
+        assert_eq!(process(300).process_name(), "pid 300");
+        assert!(process(300).cmdline.is_empty());
+        assert_eq!(thread(300).thread_name(), "tid 300");
     }
 }

@@ -110,14 +110,45 @@ impl ProcFs {
         parse::status(&self.read(format!("{pid}/task/{tid}/status")).ok()?)
     }
 
+    /// The command line joined by spaces; `None` when the process is gone.
     pub fn cmdline(&self, pid: u32) -> Option<String> {
+        Some(self.cmdline_args(pid)?.join(" "))
+    }
+
+    /// The command line's arguments (empty ones dropped, bytes that are not
+    /// UTF-8 replaced); `None` when the process is gone.
+    pub fn cmdline_args(&self, pid: u32) -> Option<Vec<String>> {
         let raw = fs::read(self.root.join(format!("{pid}/cmdline"))).ok()?;
-        let parts: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect();
-        Some(parts.join(" "))
+        Some(
+            raw.split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        )
+    }
+
+    /// A process's current name (`comm`, which a thread pool may have
+    /// changed since start); `None` when it is gone.
+    pub fn comm(&self, pid: u32) -> Option<String> {
+        self.read(format!("{pid}/comm"))
+            .ok()
+            .map(|s| s.trim_end_matches('\n').to_string())
+    }
+
+    /// Whether `/proc/<pid>` exists (a zombie still does).
+    pub fn exists(&self, pid: u32) -> bool {
+        self.root.join(pid.to_string()).exists()
+    }
+
+    /// The process a thread id belongs to (`Tgid` of its status); `None`
+    /// when the thread is gone.
+    pub fn tgid_of(&self, tid: u32) -> Option<u32> {
+        self.status(tid).ok().map(|s| s.tgid)
+    }
+
+    /// A file of the calling process (`/proc/self/<name>`), as text.
+    pub fn own_file(&self, name: &str) -> io::Result<String> {
+        self.read(Path::new("self").join(name))
     }
 }
 
@@ -181,5 +212,40 @@ mod tests {
         assert_eq!(fs.thread_comm(100, 101).as_deref(), Some("worker-0"));
         assert_eq!(fs.thread_schedstat(100, 101).unwrap().wait_ns, 20);
         assert_eq!(fs.thread_schedstat(100, 100), None);
+    }
+
+    #[test]
+    fn names_command_lines_and_owners() {
+        let (d, fs) = fixture();
+        let w = |rel: &str, s: &[u8]| std::fs::write(d.path().join(rel), s).unwrap();
+        w("100/comm", b"server\n");
+        w("100/cmdline", b"python3\0-m\0vllm\0\0--port\x008000\0");
+        assert_eq!(fs.comm(100).as_deref(), Some("server"));
+        assert_eq!(fs.comm(999), None);
+        assert_eq!(
+            fs.cmdline_args(100).unwrap(),
+            ["python3", "-m", "vllm", "--port", "8000"]
+        );
+        assert_eq!(
+            fs.cmdline(100).as_deref(),
+            Some("python3 -m vllm --port 8000")
+        );
+        assert_eq!(fs.cmdline_args(999), None);
+        assert!(fs.exists(100));
+        assert!(fs.exists(300));
+        assert!(!fs.exists(999));
+        // A worker thread's id resolves to its process; the process to itself.
+        assert_eq!(fs.tgid_of(101), Some(100));
+        assert_eq!(fs.tgid_of(100), Some(100));
+        assert_eq!(fs.tgid_of(999), None);
+    }
+
+    #[test]
+    fn own_files_are_under_self() {
+        let (d, fs) = fixture();
+        std::fs::create_dir_all(d.path().join("self")).unwrap();
+        std::fs::write(d.path().join("self/status"), "Name:\tme\nCapEff:\t0\n").unwrap();
+        assert_eq!(fs.own_file("status").unwrap(), "Name:\tme\nCapEff:\t0\n");
+        assert!(fs.own_file("stat").is_err());
     }
 }

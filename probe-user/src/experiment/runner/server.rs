@@ -46,7 +46,7 @@ impl Server {
                 Ok(Some(st)) => Some(format!("the server exited ({st})")),
                 _ => None,
             },
-            None => (!ProcFs::new("/proc").is_alive(self.pid))
+            None => (!ProcFs::default().is_alive(self.pid))
                 .then(|| format!("the server (pid {}) is gone", self.pid)),
         }
     }

@@ -40,8 +40,8 @@ pub const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
 /// the larger ids to the hash fallbacks.
 pub fn read_pid_max(proc_root: &Path) -> Result<u32> {
     let path = proc_root.join("sys/kernel/pid_max");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::procfs::sysctl(proc_root, "kernel/pid_max")
+        .with_context(|| format!("reading {}", path.display()))?;
     parse_pid_max(&text).with_context(|| format!("parsing {} ({text:?})", path.display()))
 }
 
@@ -310,6 +310,20 @@ mod tests {
         assert_eq!(map_sizes(32768), (32768, 512));
         assert_eq!(map_sizes(32769), (32769, 513));
         assert_eq!(map_sizes(1), (1, 1));
+    }
+
+    #[test]
+    fn pid_max_from_a_fixture_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("sys/kernel");
+        std::fs::create_dir_all(&k).unwrap();
+        std::fs::write(k.join("pid_max"), "4194304\n").unwrap();
+        assert_eq!(read_pid_max(d.path()).unwrap(), PID_MAX_LIMIT);
+        std::fs::write(k.join("pid_max"), "0\n").unwrap();
+        assert!(read_pid_max(d.path()).is_err());
+        let empty = tempfile::tempdir().unwrap();
+        let e = read_pid_max(empty.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("sys/kernel/pid_max"), "{e:#}");
     }
 
     #[test]
