@@ -5,6 +5,7 @@
 
 mod guest;
 mod kernels;
+mod systemd;
 mod tools;
 
 use std::{path::PathBuf, time::Duration, time::Instant};
@@ -254,7 +255,6 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 bail!("cargo xtask dist made no .deb");
             }
             // `--unit` needs systemd as PID 1.
-            tools::ensure_udev()?;
             how.systemd = true;
         }
     }
