@@ -90,6 +90,11 @@ pub fn kernel_args(boot_script: &Path) -> Result<String> {
         "systemd.run={script} systemd.run_success_action=poweroff \
          systemd.run_failure_action=poweroff"
     );
+    // `systemd-run --pipe` (the test's transient unit) talks to systemd
+    // over D-Bus; nothing else pulls in the socket under
+    // kernel-command-line.target (not even basic.target: the run
+    // generator's service is only ordered after it).
+    generators.push_str(" systemd.wants=dbus.socket");
     for m in MASKS {
         let _ = write!(generators, " systemd.mask={m}");
     }
@@ -162,6 +167,7 @@ mod tests {
         assert!(opts.contains(&"systemd.run_success_action=poweroff"));
         assert!(opts.contains(&"systemd.run_failure_action=poweroff"));
         assert!(opts.contains(&"systemd.mask=serial-getty@ttyS0.service"));
+        assert!(opts.contains(&"systemd.wants=dbus.socket"));
         assert_eq!(
             opts.iter()
                 .filter(|o| o.starts_with("systemd.mask="))
