@@ -1,7 +1,11 @@
 //! `cargo xtask vm-test`: the same host-built `tailprobe` and root
 //! integration tests on Debian's 6.1 and 6.12 kernels, each booted under
 //! QEMU (software emulation, no KVM) with 2 vCPUs on 2 NUMA nodes through
-//! virtme-ng. See docs/vm-test.md.
+//! virtme-ng. Two subsets test what ships instead (`cargo xtask dist`, in
+//! guests with the host's toolchains hidden): `packaged`, the static binary
+//! under virtme-ng's own init, and `unit`, the `.deb` installed with dpkg
+//! in a guest that boots systemd as PID 1 (systemd.rs) and
+//! `tailprobe record --unit` on a transient unit. See docs/vm-test.md.
 
 mod guest;
 mod kernels;
@@ -30,8 +34,9 @@ pub enum Subset {
     Packaged,
     /// The `.deb` installed with dpkg in a guest that boots systemd as PID 1
     /// and has no Rust or LLVM; `tailprobe record --unit` on a transient
-    /// unit against schedstat (dist_package's --unit test). Not passing
-    /// yet: systemd does not reach the script in a TCG guest (docs/vm-test.md).
+    /// unit against schedstat (dist_package's --unit test). About 50-80 s
+    /// per kernel once the packages are built (docs/vm-test.md); a SKIP
+    /// there fails the lane.
     Unit,
 }
 
@@ -118,10 +123,13 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
 /// How long a guest may take to reach its script (about 10-30 s is usual).
 const BOOT_LIMIT: Duration = Duration::from_secs(150);
 
-/// The same for a guest that boots systemd (`--subset unit`): udev loads
-/// modules and systemd starts the host's enabled units under TCG; one try
-/// had not reached the script after 150 s.
-const SYSTEMD_BOOT_LIMIT: Duration = Duration::from_secs(480);
+/// The same for a guest that boots systemd (`--subset unit`): about 4 x
+/// the slowest of its boots measured (2026-12-03: 26-43 s from starting
+/// vng to the script, 14 boots; docs/vm-test.md). More margin than the
+/// plain guest's 3 x: systemd's boot is more emulated work for a busy
+/// host to slow down (before the masks, one boot on a loaded host reached
+/// the script 82 s after the kernel started).
+const SYSTEMD_BOOT_LIMIT: Duration = Duration::from_secs(180);
 
 /// Build `tailprobe` and the test binaries; return the tests' executables.
 fn build(wanted: &[(String, u64, Option<String>)]) -> Result<Vec<TestBin>> {

@@ -38,9 +38,9 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::{bail, Result};
 
 /// Units masked in the guest. None of them matters to the test, and each
-/// costs seconds of emulated CPU or fails in the guest (measured in the
-/// console of a 6.1 guest, 2026-12-03: the script started 82 s after boot
-/// without these masks; docs/vm-test.md).
+/// costs emulated CPU or fails in the guest. 6.1 guest on a quiet host,
+/// 2026-12-03: the boot script started 20.5 and 23.1 s after the kernel
+/// without these masks, 16.6 and 16.0 s with them (docs/vm-test.md).
 pub const MASKS: &[&str] = &[
     // virtme-ng's drop-in makes it run virtme-ng-init (a second init, and
     // an interactive shell without `--exec`); nothing pulls it in under
