@@ -126,15 +126,16 @@ fn script(
             "export TAILPROBE_DIST_TEST=1 TAILPROBE_EXPECT_NO_TOOLCHAIN=1"
         );
         if let Some(deb) = deb {
-            // Installed as an operator would, into the guest's overlay (the
-            // host's own /usr is untouched); its postinst runs. dist_package's
-            // --unit test uses the installed binary, and skips visibly when
-            // the install failed (dpkg.log says why).
             // man-db's dpkg trigger rebuilds the whole manual page index
             // (over 9p, on an emulated CPU: dpkg -i took about 160 s with
             // it); without /var/lib/man-db/auto-update (Debian's switch,
             // removed in the guest's overlay only) the trigger does nothing.
             let _ = writeln!(s, "rm -f /var/lib/man-db/auto-update");
+            // Installed as an operator would, into the guest's overlay (the
+            // host's own /usr is untouched); its postinst runs. dist_package's
+            // --unit test uses the installed binary, and skips visibly when
+            // the install failed (dpkg.log says why; the unit lane then
+            // fails).
             let _ = writeln!(
                 s,
                 "s=$(date +%s); if dpkg -i '{}' > \"$out/dpkg.log\" 2>&1; then \
