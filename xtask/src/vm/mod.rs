@@ -125,7 +125,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(150);
 
 /// The same for a guest that boots systemd (`--subset unit`): about 4 x
 /// the slowest of its boots measured (2026-12-03: 26-43 s from starting
-/// vng to the script, 16 boots; docs/vm-test.md). More margin than the
+/// vng to the script, 22 boots; docs/vm-test.md). More margin than the
 /// plain guest's 3 x: systemd's boot is more emulated work for a busy
 /// host to slow down (before the masks, one boot on a loaded host reached
 /// the script 82 s after the kernel started).
