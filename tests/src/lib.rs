@@ -466,17 +466,28 @@ pub fn spin2_agrees_with_schedstat(
     let (code, report) = rec.stop();
     assert_eq!(code, 0, "exit code; notes {:#}", report["notes"]);
     assert_eq!(report["lossy"], false, "{:#}", report["losses"]);
-    for (i, tid) in w.tids.iter().enumerate() {
-        let k = delta(before[i], after[i]);
-        let t = thread(&report, *tid);
-        let ours = u(&t["runq_wait"]["total_ns"]);
-        let inv = u(&t["involuntary_switches"]);
-        eprintln!(
-            "{label}: tid {tid}: run-queue ours {ours} ns, schedstat {} ns ({:.2}%); involuntary ours {inv}, kernel {}",
-            k.wait_ns,
-            ours as f64 * 100.0 / k.wait_ns.max(1) as f64,
-            k.involuntary
-        );
+    // Every thread's numbers first, so that a failure shows all of them.
+    let rows: Vec<(u32, KernelCounters, u64, u64)> = w
+        .tids
+        .iter()
+        .enumerate()
+        .map(|(i, tid)| {
+            let k = delta(before[i], after[i]);
+            let t = thread(&report, *tid);
+            let (ours, inv) = (
+                u(&t["runq_wait"]["total_ns"]),
+                u(&t["involuntary_switches"]),
+            );
+            eprintln!(
+                "{label}: tid {tid}: run-queue ours {ours} ns, schedstat {} ns ({:.2}%); involuntary ours {inv}, kernel {}",
+                k.wait_ns,
+                ours as f64 * 100.0 / k.wait_ns.max(1) as f64,
+                k.involuntary
+            );
+            (*tid, k, ours, inv)
+        })
+        .collect();
+    for (_tid, k, ours, inv) in rows {
         assert!(
             k.wait_ns >= spin_ms * 1_000_000 * 3 / 10,
             "the workload did not contend as designed: schedstat wait {} ns",

@@ -9,7 +9,7 @@
 
 use std::{
     fmt::Write as _,
-    os::unix::process::CommandExt as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::kernels::Kernel;
+use super::{kernels::Kernel, systemd};
 
 /// A test binary and how long it may run in a TCG guest.
 #[derive(Debug, Clone)]
@@ -126,15 +126,22 @@ fn script(
             "export TAILPROBE_DIST_TEST=1 TAILPROBE_EXPECT_NO_TOOLCHAIN=1"
         );
         if let Some(deb) = deb {
+            // man-db's dpkg trigger rebuilds the whole manual page index
+            // (over 9p, on an emulated CPU: dpkg -i took about 160 s with
+            // it); without /var/lib/man-db/auto-update (Debian's switch,
+            // removed in the guest's overlay only) the trigger does nothing.
+            let _ = writeln!(s, "rm -f /var/lib/man-db/auto-update");
             // Installed as an operator would, into the guest's overlay (the
             // host's own /usr is untouched); its postinst runs. dist_package's
             // --unit test uses the installed binary, and skips visibly when
-            // the install failed (dpkg.log says why).
+            // the install failed (dpkg.log says why; the unit lane then
+            // fails).
             let _ = writeln!(
                 s,
-                "if dpkg -i '{}' > \"$out/dpkg.log\" 2>&1; then \
+                "s=$(date +%s); if dpkg -i '{}' > \"$out/dpkg.log\" 2>&1; then \
                  export TAILPROBE_INSTALLED_BIN=/usr/bin/tailprobe; \
-                 else echo \"dpkg -i failed: $?\" >> \"$out/dpkg.log\"; fi",
+                 else echo \"dpkg -i failed: $?\" >> \"$out/dpkg.log\"; fi; \
+                 echo \"dpkg -i took $(( $(date +%s) - s )) s\" >> \"$out/dpkg.log\"",
                 deb.display()
             );
         }
@@ -216,17 +223,46 @@ fn read_results(guest_dir: &Path) -> Vec<BinResult> {
 }
 
 /// The interesting end of a console log: a panic line if there is one, else
+/// the systemd guest's boot script's last word (`tailprobe-boot:`), else
 /// the last lines.
 fn console_reason(console: &Path) -> String {
-    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let text = plain_console(&std::fs::read_to_string(console).unwrap_or_default());
     if let Some(l) = text
         .lines()
         .find(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops"))
     {
         return l.trim().to_string();
     }
+    if let Some(l) = text.lines().rev().find(|l| l.contains("tailprobe-boot:")) {
+        return l.trim().to_string();
+    }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// A console log without terminal escapes (systemd's coloured status
+/// lines) and carriage returns, for quoting in a one-line reason.
+fn plain_console(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters, ended by a letter.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if d.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// How long before `end` the guest's heartbeat was last written, and what
@@ -282,16 +318,14 @@ pub fn boot(
         .args(["--cpus", "2", "--memory", "2G"])
         .args(["--numa", "1G,cpus=0", "--numa", "1G,cpus=1"]);
     if how.systemd {
-        // systemd as PID 1 (virtme-ng runs the script from a serial getty
-        // unit): what `--unit` needs.
-        cmd.arg("--systemd");
-        // The host's own console getty (enabled on these machines) would
-        // take the console; virtme-ng's script runs from the serial one,
-        // which the first try never started (a login prompt, no script).
-        cmd.args([
-            "--append",
-            "systemd.mask=console-getty.service systemd.wants=serial-getty@ttyS0.service",
-        ]);
+        // systemd as PID 1, what `--unit` needs; it runs the script itself
+        // (`systemd.run=`, see systemd.rs), not through vng's `--exec`.
+        let boot_sh = guest_dir.join("boot.sh");
+        std::fs::write(&boot_sh, systemd::boot_script(&guest_dir, &script_path))?;
+        std::fs::set_permissions(&boot_sh, std::fs::Permissions::from_mode(0o755))?;
+        cmd.arg("--systemd")
+            .arg("--append")
+            .arg(systemd::kernel_args(&boot_sh)?);
     }
     if !how.mttcg {
         // One host thread runs both vCPUs in turn. With QEMU's default
@@ -302,11 +336,12 @@ pub fn boot(
         // tailprobe by static_key_check.py; docs/vm-test.md.
         cmd.arg("--qemu-opts=-accel tcg,thread=single");
     }
-    cmd.arg("--rwdir")
-        .arg(&guest_dir)
-        .arg("--exec")
-        .arg(format!("sh {}", script_path.display()))
-        .current_dir(crate::cmd::workspace_root())
+    cmd.arg("--rwdir").arg(&guest_dir);
+    if !how.systemd {
+        cmd.arg("--exec")
+            .arg(format!("sh {}", script_path.display()));
+    }
+    cmd.current_dir(crate::cmd::workspace_root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -365,7 +400,11 @@ pub fn boot(
     let (outcome, boot_secs, run_secs) = match booted_at {
         None => {
             let why = match limit_hit {
-                Some(t) => format!("no shell after {:.0} s", t.as_secs_f64()),
+                Some(t) => format!(
+                    "no shell after {:.0} s; the console ended with: {}",
+                    t.as_secs_f64(),
+                    console_reason(&console)
+                ),
                 None => console_reason(&console),
             };
             (
@@ -440,5 +479,29 @@ mod tests {
         assert_eq!(r.failed_names, vec!["c".to_string()]);
         let r = parse_log("y", 124, 300, "running 2 tests\ntest a ... ok\n");
         assert_eq!((r.passed, r.failed), (0, 1));
+    }
+
+    #[test]
+    fn console_reason_names_the_boot_scripts_last_word_without_escapes() {
+        let dir = std::env::temp_dir().join(format!("tp-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("console.log");
+        std::fs::write(
+            &log,
+            "[   52.6] boot.sh[203]: tailprobe-boot: systemd reached the boot script (uptime 52.64 s)\n\
+             [   63.5] boot.sh[203]: tailprobe-boot: overlay on /usr failed (uptime 63.51 s)\n\
+             \x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mpoweroff.target\x1b[0m\r\n\
+             [  102.6] reboot: Power down\n",
+        )
+        .expect("write");
+        let why = console_reason(&log);
+        assert!(why.contains("overlay on /usr failed"), "{why}");
+        std::fs::write(
+            &log,
+            "[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mbasic.target\x1b[0m\r\n",
+        )
+        .expect("write");
+        assert_eq!(console_reason(&log), "[  OK  ] Reached target basic.target");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

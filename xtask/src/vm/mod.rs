@@ -1,10 +1,15 @@
 //! `cargo xtask vm-test`: the same host-built `tailprobe` and root
 //! integration tests on Debian's 6.1 and 6.12 kernels, each booted under
 //! QEMU (software emulation, no KVM) with 2 vCPUs on 2 NUMA nodes through
-//! virtme-ng. See docs/vm-test.md.
+//! virtme-ng. Two subsets test what ships instead (`cargo xtask dist`, in
+//! guests with the host's toolchains hidden): `packaged`, the static binary
+//! under virtme-ng's own init, and `unit`, the `.deb` installed with dpkg
+//! in a guest that boots systemd as PID 1 (systemd.rs) and
+//! `tailprobe record --unit` on a transient unit. See docs/vm-test.md.
 
 mod guest;
 mod kernels;
+mod systemd;
 mod tools;
 
 use std::{path::PathBuf, time::Duration, time::Instant};
@@ -29,8 +34,9 @@ pub enum Subset {
     Packaged,
     /// The `.deb` installed with dpkg in a guest that boots systemd as PID 1
     /// and has no Rust or LLVM; `tailprobe record --unit` on a transient
-    /// unit against schedstat (dist_package's --unit test). Not passing
-    /// yet: systemd does not reach the script in a TCG guest (docs/vm-test.md).
+    /// unit against schedstat (dist_package's --unit test). About 50-80 s
+    /// per kernel once the packages are built (docs/vm-test.md); a SKIP
+    /// there fails the lane.
     Unit,
 }
 
@@ -117,10 +123,13 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
 /// How long a guest may take to reach its script (about 10-30 s is usual).
 const BOOT_LIMIT: Duration = Duration::from_secs(150);
 
-/// The same for a guest that boots systemd (`--subset unit`): udev loads
-/// modules and systemd starts the host's enabled units under TCG; one try
-/// had not reached the script after 150 s.
-const SYSTEMD_BOOT_LIMIT: Duration = Duration::from_secs(480);
+/// The same for a guest that boots systemd (`--subset unit`): about 4 x
+/// the slowest of its boots measured (2026-12-03: 26-43 s from starting
+/// vng to the script, 22 boots; docs/vm-test.md). More margin than the
+/// plain guest's 3 x: systemd's boot is more emulated work for a busy
+/// host to slow down (before the masks, one boot on a loaded host reached
+/// the script 82 s after the kernel started).
+const SYSTEMD_BOOT_LIMIT: Duration = Duration::from_secs(180);
 
 /// Build `tailprobe` and the test binaries; return the tests' executables.
 fn build(wanted: &[(String, u64, Option<String>)]) -> Result<Vec<TestBin>> {
@@ -254,7 +263,6 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 bail!("cargo xtask dist made no .deb");
             }
             // `--unit` needs systemd as PID 1.
-            tools::ensure_udev()?;
             how.systemd = true;
         }
     }
@@ -297,10 +305,22 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             }
         };
         let failed: u32 = b.tests.iter().map(|t| t.failed).sum();
+        // The unit lane exists for its one test: a skip there (the .deb did
+        // not install, systemd was not PID 1) proves nothing.
+        let skip = b
+            .tests
+            .iter()
+            .flat_map(|t| t.skip_lines.iter())
+            .next()
+            .filter(|_| opts.subset == Subset::Unit);
         let (status, ok) = match &b.outcome {
             Outcome::BootFailed(why) => (format!("BOOT FAILED twice: {why}"), false),
             Outcome::Stopped(why) => (format!("TESTS STOPPED: {why}"), false),
             Outcome::Finished if failed > 0 => ("TESTS FAILED".to_string(), false),
+            Outcome::Finished if skip.is_some() => (
+                format!("TEST SKIPPED, not run: {}", skip.map_or("", |s| s.as_str())),
+                false,
+            ),
             Outcome::Finished => ("ok".to_string(), true),
         };
         eprintln!(

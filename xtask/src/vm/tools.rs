@@ -83,21 +83,3 @@ pub fn ensure() -> Result<String> {
     output("vng", &["--version"])
         .context("virtme-ng installed but `vng` is not on PATH: add pip's script directory to PATH")
 }
-
-/// For a guest that boots systemd (`--subset unit`): udev. virtme-ng runs
-/// the guest's script from `serial-getty@ttyS0.service`, which systemd starts
-/// only once udev has announced `dev-ttyS0.device`; without udev the guest
-/// boots to nothing (seen: no script after 300 s).
-pub fn ensure_udev() -> Result<()> {
-    let have_udevd = [
-        "/lib/systemd/systemd-udevd",
-        "/usr/lib/systemd/systemd-udevd",
-    ]
-    .iter()
-    .any(|p| std::path::Path::new(p).exists());
-    if !have_udevd {
-        eprintln!("vm-test: installing udev (apt-get) for the systemd guest");
-        apt_install(&["udev"])?;
-    }
-    Ok(())
-}
