@@ -304,25 +304,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 _ => break b,
             }
         };
-        let failed: u32 = b.tests.iter().map(|t| t.failed).sum();
-        // The unit lane exists for its one test: a skip there (the .deb did
-        // not install, systemd was not PID 1) proves nothing.
-        let skip = b
-            .tests
-            .iter()
-            .flat_map(|t| t.skip_lines.iter())
-            .next()
-            .filter(|_| opts.subset == Subset::Unit);
-        let (status, ok) = match &b.outcome {
-            Outcome::BootFailed(why) => (format!("BOOT FAILED twice: {why}"), false),
-            Outcome::Stopped(why) => (format!("TESTS STOPPED: {why}"), false),
-            Outcome::Finished if failed > 0 => ("TESTS FAILED".to_string(), false),
-            Outcome::Finished if skip.is_some() => (
-                format!("TEST SKIPPED, not run: {}", skip.map_or("", |s| s.as_str())),
-                false,
-            ),
-            Outcome::Finished => ("ok".to_string(), true),
-        };
+        let (status, ok) = verdict(&b, opts.subset);
         eprintln!(
             "vm-test: {}: {status} (boot {:.1} s, tests {:.1} s; logs in {})",
             k.release,
@@ -369,6 +351,29 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         bail!("vm-test failed on: {}", bad.join(", "));
     }
     Ok(rows)
+}
+
+/// One guest's line in the summary, and whether it passed.
+fn verdict(b: &guest::Boot, subset: Subset) -> (String, bool) {
+    let failed: u32 = b.tests.iter().map(|t| t.failed).sum();
+    // The unit lane exists for its one test: a skip there (the .deb did
+    // not install, systemd was not PID 1) proves nothing.
+    let skip = b
+        .tests
+        .iter()
+        .flat_map(|t| t.skip_lines.iter())
+        .next()
+        .filter(|_| subset == Subset::Unit);
+    match &b.outcome {
+        Outcome::BootFailed(why) => (format!("BOOT FAILED twice: {why}"), false),
+        Outcome::Stopped(why) => (format!("TESTS STOPPED: {why}"), false),
+        Outcome::Finished if failed > 0 => ("TESTS FAILED".to_string(), false),
+        Outcome::Finished if skip.is_some() => (
+            format!("TEST SKIPPED, not run: {}", skip.map_or("", |s| s.as_str())),
+            false,
+        ),
+        Outcome::Finished => ("ok".to_string(), true),
+    }
 }
 
 /// What `cargo xtask test` runs: the NUMA tests in one two-node guest.
