@@ -232,8 +232,10 @@ pub fn read(roots: &Roots) -> Inventory {
             enabled: fsx::read_opt(&thp_dir.join("enabled")).and_then(|s| bracketed(&s)),
             defrag: fsx::read_opt(&thp_dir.join("defrag")).and_then(|s| bracketed(&s)),
         },
-        numa_balancing: fsx::read_opt(&roots.proc.join("sys/kernel/numa_balancing"))
-            .and_then(|s| s.parse().ok()),
+        numa_balancing: tailprobe_system::procfs::sysctl_parsed(
+            &roots.proc,
+            "kernel/numa_balancing",
+        ),
         irqbalance_pid,
         device_local_node,
         notes,

@@ -413,22 +413,15 @@ fn saturation(p: &Plan, base: &str, quick: bool) -> Result<Saturation> {
             "--no-progress".into(),
         ],
     )?;
-    let sat_rps = json_num(&out, &["throughput_rps"]).unwrap_or(0.0);
-    let sat_tps = json_num(&out, &["output_tokens_per_s"]).unwrap_or(0.0);
-    let sat_p99 = json_num(&out, &["latency_ms", "e2e", "p99", "value"]).unwrap_or(f64::NAN);
-    let sat_ttft = json_num(&out, &["latency_ms", "ttft", "p50", "value"]).unwrap_or(f64::NAN);
-    let sat_tpot = json_num(&out, &["latency_ms", "tpot", "p50", "value"]).unwrap_or(f64::NAN);
-    let sat_gen_cpu = json_num(&out, &["generator", "cpu_user_s"]).unwrap_or(0.0)
-        + json_num(&out, &["generator", "cpu_sys_s"]).unwrap_or(0.0);
-
+    let num = |path: &[&str], missing: f64| json_num(&out, path).unwrap_or(missing);
     Ok(Saturation {
         secs: sat_secs,
-        rps: sat_rps,
-        tps: sat_tps,
-        p99: sat_p99,
-        ttft: sat_ttft,
-        tpot: sat_tpot,
-        gen_cpu: sat_gen_cpu,
+        rps: num(&["throughput_rps"], 0.0),
+        tps: num(&["output_tokens_per_s"], 0.0),
+        p99: num(&["latency_ms", "e2e", "p99", "value"], f64::NAN),
+        ttft: num(&["latency_ms", "ttft", "p50", "value"], f64::NAN),
+        tpot: num(&["latency_ms", "tpot", "p50", "value"], f64::NAN),
+        gen_cpu: num(&["generator", "cpu_user_s"], 0.0) + num(&["generator", "cpu_sys_s"], 0.0),
     })
 }
 
@@ -543,21 +536,21 @@ fn section_lag(o: &mut String, p: &Plan, lag_rows: &[LagRow]) {
 /// The saturation table.
 fn section_saturation(o: &mut String, s: &Saturation) {
     let Saturation {
-        secs: sat_secs,
-        rps: sat_rps,
-        tps: sat_tps,
-        p99: sat_p99,
-        ttft: sat_ttft,
-        tpot: sat_tpot,
-        gen_cpu: sat_gen_cpu,
+        secs,
+        rps,
+        tps,
+        p99,
+        ttft,
+        tpot,
+        gen_cpu,
     } = s;
     let _ = writeln!(o, "\n### Built-in server at saturation (default model)\n");
     let _ = writeln!(
         o,
         "`tailprobe serve` with its defaults (hidden 512, layers 4, one worker per CPU), driven by \
-         `tailprobe load /v1/completions --concurrency 8 --duration {sat_secs}s` (streamed, 64-word \
+         `tailprobe load /v1/completions --concurrency 8 --duration {secs}s` (streamed, 64-word \
          prompts, 32 output tokens, 8 warm-up requests). Server and generator share the machine's \
-         CPUs (the generator used {sat_gen_cpu:.2} CPU s).\n"
+         CPUs (the generator used {gen_cpu:.2} CPU s).\n"
     );
     let _ = writeln!(
         o,
@@ -566,7 +559,7 @@ fn section_saturation(o: &mut String, s: &Saturation) {
     let _ = writeln!(o, "|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         o,
-        "| {sat_rps:.1} | {sat_tps:.0} | {sat_ttft:.1} | {sat_tpot:.3} | {sat_p99:.1} |"
+        "| {rps:.1} | {tps:.0} | {ttft:.1} | {tpot:.3} | {p99:.1} |"
     );
 }
 
