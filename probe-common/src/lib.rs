@@ -130,6 +130,10 @@ pub struct ThreadSlot {
     /// That task's command name, read at the preemption (only while the
     /// `preemptor-comm` change is switched off, see [`hotpath`]).
     pub preempted_by_comm: [u8; 16],
+    /// Waits not yet counted in `hist`: the histogram buckets of the first
+    /// `pend_n` of `pend`; see [`ThreadSlot::pending`].
+    pub pend_n: u32,
+    pub pend: [u16; PEND_WAITS],
     pub stats: ThreadStats,
     /// Run-queue wait histogram, see [`hist`].
     pub hist: [u64; HIST_BUCKETS],
@@ -138,13 +142,25 @@ pub struct ThreadSlot {
     pub _pad: u32,
 }
 
+/// Run-queue waits a thread's slot holds (as bucket numbers) before they
+/// are added to its histogram in one go; with `pend_n`, one cache line.
+pub const PEND_WAITS: usize = 30;
+
 impl ThreadSlot {
+    /// The histogram buckets of the waits the programs have not yet added
+    /// to `hist` (a reader adds them itself).
+    pub fn pending(&self) -> &[u16] {
+        &self.pend[..(self.pend_n as usize).min(PEND_WAITS)]
+    }
+
     pub const ZERO: ThreadSlot = ThreadSlot {
         since_ns: 0,
         preempted_by: 0,
         preempted_by_tgid: 0,
         preempted_by_task: 0,
         preempted_by_comm: [0; 16],
+        pend_n: 0,
+        pend: [0; PEND_WAITS],
         stats: ThreadStats::ZERO,
         hist: [0; HIST_BUCKETS],
         tid: 0,
@@ -413,8 +429,12 @@ pub mod hotpath {
     /// Ring-buffer records committed with a consumer wakeup (userspace
     /// polls on a timer and never waits for one).
     pub const RINGBUF_NO_WAKEUP: u32 = 128;
+    /// Each run-queue wait added to the thread's histogram at once
+    /// instead of in batches of [`super::PEND_WAITS`] (see
+    /// `ThreadSlot::pending`).
+    pub const HIST_BATCH: u32 = 256;
     /// Names for `TAILPROBE_HOTPATH_OFF` (comma-separated).
-    pub const NAMES: [(&str, u32); 8] = [
+    pub const NAMES: [(&str, u32); 9] = [
         ("direct-reads", DIRECT_READS),
         ("tid-arrays", TID_ARRAYS),
         ("tgid-bitmap", TGID_BITMAP),
@@ -423,6 +443,7 @@ pub mod hotpath {
         ("window-cache", WINDOW_CACHE),
         ("filter-first", FILTER_FIRST),
         ("ringbuf-no-wakeup", RINGBUF_NO_WAKEUP),
+        ("hist-batch", HIST_BATCH),
     ];
 }
 

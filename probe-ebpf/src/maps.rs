@@ -10,7 +10,7 @@ use aya_ebpf::{
 use probe_common::{
     bucket_index, filter, hotpath, loss, slot_use, CpuStats, CpuTopo, DurStat, Event, MigratePages,
     OnCpu, Preemptor, ThreadSlot, ThreadStats, Window, MAX_CPUS, MIGRATE_REASONS, NR_SOFTIRQS,
-    WINDOW_SLOTS,
+    PEND_WAITS, WINDOW_SLOTS,
 };
 
 // ---- configuration globals, written by the loader before loading ----
@@ -45,6 +45,11 @@ static OUTLIER_IRQ_NS: u64 = 0;
 /// read-only global: the verifier drops the branch not taken.
 #[unsafe(no_mangle)]
 static HOTPATH_OFF: u32 = 0;
+
+/// Non-zero: waits that followed a preemption are charged to the
+/// preemptor in `PREEMPTORS`.
+#[unsafe(no_mangle)]
+static PREEMPTORS_ON: u32 = 1;
 
 /// Slots in `THREADS` (its max_entries, written by the loader).
 #[unsafe(no_mangle)]
@@ -81,6 +86,13 @@ pub fn follow_children() -> bool {
 #[inline(always)]
 pub fn outlier_runq_ns() -> u64 {
     global!(OUTLIER_RUNQ_NS, u64)
+}
+
+/// Are waits charged to their preemptors (`PREEMPTORS`)? `record` yes;
+/// the exporter, which does not export them, no.
+#[inline(always)]
+pub fn preemptors_on() -> bool {
+    global!(PREEMPTORS_ON, u32) != 0
 }
 
 #[inline(always)]
@@ -171,9 +183,10 @@ pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static CPU_STATS: PerCpuArray<CpuStats> = PerCpuArray::with_max_entries(1, 0);
 
-/// Tasks that preempted target threads, keyed by their pid.
+/// Who preempted target threads, and the waits that followed, per CPU
+/// (no atomics and no cache line shared between CPUs; userspace sums).
 #[map]
-pub static PREEMPTORS: HashMap<u32, Preemptor> = HashMap::with_max_entries(1024, 0);
+pub static PREEMPTORS: PerCpuHashMap<u32, Preemptor> = PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Hard IRQ time charged to target threads, per IRQ number, per CPU.
 #[map]
@@ -502,6 +515,43 @@ pub fn hist_record(slot: *mut ThreadSlot, delta: u64) {
     // SAFETY: pointer from a map lookup; the index is bounds-checked by get_mut.
     unsafe {
         if let Some(b) = (*slot).hist.get_mut(bucket_index(delta)) {
+            *b += 1;
+        }
+    }
+}
+
+/// Count one run-queue wait of `delta` ns in the thread's histogram, in a
+/// batch: its bucket number joins the slot's pending ones (one cache line
+/// next to the counters, which every event of the thread touches anyway),
+/// and only when they are `PEND_WAITS` are they all added to the
+/// histogram, whose lines (4.5 KiB per thread) are rarely in cache: the
+/// misses of one flush overlap. Readers add the pending ones themselves
+/// (`ThreadSlot::pending`). The flush is straight-line code with one
+/// bounds check per bucket, which the verifier walks without forking
+/// states.
+#[inline(always)]
+pub fn hist_record_batched(slot: *mut ThreadSlot, delta: u64) {
+    let idx = bucket_index(delta) as u16;
+    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot);
+    // indices are bounds-checked by get/get_mut.
+    unsafe {
+        let n = (*slot).pend_n as usize;
+        if n < PEND_WAITS {
+            if let Some(p) = (*slot).pend.get_mut(n) {
+                *p = idx;
+            }
+            (*slot).pend_n = n as u32 + 1;
+            return;
+        }
+        let mut k = 0;
+        while k < PEND_WAITS {
+            if let Some(b) = (*slot).hist.get_mut(usize::from((*slot).pend[k])) {
+                *b += 1;
+            }
+            k += 1;
+        }
+        (*slot).pend_n = 0;
+        if let Some(b) = (*slot).hist.get_mut(usize::from(idx)) {
             *b += 1;
         }
     }

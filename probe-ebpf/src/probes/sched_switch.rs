@@ -26,9 +26,9 @@ use crate::task::btf;
 
 use crate::{
     maps::{
-        atomic_add, count_loss, cpu_stats, emit, hist_record, hotpath_off, outlier_runq_ns,
-        switch_sides_are_targets, switch_sides_cached, switch_window, thread_slot, tid_passes,
-        ON_CPU, PREEMPTORS,
+        count_loss, cpu_stats, emit, hist_record, hist_record_batched, hotpath_off,
+        outlier_runq_ns, preemptors_on, switch_sides_are_targets, switch_sides_cached,
+        switch_window, thread_slot, tid_passes, ON_CPU, PREEMPTORS,
     },
     task, trace,
 };
@@ -237,7 +237,11 @@ fn switch_in(
             (*t).stats.runq_max_ns = delta;
         }
     }
-    hist_record(t, delta);
+    if hotpath_off(hotpath::HIST_BATCH) {
+        hist_record(t, delta);
+    } else {
+        hist_record_batched(t, delta);
+    }
     if let Some(w) = win {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
@@ -252,7 +256,7 @@ fn switch_in(
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*c).target_runq_ns += delta };
     }
-    if by != 0 {
+    if by != 0 && preemptors_on() {
         preemptor_add(t, by, by_tgid, delta);
     }
     let threshold = outlier_runq_ns();
@@ -271,34 +275,42 @@ fn switch_in(
     }
 }
 
-/// Charge a wait to the task that caused it. Shared by all CPUs: atomic adds.
+/// Charge a wait to the task that caused it, in this CPU's copy of its
+/// `PREEMPTORS` entry (plain adds: no other CPU writes it). A copy with no
+/// count yet gets the preemptor's name and tgid.
 #[inline(always)]
 fn preemptor_add(t: *mut probe_common::ThreadSlot, by: u32, by_tgid: u32, delta: u64) {
-    if let Some(p) = PREEMPTORS.get_ptr_mut(by) {
-        // SAFETY: shared map value; updated with atomic adds.
-        unsafe {
-            atomic_add(&raw mut (*p).count, 1);
-            atomic_add(&raw mut (*p).target_wait_ns, delta);
+    let p = match PREEMPTORS.get_ptr_mut(by) {
+        Some(p) => p,
+        None => {
+            let fresh = Preemptor {
+                count: 0,
+                target_wait_ns: 0,
+                comm: [0; 16],
+                tgid: 0,
+                _pad: 0,
+            };
+            // Another CPU may have created the entry meanwhile (then this
+            // CPU's copy exists, zeroed); a failure with no entry is a full
+            // map.
+            let _ = PREEMPTORS.insert(by, fresh, BPF_NOEXIST as u64);
+            match PREEMPTORS.get_ptr_mut(by) {
+                Some(p) => p,
+                None => {
+                    count_loss(loss::PREEMPTOR_INSERT);
+                    return;
+                }
+            }
         }
-        return;
-    }
-    let p = Preemptor {
-        count: 1,
-        target_wait_ns: delta,
-        comm: preemptor_comm(t, by),
-        tgid: by_tgid,
-        _pad: 0,
     };
-    if PREEMPTORS.insert(by, p, BPF_NOEXIST as u64).is_err() {
-        // Another CPU created it meanwhile: add to it; else the map is full.
-        match PREEMPTORS.get_ptr_mut(by) {
-            // SAFETY: as above.
-            Some(q) => unsafe {
-                atomic_add(&raw mut (*q).count, 1);
-                atomic_add(&raw mut (*q).target_wait_ns, delta);
-            },
-            None => count_loss(loss::PREEMPTOR_INSERT),
+    // SAFETY: this CPU's copy of a per-CPU map value.
+    unsafe {
+        if (*p).count == 0 {
+            (*p).comm = preemptor_comm(t, by);
+            (*p).tgid = by_tgid;
         }
+        (*p).count += 1;
+        (*p).target_wait_ns += delta;
     }
 }
 

@@ -211,12 +211,6 @@ impl State {
     /// Harvest slots of threads that no longer exist (their exit record
     /// was lost or came before we followed the process).
     fn sweep(&mut self, proc: &crate::procfs::ProcFs, pending: &[(u32, Instant)]) {
-        // Who preempted the targets is record's and diagnose's question,
-        // not exported: keep the map from filling (a full map counts
-        // preemptor_map_insert_failed on every new preemptor).
-        if self.probes.clear_preemptors().is_err() {
-            self.lose("map_read_failed");
-        }
         let Ok(live) = self.probes.read_threads() else {
             self.lose("map_read_failed");
             return;
@@ -384,6 +378,8 @@ fn load_config(
         },
         tid: None,
         offsets,
+        // Not exported: no preemptor is charged.
+        preemptors: false,
         max_threads: opts.max_threads,
         max_processes: 8192,
         topology,

@@ -83,6 +83,9 @@ pub struct LoadConfig {
     /// Follow only this thread.
     pub tid: Option<u32>,
     pub offsets: TaskOffsets,
+    /// Charge waits to their preemptors (`read_preemptors`); the exporter,
+    /// which does not report them, saves the work.
+    pub preemptors: bool,
     /// Entries of the per-thread maps.
     pub max_threads: u32,
     /// Entries of the followed-process set.
@@ -148,9 +151,15 @@ pub struct ThreadCounters {
 
 impl From<&ThreadSlot> for ThreadCounters {
     fn from(s: &ThreadSlot) -> Self {
+        let mut hist = s.hist.to_vec();
+        for i in s.pending() {
+            if let Some(b) = hist.get_mut(usize::from(*i)) {
+                *b += 1;
+            }
+        }
         ThreadCounters {
             stats: s.stats,
-            hist: s.hist.to_vec(),
+            hist,
         }
     }
 }
@@ -246,6 +255,7 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
         .map_max_entries("FREE_SLOTS", cfg.max_threads)
         .override_global("THREADS_CAP", &cfg.max_threads, true)
         .override_global("HOTPATH_OFF", &hotpath_off, true)
+        .override_global("PREEMPTORS_ON", &u32::from(cfg.preemptors), true)
         .load(EBPF_OBJECT)
         .context("loading tailprobe's eBPF object into the kernel")?;
     if let Some(topo) = &cfg.topology {
@@ -394,4 +404,37 @@ fn raise_memlock_limit() {
     };
     // SAFETY: a valid pointer to an initialised rlimit; failure is harmless.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+#[cfg(test)]
+mod counters_tests {
+    use super::*;
+    use probe_common::bucket_index;
+
+    /// Waits still pending in a slot (not yet in its histogram) are counted
+    /// by the reader: the histogram read equals one with every wait added.
+    #[test]
+    fn pending_waits_are_added_to_the_histogram() {
+        let mut slot = ThreadSlot::ZERO;
+        slot.hist[bucket_index(5_000)] = 2;
+        let b = |v: u64| u16::try_from(bucket_index(v)).unwrap();
+        slot.pend_n = 3;
+        slot.pend[0] = b(5_000);
+        slot.pend[1] = b(70_000);
+        slot.pend[2] = b(u64::from(u32::MAX));
+        // Beyond pend_n: stale, not counted.
+        slot.pend[3] = 9;
+        let c = ThreadCounters::from(&slot);
+        assert_eq!(c.hist[bucket_index(5_000)], 3);
+        assert_eq!(c.hist[bucket_index(70_000)], 1);
+        assert_eq!(c.hist[bucket_index(u64::from(u32::MAX))], 1);
+        assert_eq!(c.hist[9], 0);
+        assert_eq!(c.hist.iter().sum::<u64>(), 5);
+        // A torn read with a count beyond the array counts what is there.
+        slot.pend_n = 99;
+        assert_eq!(
+            ThreadCounters::from(&slot).hist.iter().sum::<u64>(),
+            2 + probe_common::PEND_WAITS as u64
+        );
+    }
 }

@@ -178,6 +178,7 @@ fn load_config(
         filter,
         tid: r.tid,
         offsets,
+        preemptors: true,
         max_threads: opts
             .max_threads
             .unwrap_or_else(|| map_entries_for(threads_now)),

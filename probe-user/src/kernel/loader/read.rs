@@ -100,31 +100,17 @@ impl Probes {
             .collect())
     }
 
+    /// Who preempted target threads: each CPU's copy of an entry summed
+    /// (`PREEMPTORS` is per CPU), the name and tgid from a copy that has them.
     pub fn read_preemptors(&self) -> Result<BTreeMap<u32, Preemptor>> {
-        let m: HashMap<&MapData, u32, Preemptor> =
-            HashMap::try_from(map(&self.ebpf, "PREEMPTORS")?)?;
+        let m: PerCpuHashMap<&MapData, u32, Preemptor> =
+            PerCpuHashMap::try_from(map(&self.ebpf, "PREEMPTORS")?)?;
         let mut out = BTreeMap::new();
         for item in m.iter() {
-            let (pid, p) = item.context("reading the PREEMPTORS map")?;
-            out.insert(pid, p);
+            let (pid, per_cpu) = item.context("reading the PREEMPTORS map")?;
+            out.insert(pid, sum_preemptor(per_cpu.iter()));
         }
         Ok(out)
-    }
-
-    /// Empty the preemptor map (the exporter does not report preemptors;
-    /// cleared now and then so that it never fills and counts losses).
-    pub fn clear_preemptors(&mut self) -> Result<()> {
-        let mut m: HashMap<&mut MapData, u32, Preemptor> = HashMap::try_from(
-            self.ebpf
-                .map_mut("PREEMPTORS")
-                .ok_or_else(|| anyhow!("map PREEMPTORS missing"))?,
-        )?;
-        let keys: Vec<u32> = m.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            // Gone meanwhile is fine.
-            let _ = m.remove(&k);
-        }
-        Ok(())
     }
 
     /// Attach the waker -> wakee program (`sched_wakeup_edges`), which is
@@ -234,5 +220,61 @@ impl Probes {
             }
         }
         out
+    }
+}
+
+/// One preemptor's per-CPU copies as one entry: counts and waits added;
+/// the name and tgid of the first copy that has a count (a CPU fills them
+/// when its copy gets its first wait).
+fn sum_preemptor<'a>(copies: impl Iterator<Item = &'a Preemptor>) -> Preemptor {
+    let mut sum = Preemptor {
+        count: 0,
+        target_wait_ns: 0,
+        comm: [0; 16],
+        tgid: 0,
+        _pad: 0,
+    };
+    for c in copies {
+        if c.count == 0 {
+            continue;
+        }
+        if sum.count == 0 || (sum.comm[0] == 0 && c.comm[0] != 0) {
+            sum.comm = c.comm;
+            sum.tgid = c.tgid;
+        }
+        sum.count += c.count;
+        sum.target_wait_ns += c.target_wait_ns;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod preemptor_tests {
+    use super::*;
+
+    fn copy(count: u64, wait: u64, comm: &[u8], tgid: u32) -> Preemptor {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm);
+        Preemptor {
+            count,
+            target_wait_ns: wait,
+            comm: c,
+            tgid,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn per_cpu_copies_are_summed_and_named() {
+        let copies = [
+            copy(0, 0, b"", 0),
+            copy(3, 300, b"", 7),
+            copy(2, 50, b"hog", 7),
+        ];
+        let s = sum_preemptor(copies.iter());
+        assert_eq!((s.count, s.target_wait_ns, s.tgid), (5, 350, 7));
+        assert_eq!(&s.comm[..3], b"hog");
+        let none = sum_preemptor([copy(0, 0, b"x", 1)].iter());
+        assert_eq!((none.count, none.comm[0]), (0, 0));
     }
 }
