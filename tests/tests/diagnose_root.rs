@@ -45,11 +45,42 @@ fn root_diagnose_names_a_hog_in_another_cgroup() {
     // Two equal-weight groups on one CPU: the target waits about half the run.
     let wait = evidence(f, "outside_wait_ms");
     assert!(wait > 0.25 * 6000.0, "outside wait {wait} ms: {d:#}");
+    // What it measured: the outside wait's share of the run agrees with the
+    // evidence, and both numbers are past their bounds.
+    let m = measured(&d, "preemption");
+    assert!(m.iter().all(|(v, t)| v >= t), "{m:?}");
+    let run_ms = d["duration_ns"].as_f64().expect("duration_ns") / 1e6;
+    assert!(
+        (m[0].0 - 100.0 * wait / run_ms).abs() < 0.1,
+        "{m:?} vs {wait} ms of {run_ms} ms"
+    );
 
-    // Without the hog, the same target is not preempted enough to matter.
+    // Without the hog, the same target is not preempted enough to matter,
+    // and the measured share says by how much.
     drop(hog);
     let d = diagnose(target.pid());
     assert!(!fired(&d, "preemption"), "{d:#}");
+    let m = measured(&d, "preemption");
+    assert!(m.iter().any(|(v, t)| v < t), "{m:?}");
+}
+
+/// `(value, threshold)` of each number detector `name` measured.
+fn measured(d: &serde_json::Value, name: &str) -> Vec<(f64, f64)> {
+    d["detectors"]
+        .as_array()
+        .expect("detectors")
+        .iter()
+        .find(|r| r["detector"] == name)
+        .and_then(|r| r["measured"].as_array())
+        .expect("measured")
+        .iter()
+        .map(|m| {
+            (
+                m["value"].as_f64().expect("value"),
+                m["threshold"].as_f64().expect("threshold"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -289,6 +320,25 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
         let ok = r["status"] == "quiet"
             || (node_side && r["status"] == "not_available" && r["note"].is_string());
         assert!(ok, "{r:#}");
+        // A quiet detector says what it measured, and at least one of its
+        // numbers is short of its bound (that is why it stayed quiet).
+        let measured = r["measured"].as_array().expect("measured");
+        if r["status"] == "quiet" {
+            let short = measured.iter().any(|m| {
+                let (v, t) = (
+                    m["value"].as_f64().unwrap(),
+                    m["threshold"].as_f64().unwrap(),
+                );
+                if m["needs"] == "<=" {
+                    v > t
+                } else {
+                    v < t
+                }
+            });
+            assert!(!measured.is_empty() && short, "{r:#}");
+        } else {
+            assert!(measured.is_empty(), "{r:#}");
+        }
     }
     // And the text says so.
     let out = Command::new(tailprobe_bin())
@@ -303,6 +353,7 @@ fn root_diagnose_finds_no_cause_in_a_quiet_workload() {
         .expect("run tailprobe diagnose");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("No CPU-side cause found"), "{text}");
+    assert!(text.contains("measured: outside_wait_run_pct"), "{text}");
 }
 
 #[test]

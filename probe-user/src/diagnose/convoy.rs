@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    finding::{Confidence, Finding},
+    finding::{Confidence, Finding, Measure},
     preemption::ms,
 };
 use crate::report::{ThreadReport, WakeEdge};
@@ -73,6 +73,27 @@ fn members(
         set = keep;
     }
     set
+}
+
+/// The rule's numbers, whether it fires or not: how many threads qualify
+/// as contenders, and how many CPUs they keep busy together.
+pub fn measured(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Vec<Measure> {
+    if duration_ns == 0 {
+        return Vec::new();
+    }
+    let by_tid: BTreeMap<u32, &ThreadReport> = threads.iter().map(|t| (t.tid, t)).collect();
+    let set = members(threads, edges, &by_tid, duration_ns as f64 / 1e9);
+    let oncpu: u64 = set
+        .iter()
+        .filter_map(|tid| by_tid.get(tid))
+        .map(|t| t.oncpu_ns)
+        .sum();
+    let cpus = oncpu as f64 / duration_ns as f64;
+    vec![
+        Measure::at_least("contending_threads", set.len() as f64, 2.0, ""),
+        Measure::at_least("contenders_busy_cpus", cpus, MIN_BUSY_CPUS, " CPUs"),
+        Measure::at_most("contenders_parallel_cpus", cpus, MAX_PARALLEL_CPUS, " CPUs"),
+    ]
 }
 
 pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Option<Finding> {

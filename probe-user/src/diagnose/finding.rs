@@ -81,6 +81,96 @@ pub fn rank(findings: &mut [Finding]) {
     });
 }
 
+/// One number a detector's rule compares with a threshold, reported
+/// whether the detector fired or stayed quiet, so that a reader sees how
+/// far from (or past) its bar each run was.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Measure {
+    /// Stable key, e.g. `outside_wait_run_pct`.
+    pub key: &'static str,
+    pub value: f64,
+    /// The rule's bound for this number.
+    pub threshold: f64,
+    /// `>=`: the rule needs the value at or above the threshold; `<=`: at
+    /// or below.
+    pub needs: &'static str,
+    /// `%`, `/s`, `x`, `ms`, `CPUs` or `` (a count).
+    pub unit: &'static str,
+}
+
+impl Measure {
+    pub fn at_least(key: &'static str, value: f64, threshold: f64, unit: &'static str) -> Self {
+        Measure {
+            key,
+            value,
+            threshold,
+            needs: ">=",
+            unit,
+        }
+    }
+
+    pub fn at_most(key: &'static str, value: f64, threshold: f64, unit: &'static str) -> Self {
+        Measure {
+            needs: "<=",
+            ..Measure::at_least(key, value, threshold, unit)
+        }
+    }
+
+    /// Does the value meet its bound?
+    pub fn met(&self) -> bool {
+        if self.needs == "<=" {
+            self.value <= self.threshold
+        } else {
+            self.value >= self.threshold
+        }
+    }
+
+    /// `outside_wait_run_pct 0.44% (needs >= 5%)`.
+    pub fn text(&self) -> String {
+        format!(
+            "{} {}{} (needs {} {}{})",
+            self.key,
+            short(self.value),
+            self.unit,
+            self.needs,
+            short(self.threshold),
+            self.unit
+        )
+    }
+}
+
+/// A number with 3 significant digits at most, without trailing zeros.
+fn short(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    let decimals = if a >= 100.0 || a == 0.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Share of `part` in `whole`, in percent (0 when `whole` is 0).
+pub fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
 /// A detector's state after a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DetectorRun {
@@ -91,6 +181,9 @@ pub struct DetectorRun {
     /// gathered here (see `note`).
     pub status: DetectorStatus,
     pub note: Option<String>,
+    /// The numbers the rule compared with its thresholds (empty when it
+    /// could not run).
+    pub measured: Vec<Measure>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -127,6 +220,21 @@ mod tests {
         rank(&mut v);
         let order: Vec<_> = v.iter().map(|x| x.detector).collect();
         assert_eq!(order, ["b", "a", "d", "c"]);
+    }
+
+    #[test]
+    fn measures_say_value_and_bound() {
+        let m = Measure::at_least("outside_wait_run_pct", 0.4412, 5.0, "%");
+        assert_eq!(m.text(), "outside_wait_run_pct 0.441% (needs >= 5%)");
+        assert!(!m.met());
+        let c = Measure::at_most("parallel_cpus", 1.0, 1.25, " CPUs");
+        assert!(c.met());
+        assert_eq!(c.text(), "parallel_cpus 1 CPUs (needs <= 1.25 CPUs)");
+        assert_eq!(short(123.456), "123");
+        assert_eq!(short(12.34), "12.3");
+        assert_eq!(short(0.0), "0");
+        assert_eq!(pct(1, 4), 25.0);
+        assert_eq!(pct(1, 0), 0.0);
     }
 
     #[test]

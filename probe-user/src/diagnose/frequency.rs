@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use super::finding::{Confidence, Finding};
+use super::finding::{Confidence, Finding, Measure};
 use crate::node::{fsx, governor::CpuFreq, Roots};
 
 pub const DEEP_EXIT_US: u64 = 100;
@@ -80,14 +80,15 @@ pub struct Input<'a> {
 /// `Err(reason)` when neither cpufreq nor a real idle state is visible
 /// here: no cpufreq, and cpuidle absent or only its polling state (`POLL`,
 /// exit latency 0: the CPU spins, it does not sleep), as in a QEMU guest.
-pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
-    visible(inp)?;
+/// The cpufreq policies of the target's CPUs whose governor is not
+/// `performance`: (CPUs, governor).
+fn slow_governors(inp: &Input) -> Vec<(String, String)> {
     let in_target = |list: &str| {
         crate::cpulist::parse(list)
             .map(|v| v.iter().any(|c| inp.cpus.contains(c)))
             .unwrap_or(true)
     };
-    let slow_governors: Vec<(String, String)> = match inp.freq {
+    match inp.freq {
         Ok(f) => f
             .policies
             .iter()
@@ -95,15 +96,57 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
             .map(|p| (p.cpus.clone(), p.governor.clone()))
             .collect(),
         Err(_) => Vec::new(),
-    };
-    let deep: Vec<&IdleState> = inp
-        .idle
+    }
+}
+
+/// Enabled idle states of the target's CPUs with an exit latency of
+/// [`DEEP_EXIT_US`] or more that were entered (when that was measured).
+fn deep_states<'a>(inp: &'a Input) -> Vec<&'a IdleState> {
+    inp.idle
         .iter()
         .filter(|s| !s.disabled && s.exit_us >= DEEP_EXIT_US && inp.cpus.contains(&s.cpu))
         // Measured: only the states the target's CPUs entered.
         .filter(|s| exits_of(inp, s.state).is_none_or(|(n, _)| n > 0))
-        .collect();
-    let per_s = inp.wakeups as f64 / (inp.duration_ns.max(1) as f64 / 1e9);
+        .collect()
+}
+
+fn wakeups_per_s(inp: &Input) -> f64 {
+    inp.wakeups as f64 / (inp.duration_ns.max(1) as f64 / 1e9)
+}
+
+/// The rule's numbers, whether it fires or not (none when neither
+/// cpufreq nor a sleeping idle state is visible).
+pub fn measured(inp: &Input) -> Vec<Measure> {
+    if visible(inp).is_err() {
+        return Vec::new();
+    }
+    vec![
+        Measure::at_least(
+            "slow_governor_policies",
+            slow_governors(inp).len() as f64,
+            1.0,
+            "",
+        ),
+        Measure::at_least(
+            "deep_idle_states_used",
+            deep_states(inp).len() as f64,
+            1.0,
+            "",
+        ),
+        Measure::at_least(
+            "target_wakeups_per_s",
+            wakeups_per_s(inp),
+            MIN_WAKEUPS_PER_S,
+            "/s",
+        ),
+    ]
+}
+
+pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
+    visible(inp)?;
+    let slow_governors = slow_governors(inp);
+    let deep = deep_states(inp);
+    let per_s = wakeups_per_s(inp);
     if (slow_governors.is_empty() && deep.is_empty()) || per_s < MIN_WAKEUPS_PER_S {
         return Ok(None);
     }

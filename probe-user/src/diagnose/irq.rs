@@ -9,7 +9,7 @@
 //! The ranking key is that stolen time.
 
 use super::{
-    finding::{Confidence, Finding},
+    finding::{pct, Confidence, Finding, Measure},
     preemption::{is_softirq_thread, ms},
 };
 use crate::report::{CpuReport, IrqReport, PreemptorReport, SoftirqReport};
@@ -29,7 +29,8 @@ pub struct Input<'a> {
     pub duration_ns: u64,
 }
 
-pub fn detect(inp: &Input) -> Option<Finding> {
+/// Hard IRQ, softirq and ksoftirqd-wait time taken from the target.
+fn taken(inp: &Input) -> (u64, u64, u64) {
     let hard: u64 = inp.irqs.iter().map(|i| i.total_ns).sum();
     let soft: u64 = inp.softirqs.iter().map(|s| s.total_ns).sum();
     let deferred: u64 = inp
@@ -38,6 +39,31 @@ pub fn detect(inp: &Input) -> Option<Finding> {
         .filter(|p| is_softirq_thread(&p.comm))
         .map(|p| p.target_wait_ns)
         .sum();
+    (hard, soft, deferred)
+}
+
+/// The rule's two numbers, whether it fires or not.
+pub fn measured(inp: &Input) -> Vec<Measure> {
+    let (hard, soft, deferred) = taken(inp);
+    let stolen = hard + soft + deferred;
+    vec![
+        Measure::at_least(
+            "irq_oncpu_pct",
+            pct(stolen, inp.target_oncpu_ns),
+            100.0 * MIN_ONCPU_SHARE,
+            "%",
+        ),
+        Measure::at_least(
+            "irq_run_pct",
+            pct(stolen, inp.duration_ns),
+            100.0 * MIN_RUN_SHARE,
+            "%",
+        ),
+    ]
+}
+
+pub fn detect(inp: &Input) -> Option<Finding> {
+    let (hard, soft, deferred) = taken(inp);
     let stolen = hard + soft + deferred;
     if inp.duration_ns == 0 || inp.target_oncpu_ns == 0 {
         return None;

@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use self::{
     cgroup_cpu::{CpuCgroup, Level, Version},
-    finding::{rank, DetectorRun, DetectorStatus, Finding},
+    finding::{rank, DetectorRun, DetectorStatus, Finding, Measure},
 };
 use crate::{
     record::{self, Callback, RecordOptions, TargetSpec},
@@ -236,9 +236,9 @@ pub fn analyse(
     let duration = report.duration_ns;
     let mut runs = Runs::default();
     // Throttling first: preemption subtracts the throttled time.
-    let (throttle, throttled_ns, na) = throttling_run(report, cg);
+    let (throttle, throttled_ns, na, m) = throttling_run(report, cg);
     let throttled_for_preemption = if throttle.is_some() { throttled_ns } else { 0 };
-    runs.push("cfs_throttling", throttling::RULE, throttle, na);
+    runs.push("cfs_throttling", throttling::RULE, throttle, na, m);
     scheduling(&mut runs, report, cgroups, throttled_for_preemption);
     interrupts_and_wakers(&mut runs, report);
     node(&mut runs, report, facts);
@@ -278,6 +278,7 @@ impl Runs {
         rule: &'static str,
         f: Option<Finding>,
         na: Option<String>,
+        measured: Vec<Measure>,
     ) {
         let status = match (&f, &na) {
             (Some(_), _) => DetectorStatus::Fired,
@@ -289,6 +290,7 @@ impl Runs {
             rule,
             status,
             note: na,
+            measured,
         });
         self.findings.extend(f);
     }
@@ -299,7 +301,7 @@ impl Runs {
 fn throttling_run(
     report: &RecordReport,
     cg: Option<&CgroupSnapshots>,
-) -> (Option<Finding>, u64, Option<String>) {
+) -> (Option<Finding>, u64, Option<String>, Vec<Measure>) {
     let duration = report.duration_ns;
     match cg {
         Some(c) => {
@@ -312,12 +314,13 @@ fn throttling_run(
                     c.cgroup.path
                 )
             });
-            (f, ns, na)
+            (f, ns, na, throttling::measured(&d, duration))
         }
         None => (
             None,
             0,
             Some("the target's CPU cgroup could not be found in /proc/<pid>/cgroup".into()),
+            Vec::new(),
         ),
     }
 }
@@ -331,7 +334,7 @@ fn scheduling(
 ) {
     let duration = report.duration_ns;
     let target_cgroup = cgroups.get(&report.target.pid).map(String::as_str);
-    let pre = preemption::detect(&preemption::Input {
+    let inp = preemption::Input {
         target_tgids: &report.target.processes,
         preemptors: &report.preemptors,
         target_wait_ns: report.process.runq_wait.total_ns,
@@ -339,11 +342,13 @@ fn scheduling(
         throttled_ns: throttled_for_preemption,
         cgroups,
         target_cgroup,
-    });
+    };
+    let pre = preemption::detect(&inp);
     let preemption_fired = pre.is_some();
-    runs.push("preemption", preemption::RULE, pre, None);
+    let m = preemption::measured(&inp);
+    runs.push("preemption", preemption::RULE, pre, None, m);
 
-    let starved = starvation::detect(&starvation::Input {
+    let inp = starvation::Input {
         target_tgids: &report.target.processes,
         preemptors: &report.preemptors,
         wait_ns: report.process.runq_wait.total_ns,
@@ -351,52 +356,68 @@ fn scheduling(
         throttled_ns: throttled_for_preemption,
         duration_ns: duration,
         preemption_fired,
-    });
-    runs.push("cpu_starvation", starvation::RULE, starved, None);
+    };
+    let starved = starvation::detect(&inp);
+    let m = starvation::measured(&inp);
+    runs.push("cpu_starvation", starvation::RULE, starved, None, m);
 
     let sat = saturation::detect(&report.threads, &report.wake_edges, duration);
-    runs.push("saturated_thread", saturation::RULE, sat, None);
+    let m = saturation::measured(&report.threads, duration);
+    runs.push("saturated_thread", saturation::RULE, sat, None, m);
 
-    let (pause, na) = if report.window_ns == 0 || report.windows.is_empty() {
-        (None, Some("no time windows were recorded".to_string()))
+    let (pause, na, m) = if report.window_ns == 0 || report.windows.is_empty() {
+        (
+            None,
+            Some("no time windows were recorded".to_string()),
+            Vec::new(),
+        )
     } else {
         (
             pauses::detect(&report.windows, report.window_ns, duration),
             None,
+            pauses::measured(&report.windows, report.window_ns),
         )
     };
-    runs.push("stop_the_world", pauses::RULE, pause, na);
+    runs.push("stop_the_world", pauses::RULE, pause, na, m);
 }
 
 /// Time taken by interrupts, and lock convoys among the target's threads.
 fn interrupts_and_wakers(runs: &mut Runs, report: &RecordReport) {
     let duration = report.duration_ns;
-    let irq = irq::detect(&irq::Input {
+    let inp = irq::Input {
         irqs: &report.irqs,
         softirqs: &report.softirqs,
         cpus: &report.cpus,
         preemptors: &report.preemptors,
         target_oncpu_ns: report.process.oncpu_ns,
         duration_ns: duration,
-    });
-    runs.push("irq", irq::RULE, irq, None);
+    };
+    runs.push(
+        "irq",
+        irq::RULE,
+        irq::detect(&inp),
+        None,
+        irq::measured(&inp),
+    );
 
     let wakers_seen = !report
         .unavailable
         .iter()
         .any(|u| u.starts_with("who woke whom"));
-    let (convoy, na) = if wakers_seen {
+    let (convoy, na, m) = if wakers_seen {
         (
             convoy::detect(&report.threads, &report.wake_edges, duration),
             None,
+            convoy::measured(&report.threads, &report.wake_edges, duration),
         )
     } else {
         (
             None,
             Some("the waker program could not be attached (see notes)".to_string()),
+            Vec::new(),
         )
     };
-    runs.push("lock_convoy", convoy::RULE, convoy, na);
+    runs.push("lock_convoy", convoy::RULE, convoy, na, m);
 }
 
 /// The node: NUMA placement, CPU frequency and idle states.
@@ -408,7 +429,7 @@ fn node(runs: &mut Runs, report: &RecordReport, facts: &NodeFacts) {
         .filter(|c| c.target_oncpu_ns > 0)
         .map(|c| (c.cpu, c.target_oncpu_ns))
         .collect();
-    let (f, na) = split(numa::detect(&numa::Input {
+    let inp = numa::Input {
         nodes: &facts.nodes,
         device_node: facts.device_node,
         kib_per_node: &report.numa.kib_per_node_end,
@@ -422,19 +443,27 @@ fn node(runs: &mut Runs, report: &RecordReport, facts: &NodeFacts) {
             .map(|m| m.target_pages_succeeded)
             .sum(),
         duration_ns: duration,
-    }));
-    runs.push("numa", numa::RULE, f, na);
+    };
+    let (f, na) = split(numa::detect(&inp));
+    runs.push("numa", numa::RULE, f, na, numa::measured(&inp));
 
     let target_cpus: Vec<u32> = cpu_oncpu.iter().map(|(c, _)| *c).collect();
-    let (f, na) = split(frequency::detect(&frequency::Input {
+    let inp = frequency::Input {
         freq: facts.freq.as_ref().map_err(String::as_str),
         idle: &facts.idle,
         cpus: &target_cpus,
         wakeups: report.process.wakeups,
         duration_ns: duration,
         idle_use: report.cpu_idle.as_ref(),
-    }));
-    runs.push("frequency_idle", frequency::RULE, f, na);
+    };
+    let (f, na) = split(frequency::detect(&inp));
+    runs.push(
+        "frequency_idle",
+        frequency::RULE,
+        f,
+        na,
+        frequency::measured(&inp),
+    );
 }
 
 /// The recording's notes, with the idle program's cost and a warning when

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use super::finding::{Confidence, Finding};
+use super::finding::{Confidence, Finding, Measure};
 use crate::{
     node::{inventory, Roots},
     report::NumaTaskEvents,
@@ -64,13 +64,19 @@ pub fn read_topology(roots: &Roots) -> (Vec<(u32, Vec<u32>)>, Option<u32>) {
 }
 
 /// `Err(reason)` when the detector cannot apply here.
-pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
-    if inp.nodes.len() < 2 {
-        return Err(format!(
-            "{} NUMA node(s): nothing can be remote",
-            inp.nodes.len()
-        ));
-    }
+/// What the rule compares: the home node, the shares of memory and on-CPU
+/// time off it (None when there is none to share), balancing moves and
+/// migrated pages per second.
+struct Figures {
+    home: u32,
+    home_why: &'static str,
+    mem: Option<f64>,
+    cpu: Option<f64>,
+    churn: f64,
+    pages: f64,
+}
+
+fn figures(inp: &Input) -> Result<Figures, String> {
     let cpu_per_node = cpu_per_node(inp);
     let (home, home_why) = home(inp, &cpu_per_node)?;
     let share_off = |m: &BTreeMap<u32, u64>| {
@@ -83,12 +89,75 @@ pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
                 / total as f64
         })
     };
-    let mem = share_off(inp.kib_per_node);
-    let cpu = share_off(&cpu_per_node);
     let ev = inp.task_events;
     let secs = inp.duration_ns.max(1) as f64 / 1e9;
-    let churn = (ev.moves + ev.swaps + ev.sticks) as f64 / secs;
-    let pages = inp.pages_migrated as f64 / secs;
+    Ok(Figures {
+        home,
+        home_why,
+        mem: share_off(inp.kib_per_node),
+        cpu: share_off(&cpu_per_node),
+        churn: (ev.moves + ev.swaps + ev.sticks) as f64 / secs,
+        pages: inp.pages_migrated as f64 / secs,
+    })
+}
+
+/// The rule's numbers, whether it fires or not (any one of them meeting
+/// its bound fires it); none on one node or without a home node.
+pub fn measured(inp: &Input) -> Vec<Measure> {
+    if inp.nodes.len() < 2 {
+        return Vec::new();
+    }
+    let Ok(f) = figures(inp) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let floor = 100.0 * MIN_REMOTE_SHARE;
+    if let Some(m) = f.mem {
+        out.push(Measure::at_least(
+            "memory_off_home_pct",
+            100.0 * m,
+            floor,
+            "%",
+        ));
+    }
+    if let Some(c) = f.cpu {
+        out.push(Measure::at_least(
+            "oncpu_off_home_pct",
+            100.0 * c,
+            floor,
+            "%",
+        ));
+    }
+    out.push(Measure::at_least(
+        "balancing_moves_per_s",
+        f.churn,
+        MIN_CHURN_PER_S,
+        "/s",
+    ));
+    out.push(Measure::at_least(
+        "pages_migrated_per_s",
+        f.pages,
+        MIN_PAGES_PER_S,
+        "/s",
+    ));
+    out
+}
+
+pub fn detect(inp: &Input) -> Result<Option<Finding>, String> {
+    if inp.nodes.len() < 2 {
+        return Err(format!(
+            "{} NUMA node(s): nothing can be remote",
+            inp.nodes.len()
+        ));
+    }
+    let Figures {
+        home,
+        home_why,
+        mem,
+        cpu,
+        churn,
+        pages,
+    } = figures(inp)?;
     let mem_hit = mem.is_some_and(|s| s >= MIN_REMOTE_SHARE);
     let cpu_hit = cpu.is_some_and(|s| s >= MIN_REMOTE_SHARE);
     let churn_hit = churn >= MIN_CHURN_PER_S;

@@ -12,7 +12,7 @@
 //! times the target's typical number of running threads.
 
 use super::{
-    finding::{Confidence, Finding},
+    finding::{pct, Confidence, Finding, Measure},
     preemption::ms,
 };
 use crate::report::WindowReport;
@@ -71,6 +71,26 @@ pub fn find(windows: &[WindowReport], window_ns: u64) -> (Vec<Pause>, u64) {
         }
     }
     (out, median)
+}
+
+/// The rule's numbers, whether it fires or not: how busy the target was
+/// (median on-CPU per window), how many pauses qualified and the longest.
+pub fn measured(windows: &[WindowReport], window_ns: u64) -> Vec<Measure> {
+    if window_ns == 0 {
+        return Vec::new();
+    }
+    let (pauses, median) = find(windows, window_ns);
+    let longest = pauses.iter().map(|p| p.len_ns).max().unwrap_or(0);
+    vec![
+        Measure::at_least(
+            "median_window_busy_pct",
+            pct(median, window_ns),
+            100.0 * BUSY_SHARE,
+            "%",
+        ),
+        Measure::at_least("pauses", pauses.len() as f64, MIN_PAUSES as f64, ""),
+        Measure::at_least("longest_pause_ms", ms(longest), ms(LONG_PAUSE_NS), " ms"),
+    ]
 }
 
 pub fn detect(windows: &[WindowReport], window_ns: u64, duration_ns: u64) -> Option<Finding> {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::finding::{Confidence, Finding};
+use super::finding::{pct, Confidence, Finding, Measure};
 use crate::report::PreemptorReport;
 
 /// Outside preemption must cost at least this share of the run (thread-time).
@@ -41,6 +41,37 @@ pub fn is_softirq_thread(comm: &str) -> bool {
     comm.starts_with("ksoftirqd/")
 }
 
+/// A preemptor the rule counts: a task of another process, not an idle
+/// task, not a softirq thread (the IRQ detector's).
+fn is_outside(inp: &Input, p: &PreemptorReport) -> bool {
+    p.pid != 0 && !inp.target_tgids.contains(&p.tgid) && !is_softirq_thread(&p.comm)
+}
+
+/// The rule's two numbers, whether it fires or not.
+pub fn measured(inp: &Input) -> Vec<Measure> {
+    let outside: u64 = inp
+        .preemptors
+        .iter()
+        .filter(|p| is_outside(inp, p))
+        .map(|p| p.target_wait_ns)
+        .sum();
+    let effective = outside.saturating_sub(inp.throttled_ns);
+    vec![
+        Measure::at_least(
+            "outside_wait_run_pct",
+            pct(effective, inp.duration_ns),
+            100.0 * MIN_RUN_SHARE,
+            "%",
+        ),
+        Measure::at_least(
+            "outside_wait_share_pct",
+            pct(outside, inp.target_wait_ns),
+            100.0 * MIN_WAIT_SHARE,
+            "%",
+        ),
+    ]
+}
+
 struct Offender {
     tgid: u32,
     comm: String,
@@ -51,7 +82,7 @@ struct Offender {
 pub fn detect(inp: &Input) -> Option<Finding> {
     let mut by_tgid: BTreeMap<u32, Offender> = BTreeMap::new();
     for p in inp.preemptors {
-        if p.pid == 0 || inp.target_tgids.contains(&p.tgid) || is_softirq_thread(&p.comm) {
+        if !is_outside(inp, p) {
             continue;
         }
         let o = by_tgid.entry(p.tgid).or_insert_with(|| Offender {
@@ -225,5 +256,53 @@ mod tests {
         assert!(run(&[p(201, 200, "hog", 3000)], 3000, 2800).is_none());
         let f = run(&[p(201, 200, "hog", 3000)], 3000, 1000).expect("fires");
         assert_eq!(f.impact_ns, 2_000_000_000);
+    }
+
+    /// The measured numbers meet their bounds exactly when the detector
+    /// fires.
+    #[test]
+    fn measured_agrees_with_the_rule() {
+        let mut cgroups = BTreeMap::new();
+        cgroups.insert(200, "/hog".to_string());
+        for (hog_ms, wait_ms, throttled_ms) in [
+            (400, 400, 0),
+            (1000, 5000, 0),
+            (3000, 5000, 0),
+            (3000, 3000, 2800),
+            (3000, 3000, 1000),
+            (499, 1000, 0),
+            (500, 1000, 0),
+        ] {
+            let ps = [p(201, 200, "hog", hog_ms), p(9, 9, "ksoftirqd/0", 700)];
+            let inp = Input {
+                target_tgids: &[100],
+                preemptors: &ps,
+                target_wait_ns: wait_ms * 1_000_000,
+                duration_ns: 10_000_000_000,
+                throttled_ns: throttled_ms * 1_000_000,
+                cgroups: &cgroups,
+                target_cgroup: Some("/"),
+            };
+            let m = measured(&inp);
+            assert_eq!(m.len(), 2);
+            assert_eq!(
+                detect(&inp).is_some(),
+                m.iter().all(Measure::met),
+                "{hog_ms} {wait_ms} {throttled_ms}: {m:?}"
+            );
+        }
+        let ps = [p(201, 200, "hog", 400)];
+        let inp = Input {
+            target_tgids: &[100],
+            preemptors: &ps,
+            target_wait_ns: 1_000_000_000,
+            duration_ns: 10_000_000_000,
+            throttled_ns: 0,
+            cgroups: &cgroups,
+            target_cgroup: None,
+        };
+        let m = measured(&inp);
+        assert!((m[0].value - 4.0).abs() < 1e-9, "{m:?}");
+        assert!((m[1].value - 40.0).abs() < 1e-9, "{m:?}");
     }
 }

@@ -76,6 +76,10 @@ pub fn text(d: &Diagnosis) -> String {
         if let Some(n) = &r.note {
             let _ = writeln!(o, "  {:<17} {:<13} ({n})", "", "");
         }
+        if !r.measured.is_empty() {
+            let m: Vec<String> = r.measured.iter().map(|m| m.text()).collect();
+            let _ = writeln!(o, "  {:<17} {:<13} measured: {}", "", "", m.join("; "));
+        }
     }
     if let (Some(v), Some(p)) = (d.cgroup_version, &d.cgroup_path) {
         let _ = writeln!(o, "CPU cgroup: {p} ({v:?})");

@@ -11,7 +11,7 @@
 //! the preemption detector's part). The ranking key is the hot thread's
 //! on-CPU time: the serial work everything else queues behind.
 
-use super::finding::{Confidence, Finding};
+use super::finding::{pct, Confidence, Finding, Measure};
 use super::preemption::ms;
 use crate::report::{ThreadReport, WakeEdge};
 
@@ -42,6 +42,37 @@ fn runnable(t: &ThreadReport) -> u64 {
 fn oncpu(t: &ThreadReport) -> u64 {
     t.oncpu_ns
         .max(t.kernel.as_ref().map(|k| k.oncpu_ns).unwrap_or(0))
+}
+
+/// The rule's numbers for the most runnable thread, whether it fires or
+/// not: its runnable share, and how many times the next thread's it is.
+pub fn measured(threads: &[ThreadReport], duration_ns: u64) -> Vec<Measure> {
+    let mut shares: Vec<u64> = threads.iter().map(runnable).collect();
+    shares.sort_unstable_by(|a, b| b.cmp(a));
+    // A thread waits on the hot one only if there are two.
+    let mut out = vec![Measure::at_least(
+        "active_threads",
+        threads.len() as f64,
+        2.0,
+        "",
+    )];
+    if let Some(hot) = shares.first() {
+        out.push(Measure::at_least(
+            "hottest_runnable_pct",
+            pct(*hot, duration_ns),
+            100.0 * HOT_SHARE,
+            "%",
+        ));
+        if let Some(next) = shares.get(1) {
+            out.push(Measure::at_least(
+                "hottest_vs_next",
+                *hot as f64 / (*next).max(1) as f64,
+                2.0,
+                "x",
+            ));
+        }
+    }
+    out
 }
 
 pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Option<Finding> {

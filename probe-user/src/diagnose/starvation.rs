@@ -12,7 +12,7 @@
 //! ranking key is that wait.
 
 use super::{
-    finding::{Confidence, Finding},
+    finding::{Confidence, Finding, Measure},
     preemption::{is_softirq_thread, ms},
 };
 use crate::report::PreemptorReport;
@@ -34,14 +34,40 @@ pub struct Input<'a> {
     pub preemption_fired: bool,
 }
 
+/// The wait the rule counts (less throttled time), and its shares of the
+/// run and of the time the target wanted a CPU.
+fn shares(inp: &Input) -> (u64, f64, f64) {
+    let wait = inp.wait_ns.saturating_sub(inp.throttled_ns);
+    let wanted = wait.saturating_add(inp.oncpu_ns);
+    let run_share = wait as f64 / inp.duration_ns.max(1) as f64;
+    let wanted_share = wait as f64 / wanted.max(1) as f64;
+    (wait, run_share, wanted_share)
+}
+
+/// The rule's two numbers, whether it fires or not.
+pub fn measured(inp: &Input) -> Vec<Measure> {
+    let (_, run_share, wanted_share) = shares(inp);
+    vec![
+        Measure::at_least(
+            "wait_run_pct",
+            100.0 * run_share,
+            100.0 * MIN_RUN_SHARE,
+            "%",
+        ),
+        Measure::at_least(
+            "wait_wanted_pct",
+            100.0 * wanted_share,
+            100.0 * MIN_RUNNABLE_SHARE,
+            "%",
+        ),
+    ]
+}
+
 pub fn detect(inp: &Input) -> Option<Finding> {
     if inp.preemption_fired || inp.duration_ns == 0 {
         return None;
     }
-    let wait = inp.wait_ns.saturating_sub(inp.throttled_ns);
-    let wanted = wait.saturating_add(inp.oncpu_ns);
-    let run_share = wait as f64 / inp.duration_ns as f64;
-    let wanted_share = wait as f64 / wanted.max(1) as f64;
+    let (wait, run_share, wanted_share) = shares(inp);
     if run_share < MIN_RUN_SHARE || wanted_share < MIN_RUNNABLE_SHARE {
         return None;
     }
@@ -173,5 +199,35 @@ mod tests {
         assert!(run(&[], 1_000, 5_000, false).is_none());
         // Under 10% of the run.
         assert!(run(&[], 200, 100, false).is_none());
+    }
+
+    /// The measured numbers meet their bounds exactly when the detector
+    /// fires (preemption not having fired).
+    #[test]
+    fn measured_agrees_with_the_rule() {
+        for (wait_ms, oncpu_ms, throttled_ms) in [
+            (500, 100, 0),
+            (1000, 1000, 0),
+            (1000, 2001, 0),
+            (1000, 1999, 0),
+            (3000, 1000, 2500),
+            (5000, 9000, 0),
+        ] {
+            let inp = Input {
+                target_tgids: &[100],
+                preemptors: &[],
+                wait_ns: wait_ms * 1_000_000,
+                oncpu_ns: oncpu_ms * 1_000_000,
+                throttled_ns: throttled_ms * 1_000_000,
+                duration_ns: 10_000_000_000,
+                preemption_fired: false,
+            };
+            let m = measured(&inp);
+            assert_eq!(
+                detect(&inp).is_some(),
+                m.iter().all(Measure::met),
+                "{wait_ms} {oncpu_ms} {throttled_ms}: {m:?}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use super::{
     cgroup_cpu::{Level, Version},
-    finding::{Confidence, Finding},
+    finding::{pct, Confidence, Finding, Measure},
     preemption::ms,
 };
 
@@ -49,6 +49,29 @@ pub fn worst<'a, 'b>(d: &'b [LevelDelta<'a>]) -> Option<&'b LevelDelta<'a>> {
     d.iter()
         .filter(|l| l.throttled_ns > 0)
         .max_by_key(|l| l.throttled_ns)
+}
+
+/// The rule's two numbers for the most throttled cgroup level (none when
+/// no level had a period).
+pub fn measured(d: &[LevelDelta], duration_ns: u64) -> Vec<Measure> {
+    // Nothing throttled: the first level read, at 0.
+    let Some(w) = worst(d).or(d.first()) else {
+        return Vec::new();
+    };
+    vec![
+        Measure::at_least(
+            "throttled_periods_pct",
+            pct(w.throttled, w.periods),
+            100.0 * MIN_PERIOD_SHARE,
+            "%",
+        ),
+        Measure::at_least(
+            "throttled_run_pct",
+            pct(w.throttled_ns, duration_ns),
+            100.0 * MIN_RUN_SHARE,
+            "%",
+        ),
+    ]
 }
 
 pub fn detect(
