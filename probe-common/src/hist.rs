@@ -4,7 +4,8 @@
 //! power of two is split into 2^SUB_BITS equal sub-buckets, so a bucket is at
 //! most 1/16 = 6.25% wide relative to its lower bound: a percentile read from
 //! the bucket midpoint is within about 3% of the true value. The last bucket
-//! collects everything from 2^(MAX_POW) ns (about 137 s) up.
+//! collects everything from about 33 s up (2^MAX_POW ns is about 17 s; the
+//! recorder drops waits over 60 s as bad deltas).
 //!
 //! `bucket_index` uses no loops, no indexing and no division so the eBPF
 //! verifier accepts it.
@@ -12,10 +13,15 @@
 /// Sub-bucket bits per power of two.
 pub const SUB_BITS: u32 = 4;
 const SUB: u64 = 1 << SUB_BITS;
-/// Highest power of two with its own range (2^37 ns ~ 137 s).
-pub const MAX_POW: u32 = 37;
-/// Number of buckets.
+/// Highest power of two with its own range (2^34 ns ~ 17 s).
+pub const MAX_POW: u32 = 34;
+/// Number of buckets: 512, a power of two, so that the programs can bound
+/// a bucket number read back from memory with a mask instead of a branch
+/// (`HIST_MASK`; the verifier walks a branch per pending wait otherwise).
 pub const HIST_BUCKETS: usize = ((MAX_POW - SUB_BITS + 2) as usize) * (SUB as usize);
+/// `HIST_BUCKETS - 1`: every bucket number, as a mask.
+pub const HIST_MASK: usize = HIST_BUCKETS - 1;
+const _: () = assert!(HIST_BUCKETS.is_power_of_two());
 
 /// Index of the most significant set bit of `v` (v > 0), without loops.
 #[inline(always)]

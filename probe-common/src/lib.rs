@@ -7,7 +7,7 @@
 pub mod hist;
 pub mod trace;
 
-pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS};
+pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS, HIST_MASK};
 pub use trace::TraceRec;
 
 /// Per-thread counters (part of [`ThreadSlot`]).
