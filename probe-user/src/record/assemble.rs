@@ -291,6 +291,11 @@ fn process_report(inp: &Inputs, t: &Threads) -> ProcessReport {
         numa_balancing: numa_events(total),
         kernel: t.kernel_sum.clone(),
         runq_agreement_pct: t.runq_agreement_pct,
+        runq_agreement_note: t
+            .kernel_sum
+            .as_ref()
+            .zip(t.runq_agreement_pct)
+            .and_then(|(k, pct)| tailprobe_report::report::agreement::note(pct, k)),
     }
 }
 

@@ -134,6 +134,9 @@ pub struct ProcessReport {
     pub kernel: Option<KernelAccounting>,
     /// Our run-queue total over the kernel's, for the same threads, in %.
     pub runq_agreement_pct: Option<f64>,
+    /// When that is off by more than a point: the gap, per switch, and
+    /// whether the kernel's known clock effects cover it (`agreement`).
+    pub runq_agreement_note: Option<String>,
 }
 
 /// Hard IRQ time stolen from target threads, per IRQ.

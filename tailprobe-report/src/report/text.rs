@@ -165,6 +165,9 @@ fn waits(o: &mut String, r: &RecordReport) {
             k.voluntary_switches,
             k.involuntary_switches
         );
+        if let Some(n) = &p.runq_agreement_note {
+            let _ = writeln!(o, "  note: {n}");
+        }
     }
     let m = &p.migrations;
     if r.topology_known {
