@@ -179,6 +179,17 @@ pub struct Preemptor {
     pub _pad: u32,
 }
 
+impl Preemptor {
+    /// No waits charged, no name yet.
+    pub const ZERO: Preemptor = Preemptor {
+        count: 0,
+        target_wait_ns: 0,
+        comm: [0; 16],
+        tgid: 0,
+        _pad: 0,
+    };
+}
+
 /// What is running on a CPU, as far as the target is concerned (per-CPU slot
 /// of `ON_CPU`, everything the switch path keeps per CPU).
 #[repr(C)]

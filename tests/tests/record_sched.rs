@@ -242,7 +242,7 @@ fn root_sleeper_switches_voluntarily() {
     eprintln!("agreement {pct:.1}%: {note:?}");
     if (pct - 100.0).abs() > 1.0 {
         let note = note.expect("a note when agreement is off by more than a point");
-        if pct > 100.0 && time_scale_is_one() {
+        if pct > 100.0 && tailprobe_tests::time_scale() == 1 {
             assert!(
                 note.contains("higher than schedstat's") && note.contains("within"),
                 "{note}"
@@ -291,9 +291,4 @@ fn root_target_exit_mid_run_reports_what_was_seen() {
         "on-CPU {oncpu} ns: {:#}",
         report["process"]
     );
-}
-
-/// Tests run at their normal time limits (not scaled up for a slow guest).
-fn time_scale_is_one() -> bool {
-    tailprobe_tests::time_scale() == 1
 }

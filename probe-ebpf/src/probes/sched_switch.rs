@@ -283,17 +283,10 @@ fn preemptor_add(t: *mut probe_common::ThreadSlot, by: u32, by_tgid: u32, delta:
     let p = match PREEMPTORS.get_ptr_mut(by) {
         Some(p) => p,
         None => {
-            let fresh = Preemptor {
-                count: 0,
-                target_wait_ns: 0,
-                comm: [0; 16],
-                tgid: 0,
-                _pad: 0,
-            };
             // Another CPU may have created the entry meanwhile (then this
             // CPU's copy exists, zeroed); a failure with no entry is a full
             // map.
-            let _ = PREEMPTORS.insert(by, fresh, BPF_NOEXIST as u64);
+            let _ = PREEMPTORS.insert(by, Preemptor::ZERO, BPF_NOEXIST as u64);
             match PREEMPTORS.get_ptr_mut(by) {
                 Some(p) => p,
                 None => {

@@ -75,12 +75,19 @@ fn members(
     set
 }
 
-/// The rule's numbers, whether it fires or not: how many threads qualify
-/// as contenders, and how many CPUs they keep busy together.
-pub fn measured(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Vec<Measure> {
-    if duration_ns == 0 {
-        return Vec::new();
-    }
+/// The threads that qualify as contenders (by tid) and the CPUs they keep
+/// busy together: what both the rule and its measured numbers start from.
+struct Contention<'a> {
+    by_tid: BTreeMap<u32, &'a ThreadReport>,
+    set: Vec<u32>,
+    cpus: f64,
+}
+
+fn contention<'a>(
+    threads: &'a [ThreadReport],
+    edges: &[WakeEdge],
+    duration_ns: u64,
+) -> Contention<'a> {
     let by_tid: BTreeMap<u32, &ThreadReport> = threads.iter().map(|t| (t.tid, t)).collect();
     let set = members(threads, edges, &by_tid, duration_ns as f64 / 1e9);
     let oncpu: u64 = set
@@ -88,7 +95,17 @@ pub fn measured(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) 
         .filter_map(|tid| by_tid.get(tid))
         .map(|t| t.oncpu_ns)
         .sum();
-    let cpus = oncpu as f64 / duration_ns as f64;
+    let cpus = oncpu as f64 / duration_ns.max(1) as f64;
+    Contention { by_tid, set, cpus }
+}
+
+/// The rule's numbers, whether it fires or not: how many threads qualify
+/// as contenders, and how many CPUs they keep busy together.
+pub fn measured(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) -> Vec<Measure> {
+    if duration_ns == 0 {
+        return Vec::new();
+    }
+    let Contention { set, cpus, .. } = contention(threads, edges, duration_ns);
     vec![
         Measure::at_least("contending_threads", set.len() as f64, 2.0, ""),
         Measure::at_least("contenders_busy_cpus", cpus, MIN_BUSY_CPUS, " CPUs"),
@@ -102,8 +119,7 @@ pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) ->
     }
     let dur = duration_ns as f64;
     let secs = dur / 1e9;
-    let by_tid: BTreeMap<u32, &ThreadReport> = threads.iter().map(|t| (t.tid, t)).collect();
-    let set = members(threads, edges, &by_tid, secs);
+    let Contention { by_tid, set, cpus } = contention(threads, edges, duration_ns);
     if set.len() < 2 {
         return None;
     }
@@ -120,7 +136,6 @@ pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) ->
         })
         .collect();
     let oncpu: u64 = contenders.iter().map(|c| c.t.oncpu_ns).sum();
-    let cpus = oncpu as f64 / dur;
     if !(MIN_BUSY_CPUS..=MAX_PARALLEL_CPUS).contains(&cpus) {
         return None;
     }

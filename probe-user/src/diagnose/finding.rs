@@ -93,9 +93,27 @@ pub struct Measure {
     pub threshold: f64,
     /// `>=`: the rule needs the value at or above the threshold; `<=`: at
     /// or below.
-    pub needs: &'static str,
+    pub needs: Needs,
     /// `%`, `/s`, `x`, `ms`, `CPUs` or `` (a count).
     pub unit: &'static str,
+}
+
+/// Which side of its threshold a measured number must be on.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum Needs {
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+impl Needs {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Needs::AtLeast => ">=",
+            Needs::AtMost => "<=",
+        }
+    }
 }
 
 impl Measure {
@@ -104,24 +122,23 @@ impl Measure {
             key,
             value,
             threshold,
-            needs: ">=",
+            needs: Needs::AtLeast,
             unit,
         }
     }
 
     pub fn at_most(key: &'static str, value: f64, threshold: f64, unit: &'static str) -> Self {
         Measure {
-            needs: "<=",
+            needs: Needs::AtMost,
             ..Measure::at_least(key, value, threshold, unit)
         }
     }
 
     /// Does the value meet its bound?
     pub fn met(&self) -> bool {
-        if self.needs == "<=" {
-            self.value <= self.threshold
-        } else {
-            self.value >= self.threshold
+        match self.needs {
+            Needs::AtLeast => self.value >= self.threshold,
+            Needs::AtMost => self.value <= self.threshold,
         }
     }
 
@@ -132,7 +149,7 @@ impl Measure {
             self.key,
             short(self.value),
             self.unit,
-            self.needs,
+            self.needs.symbol(),
             short(self.threshold),
             self.unit
         )

@@ -44,11 +44,17 @@ fn oncpu(t: &ThreadReport) -> u64 {
         .max(t.kernel.as_ref().map(|k| k.oncpu_ns).unwrap_or(0))
 }
 
+/// The threads, the most runnable first (ties by tid).
+fn most_runnable_first(threads: &[ThreadReport]) -> Vec<&ThreadReport> {
+    let mut by_share: Vec<&ThreadReport> = threads.iter().collect();
+    by_share.sort_by(|a, b| runnable(b).cmp(&runnable(a)).then(a.tid.cmp(&b.tid)));
+    by_share
+}
+
 /// The rule's numbers for the most runnable thread, whether it fires or
 /// not: its runnable share, and how many times the next thread's it is.
 pub fn measured(threads: &[ThreadReport], duration_ns: u64) -> Vec<Measure> {
-    let mut shares: Vec<u64> = threads.iter().map(runnable).collect();
-    shares.sort_unstable_by(|a, b| b.cmp(a));
+    let by_share = most_runnable_first(threads);
     // A thread waits on the hot one only if there are two.
     let mut out = vec![Measure::at_least(
         "active_threads",
@@ -56,17 +62,17 @@ pub fn measured(threads: &[ThreadReport], duration_ns: u64) -> Vec<Measure> {
         2.0,
         "",
     )];
-    if let Some(hot) = shares.first() {
+    if let Some(hot) = by_share.first().map(|t| runnable(t)) {
         out.push(Measure::at_least(
             "hottest_runnable_pct",
-            pct(*hot, duration_ns),
+            pct(hot, duration_ns),
             100.0 * HOT_SHARE,
             "%",
         ));
-        if let Some(next) = shares.get(1) {
+        if let Some(next) = by_share.get(1).map(|t| runnable(t)) {
             out.push(Measure::at_least(
                 "hottest_vs_next",
-                *hot as f64 / (*next).max(1) as f64,
+                hot as f64 / next.max(1) as f64,
                 2.0,
                 "x",
             ));
@@ -81,8 +87,7 @@ pub fn detect(threads: &[ThreadReport], edges: &[WakeEdge], duration_ns: u64) ->
     }
     let dur = duration_ns as f64;
     let share = |t: &ThreadReport| runnable(t) as f64 / dur;
-    let mut by_share: Vec<&ThreadReport> = threads.iter().collect();
-    by_share.sort_by(|a, b| runnable(b).cmp(&runnable(a)).then(a.tid.cmp(&b.tid)));
+    let by_share = most_runnable_first(threads);
     let hot = by_share[0];
     let next = by_share[1];
     if share(hot) < HOT_SHARE || share(next) >= HOT_SHARE || share(hot) < 2.0 * share(next) {

@@ -227,13 +227,7 @@ impl Probes {
 /// the name and tgid of the first copy that has a count (a CPU fills them
 /// when its copy gets its first wait).
 fn sum_preemptor<'a>(copies: impl Iterator<Item = &'a Preemptor>) -> Preemptor {
-    let mut sum = Preemptor {
-        count: 0,
-        target_wait_ns: 0,
-        comm: [0; 16],
-        tgid: 0,
-        _pad: 0,
-    };
+    let mut sum = Preemptor::ZERO;
     for c in copies {
         if c.count == 0 {
             continue;
