@@ -6,6 +6,7 @@
 
 pub mod hist;
 pub mod trace;
+pub mod untraced;
 
 pub use hist::{bucket_index, bucket_lower_bound, bucket_upper_bound, HIST_BUCKETS, HIST_MASK};
 pub use trace::TraceRec;
@@ -197,7 +198,9 @@ impl Preemptor {
 pub struct OnCpu {
     /// Target thread switched in on this CPU, 0 when none.
     pub tid: u32,
-    pub _pad: u32,
+    /// A target thread that switched out here with no switch-in seen
+    /// (`untraced`), left for the end of the same program run; 0 when none.
+    pub untraced_tid: u32,
     /// When it was switched in (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
     /// The thread group switched in last on this CPU, and whether it is
@@ -210,6 +213,8 @@ pub struct OnCpu {
     /// ends: while a switch's clock is below the end, no division.
     pub win_id: u64,
     pub win_end_ns: u64,
+    /// When `untraced_tid`'s wait began (its `since_ns` at the switch-out).
+    pub untraced_since_ns: u64,
 }
 
 /// Count, total and maximum of a duration (IRQ time, softirq delay).
@@ -383,8 +388,15 @@ pub mod loss {
     /// The scheduler trace ring buffer (`--perfetto`) was full: a record
     /// was dropped.
     pub const SCHED_TRACE_RESERVE: u32 = 8;
+    /// A target thread ran after a switch-in that the kernel did not
+    /// trace; its slice and wait were rebuilt from the kernel's accounting
+    /// (`untraced`). Not a loss: counted so the report can say so.
+    pub const SWITCH_IN_REBUILT: u32 = 9;
+    /// As `SWITCH_IN_REBUILT`, but nothing to rebuild from (no pending wait,
+    /// or the kernel's fields unknown): that slice's on-CPU time is missing.
+    pub const SWITCH_IN_LOST: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "thread_map_insert_failed",
@@ -396,7 +408,16 @@ pub mod loss {
         "tgid_map_insert_failed",
         "wake_edge_map_insert_failed",
         "sched_trace_ringbuf_reserve_failed",
+        "switch_in_untraced_rebuilt",
+        "switch_in_untraced_lost",
     ];
+    /// Counters that are not losses (the event was rebuilt, not dropped).
+    pub const NOT_LOSSES: [u32; 1] = [SWITCH_IN_REBUILT];
+
+    /// Whether the counter named `name` (one of `NAMES`) counts lost data.
+    pub fn is_loss(name: &str) -> bool {
+        !NOT_LOSSES.iter().any(|&i| NAMES[i as usize] == name)
+    }
 }
 
 /// Per-CPU topology entry handed to the kernel (`CPU_TOPO` map): which LLC

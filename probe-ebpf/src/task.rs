@@ -16,6 +16,13 @@ static TASK_CPU_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_STATE_OFF: u32 = 0;
 
+/// Offsets of `task_struct.se.sum_exec_runtime` and
+/// `se.prev_sum_exec_runtime` (0: not resolved; see `btf::slice_ns`).
+#[unsafe(no_mangle)]
+static TASK_SUM_EXEC_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_PREV_SUM_EXEC_OFF: u32 = 0;
+
 /// task_struct is about 10 KiB; masking keeps offsets visibly bounded.
 const OFF_MASK: u64 = 0x7fff;
 
@@ -70,7 +77,10 @@ pub fn pid_tgid(task: u64) -> (u32, u32) {
 /// No helper call, unlike `bpf_probe_read_kernel`; a fault reads 0 (the
 /// kernel's exception table for BTF pointer loads, Linux 5.5+).
 pub mod btf {
-    use super::{global, TASK_COMM_OFF, TASK_PID_OFF, TASK_STATE_OFF, TASK_TGID_OFF};
+    use super::{
+        global, TASK_COMM_OFF, TASK_PID_OFF, TASK_PREV_SUM_EXEC_OFF, TASK_STATE_OFF,
+        TASK_SUM_EXEC_OFF, TASK_TGID_OFF,
+    };
 
     #[inline(always)]
     fn load_u32(task: u64, off: u64) -> u32 {
@@ -88,6 +98,27 @@ pub mod btf {
             load_u32(task, global(&TASK_PID_OFF)),
             load_u32(task, global(&TASK_TGID_OFF)),
         )
+    }
+
+    /// Length of the slice now ending, by the kernel's own accounting:
+    /// `se.sum_exec_runtime - se.prev_sum_exec_runtime` (the scheduler sets
+    /// the latter when it picks the task). Read at a switch-out, after the
+    /// scheduler's last update of the former. None when the loader did not
+    /// resolve the fields.
+    #[inline(always)]
+    pub fn slice_ns(task: u64) -> Option<u64> {
+        let (sum, prev) = (global(&TASK_SUM_EXEC_OFF), global(&TASK_PREV_SUM_EXEC_OFF));
+        if sum == 0 || prev == 0 {
+            return None;
+        }
+        // SAFETY: as `load_u32`, for two u64 members of task_struct.se.
+        let (s, p) = unsafe {
+            (
+                core::ptr::read_volatile((task + sum) as *const u64),
+                core::ptr::read_volatile((task + prev) as *const u64),
+            )
+        };
+        s.checked_sub(p)
     }
 
     /// Scheduler state word (0 = TASK_RUNNING).

@@ -15,6 +15,11 @@ pub mod btf_offsets {
         pub state: u32,
         /// `task_struct.comm`.
         pub comm: u32,
+        /// `task_struct.se.sum_exec_runtime` and `se.prev_sum_exec_runtime`
+        /// (the slice of an untraced switch-in, `probe_common::untraced`);
+        /// 0 when this kernel's BTF does not have them.
+        pub sum_exec_runtime: u32,
+        pub prev_sum_exec_runtime: u32,
     }
 }
 

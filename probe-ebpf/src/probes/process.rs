@@ -1,7 +1,7 @@
 //! Thread and process life cycle: `sched_process_fork(task_struct *parent,
 //! task_struct *child)` follows child processes when asked;
-//! `sched_process_exit(task_struct *p)` cleans up an exiting target thread's
-//! pending wait and tells userspace to harvest its statistics and free its slot.
+//! `sched_process_exit(task_struct *p)` tells userspace to harvest an exiting
+//! target thread's statistics and free its slot.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -12,7 +12,7 @@ use probe_common::{event, loss, Event};
 
 use crate::{
     maps::{
-        count_loss, emit, find_slot, follow_children, follow_tgid, is_target, is_target_tgid,
+        count_loss, emit, follow_children, follow_tgid, is_target, is_target_tgid,
         switch_to_set_mode,
     },
     task,
@@ -68,12 +68,10 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     if !is_target(pid, tgid) {
         return 0;
     }
-    // No pending wait survives the thread; its counters stay for userspace
-    // to harvest (it frees the slot).
-    if let Some(t) = find_slot(pid) {
-        // SAFETY: pointer from a map lookup; the thread is exiting.
-        unsafe { (*t).since_ns = 0 };
-    }
+    // Its counters stay for userspace to harvest (it frees the slot). Its
+    // pending wait stamp is left alone: the last switch-out clears it, and
+    // needs it if the kernel switched the thread in untraced
+    // (`probe_common::untraced`).
     emit(Event {
         // SAFETY: helper with no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },

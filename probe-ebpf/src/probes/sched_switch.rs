@@ -19,14 +19,14 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use probe_common::{
-    event, hotpath, loss, CpuStats, Event, OnCpu, Preemptor, Window, MAX_SANE_DELTA_NS,
+    event, hotpath, loss, untraced, CpuStats, Event, OnCpu, Preemptor, Window, MAX_SANE_DELTA_NS,
 };
 
 use crate::task::btf;
 
 use crate::{
     maps::{
-        count_loss, cpu_stats, emit, hist_record, hist_record_batched, hotpath_off,
+        count_loss, cpu_stats, emit, find_slot, hist_record, hist_record_batched, hotpath_off,
         outlier_runq_ns, preemptors_on, switch_sides_are_targets, switch_sides_cached,
         switch_window, thread_slot, tid_passes, ON_CPU, PREEMPTORS,
     },
@@ -106,6 +106,17 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if next_ours && tid_passes(next_pid) {
         switch_in(next_pid, next_tgid, now, win, cpu, oc);
     }
+    // Last, and handed over in this CPU's slot rather than in a variable:
+    // the verifier then walks switch_in once for both cases, not twice.
+    if let Some(c) = oc {
+        // SAFETY: per-CPU map value of this CPU.
+        let (tid, since) = unsafe { ((*c).untraced_tid, (*c).untraced_since_ns) };
+        if tid != 0 {
+            // SAFETY: as above.
+            unsafe { (*c).untraced_tid = 0 };
+            untraced_switch_in(tid, prev, since, now, win, cpu);
+        }
+    }
     0
 }
 
@@ -137,16 +148,32 @@ fn switch_out(
             btf::state(prev) == 0
         };
     let mut ran = 0u64;
+    let mut seen_in = oc.is_none();
     if let Some(slot) = oc {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
-            if (*slot).tid == pid && now >= (*slot).since_ns {
-                ran = now - (*slot).since_ns;
+            if (*slot).tid == pid {
+                seen_in = true;
+                if now >= (*slot).since_ns {
+                    ran = now - (*slot).since_ns;
+                }
             }
             (*slot).tid = 0;
         }
     }
     if let Some(t) = thread_slot(pid, tgid) {
+        // SAFETY: pointer from a map lookup (this thread's own switch-out);
+        // `oc` is this CPU's slot.
+        unsafe {
+            // Its first switch-out since the programs attached is the
+            // thread that was already running then: nothing is missing.
+            if let Some(c) = oc.filter(|_| !seen_in) {
+                if (*t).stats.voluntary_switches + (*t).stats.involuntary_switches != 0 {
+                    (*c).untraced_tid = pid;
+                    (*c).untraced_since_ns = (*t).since_ns;
+                }
+            }
+        }
         // SAFETY: pointer from a map lookup; see ThreadSlot for why plain
         // stores are enough.
         unsafe {
@@ -228,8 +255,98 @@ fn switch_in(
         count_loss(loss::BAD_DELTA);
         return;
     }
-    let delta = now - since;
-    // SAFETY: as above.
+    count_wait(t, pid, tgid, now - since, by, by_tgid, now, win, cpu);
+}
+
+/// A target thread switched out with no switch-in of it seen on this CPU,
+/// after an earlier switch-out: the kernel ran it after a switch it did not
+/// trace (`probe_common::untraced`). Its slice and the wait before it are
+/// rebuilt from the kernel's accounting (`since`: when its wait began), or
+/// counted as lost.
+#[inline(always)]
+fn untraced_switch_in(
+    pid: u32,
+    prev: u64,
+    since: u64,
+    now: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
+) {
+    // Found, not created: its switch-out has just used it.
+    let Some(t) = find_slot(pid) else {
+        return;
+    };
+    let Some(r) = untraced::rebuild(since, now, btf::slice_ns(prev)) else {
+        count_loss(loss::SWITCH_IN_LOST);
+        return;
+    };
+    count_loss(loss::SWITCH_IN_REBUILT);
+    count_rebuilt_wait(t, r.wait_ns, win, cpu);
+    // SAFETY: as in count_rebuilt_wait.
+    unsafe { (*t).stats.oncpu_ns += r.ran_ns };
+    if let Some(w) = win {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe { (*w).oncpu_ns += r.ran_ns };
+    }
+    if let Some(c) = cpu {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe { (*c).target_oncpu_ns += r.ran_ns };
+    }
+}
+
+/// A rebuilt wait: the thread's counters and histogram (its bucket
+/// directly, not the batch: readers add both), its window and CPU total.
+/// Not charged to a preemptor nor streamed as an outlier: `count_wait` at a
+/// second place in this program took the verifier past its limit (1M
+/// instructions) for a rare event.
+#[inline(always)]
+fn count_rebuilt_wait(
+    t: *mut probe_common::ThreadSlot,
+    delta: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
+) {
+    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
+    unsafe {
+        (*t).stats.runq_count += 1;
+        (*t).stats.runq_total_ns += delta;
+        if delta > (*t).stats.runq_max_ns {
+            (*t).stats.runq_max_ns = delta;
+        }
+    }
+    hist_record(t, delta);
+    if let Some(w) = win {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe {
+            (*w).runq_count += 1;
+            (*w).runq_total_ns += delta;
+            if delta > (*w).runq_max_ns {
+                (*w).runq_max_ns = delta;
+            }
+        }
+    }
+    if let Some(c) = cpu {
+        // SAFETY: per-CPU map value of this CPU.
+        unsafe { (*c).target_runq_ns += delta };
+    }
+}
+
+/// One run-queue wait of target thread `pid` that ended at `now`: its
+/// counters, histogram, window, CPU total, preemptor charge and outlier.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn count_wait(
+    t: *mut probe_common::ThreadSlot,
+    pid: u32,
+    tgid: u32,
+    delta: u64,
+    by: u32,
+    by_tgid: u32,
+    now: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
+) {
+    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
     unsafe {
         (*t).stats.runq_count += 1;
         (*t).stats.runq_total_ns += delta;

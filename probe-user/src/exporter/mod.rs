@@ -145,10 +145,16 @@ impl State {
             })
             .collect();
         let mut losses: BTreeMap<String, u64> = BTreeMap::new();
+        let mut rebuilt_switch_ins = 0;
         match self.probes.read_losses() {
             Ok(l) => {
                 for (name, per_cpu) in l {
-                    losses.insert(name.to_string(), per_cpu.iter().sum());
+                    let n = per_cpu.iter().sum();
+                    if probe_common::loss::is_loss(name) {
+                        losses.insert(name.to_string(), n);
+                    } else {
+                        rebuilt_switch_ins += n;
+                    }
                 }
             }
             Err(_) => self.lose("map_read_failed"),
@@ -164,6 +170,7 @@ impl State {
             programs,
             probe_cpu_ratio: self.share.ratio,
             losses,
+            rebuilt_switch_ins,
             exporter_cpu_seconds: own::self_cpu_seconds(&self.proc),
             exporter_rss_bytes: own::self_rss_bytes(&self.proc),
             start_time_seconds: self.start_time_seconds,

@@ -41,6 +41,9 @@ pub struct Snapshot {
     pub probe_cpu_ratio: Option<f64>,
     /// Loss reason -> count (kernel counters and the exporter's own).
     pub losses: BTreeMap<String, u64>,
+    /// Switch-ins the kernel did not trace, rebuilt from its accounting
+    /// (`probe_common::untraced`): counted, not lost.
+    pub rebuilt_switch_ins: u64,
     pub exporter_cpu_seconds: f64,
     pub exporter_rss_bytes: u64,
     pub start_time_seconds: f64,
@@ -486,6 +489,11 @@ fn own_cost(o: &mut Out, snap: &Snapshot) {
         "Events or records lost, by reason (kernel map or ring full, unreadable task fields, the exporter's own).",
         &rows,
     );
+    o.counter(
+        "tailprobe_untraced_switch_ins_rebuilt",
+        "Switch-ins of target threads that the kernel did not trace, whose slice and wait were rebuilt from its own accounting (not lost).",
+        &[(Vec::new(), snap.rebuilt_switch_ins as f64)],
+    );
     o.gauge(
         "tailprobe_build_info",
         "The exporter's version; always 1.",
@@ -550,6 +558,7 @@ mod tests {
             },
         );
         snap.losses.insert("ringbuf_reserve_failed".into(), 2);
+        snap.rebuilt_switch_ins = 4;
         let s = render(&snap, Format::Prometheus);
         assert!(
             s.contains("tailprobe_runqueue_wait_seconds_bucket{target=\"a\\\"b\",le=\"+Inf\"} 3")
@@ -562,6 +571,10 @@ mod tests {
         assert!(s.contains("class=\"cross_numa\"} 1"));
         assert!(s.contains("# TYPE tailprobe_oncpu_seconds_total counter"));
         assert!(s.contains("tailprobe_lost_events_total{reason=\"ringbuf_reserve_failed\"} 2"));
+        assert!(
+            s.contains("tailprobe_untraced_switch_ins_rebuilt_total 4"),
+            "{s}"
+        );
         assert!(!s.contains("# EOF"));
         let m = render(&snap, Format::OpenMetrics);
         assert!(m.ends_with("# EOF\n"));

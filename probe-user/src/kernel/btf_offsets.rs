@@ -82,12 +82,15 @@ mod tests {
             }
             Err(BtfOffsetError::NoField(what, names.join(", ")))
         };
+        let optional = |name: &str| field(&[name], "optional").unwrap_or(0);
         Ok(TaskOffsets {
             pid: field(&["pid"], "task_struct.pid")?,
             tgid: field(&["tgid"], "task_struct.tgid")?,
             cpu: field(&["cpu", "thread_info.cpu"], "task_struct.cpu")?,
             state: field(&["__state", "state"], "task_struct.__state")?,
             comm: field(&["comm"], "task_struct.comm")?,
+            sum_exec_runtime: optional("se.sum_exec_runtime"),
+            prev_sum_exec_runtime: optional("se.prev_sum_exec_runtime"),
         })
     }
 
@@ -165,6 +168,8 @@ mod tests {
                 cpu: 52,
                 state: 24,
                 comm: 3000,
+                sum_exec_runtime: 0,
+                prev_sum_exec_runtime: 0,
             }
         );
     }
@@ -187,6 +192,8 @@ mod tests {
                 cpu: 16,
                 state: 40,
                 comm: 1600,
+                sum_exec_runtime: 0,
+                prev_sum_exec_runtime: 0,
             }
         );
     }
@@ -253,6 +260,13 @@ mod tests {
         };
         let off = both(&btf).expect("offsets from Debian 6.1's BTF");
         assert_eq!(off.tgid, off.pid + 4, "{off:?}");
+        // sched_entity: sum_exec_runtime, vruntime, prev_sum_exec_runtime.
+        assert!(off.sum_exec_runtime > 0, "{off:?}");
+        assert_eq!(
+            off.prev_sum_exec_runtime,
+            off.sum_exec_runtime + 16,
+            "{off:?}"
+        );
     }
 
     /// This project's machines' 6.18 kernel.
@@ -263,6 +277,14 @@ mod tests {
         };
         let off = both(&btf).expect("offsets from 6.18's BTF");
         assert_eq!(off.tgid, off.pid + 4, "{off:?}");
+        // sched_entity: sum_exec_runtime, prev_sum_exec_runtime (vruntime
+        // moved away in 6.6's EEVDF rework).
+        assert!(off.sum_exec_runtime > 0, "{off:?}");
+        assert_eq!(
+            off.prev_sum_exec_runtime,
+            off.sum_exec_runtime + 8,
+            "{off:?}"
+        );
     }
 
     /// `task_struct.prio` (the Perfetto trace's priorities) from the scanner

@@ -277,12 +277,21 @@ pub fn resolve(btf: &[u8]) -> Result<TaskOffsets, BtfOffsetError> {
         }
         Err(BtfOffsetError::NoField(what, names.join(", ")))
     };
+    let pid = field(&["pid"], "task_struct.pid")?;
+    let tgid = field(&["tgid"], "task_struct.tgid")?;
+    let cpu = field(&["cpu", "thread_info.cpu"], "task_struct.cpu")?;
+    let state = field(&["__state", "state"], "task_struct.__state")?;
+    let comm = field(&["comm"], "task_struct.comm")?;
+    // Optional: without them an untraced switch-in is counted, not rebuilt.
+    let mut optional = |name: &str| field(&[name], "optional").unwrap_or(0);
     Ok(TaskOffsets {
-        pid: field(&["pid"], "task_struct.pid")?,
-        tgid: field(&["tgid"], "task_struct.tgid")?,
-        cpu: field(&["cpu", "thread_info.cpu"], "task_struct.cpu")?,
-        state: field(&["__state", "state"], "task_struct.__state")?,
-        comm: field(&["comm"], "task_struct.comm")?,
+        pid,
+        tgid,
+        cpu,
+        state,
+        comm,
+        sum_exec_runtime: optional("se.sum_exec_runtime"),
+        prev_sum_exec_runtime: optional("se.prev_sum_exec_runtime"),
     })
 }
 

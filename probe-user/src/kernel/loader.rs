@@ -240,6 +240,12 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
         .override_global("TASK_CPU_OFF", &cfg.offsets.cpu, true)
         .override_global("TASK_STATE_OFF", &cfg.offsets.state, true)
         .override_global("TASK_COMM_OFF", &cfg.offsets.comm, true)
+        .override_global("TASK_SUM_EXEC_OFF", &cfg.offsets.sum_exec_runtime, true)
+        .override_global(
+            "TASK_PREV_SUM_EXEC_OFF",
+            &cfg.offsets.prev_sum_exec_runtime,
+            true,
+        )
         .override_global("MIGRATE_OFF_SUCCEEDED", &mo.succeeded, true)
         .override_global("MIGRATE_OFF_FAILED", &mo.failed, true)
         .override_global("MIGRATE_OFF_REASON", &mo.reason, true)

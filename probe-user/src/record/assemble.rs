@@ -130,7 +130,10 @@ pub fn build(inp: Inputs) -> RecordReport {
             per_cpu,
         })
         .collect();
-    let lossy = losses.iter().any(|l| l.total > 0);
+    // Rebuilt events (`switch_in_untraced_rebuilt`) are counted, not lost.
+    let lossy = losses
+        .iter()
+        .any(|l| l.total > 0 && probe_common::loss::is_loss(l.name));
     let duration_ns = inp.end_ns.saturating_sub(inp.start_ns);
     let overhead = overhead(inp.prog_stats.as_deref(), duration_ns);
     RecordReport {

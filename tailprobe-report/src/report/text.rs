@@ -333,11 +333,22 @@ fn run_quality(o: &mut String, r: &RecordReport) {
             r.overhead.cpu_share_pct.unwrap_or(0.0)
         );
     }
+    if let Some(l) = r
+        .losses
+        .iter()
+        .find(|l| l.name == "switch_in_untraced_rebuilt" && l.total > 0)
+    {
+        let _ = writeln!(
+            o,
+            "rebuilt: {} switch-ins of target threads that the kernel did not trace; each slice and wait from its own accounting (docs/accuracy.md)",
+            l.total
+        );
+    }
     if r.lossy {
         let lost: Vec<String> = r
             .losses
             .iter()
-            .filter(|l| l.total > 0)
+            .filter(|l| l.total > 0 && l.name != "switch_in_untraced_rebuilt")
             .map(|l| format!("{} {}", l.name, l.total))
             .collect();
         let _ = writeln!(
