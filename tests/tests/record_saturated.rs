@@ -227,6 +227,7 @@ fn root_churning_threads_match_schedstat_up_to_each_threads_last_instruction() {
             "thread_map_insert_failed",
             "task_read_failed",
             "bad_delta_discarded",
+            "switch_in_untraced_lost",
         ]
         .contains(&name)
         {
@@ -345,7 +346,9 @@ fn root_thread_churn_beyond_the_array_reuses_slots_and_loses_nothing() {
     );
     for l in r["losses"].as_array().expect("losses") {
         let name = l["name"].as_str().unwrap_or("?");
-        if name != "preemptor_map_insert_failed" {
+        // A rebuilt switch-in (the kernel did not trace it) is counted,
+        // not lost (docs/accuracy.md).
+        if !["preemptor_map_insert_failed", "switch_in_untraced_rebuilt"].contains(&name) {
             assert_eq!(l["total"], 0, "loss: {l}");
         }
     }
