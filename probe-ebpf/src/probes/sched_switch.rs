@@ -114,7 +114,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         if tid != 0 {
             // SAFETY: as above.
             unsafe { (*c).untraced_tid = 0 };
-            untraced_switch_in(tid, prev, since, now, win, cpu);
+            untraced_switch_in(tid, prev_tgid, prev, since, now, win, cpu);
         }
     }
     0
@@ -264,8 +264,10 @@ fn switch_in(
 /// rebuilt from the kernel's accounting (`since`: when its wait began), or
 /// counted as lost.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn untraced_switch_in(
     pid: u32,
+    tgid: u32,
     prev: u64,
     since: u64,
     now: u64,
@@ -282,6 +284,22 @@ fn untraced_switch_in(
     };
     count_loss(loss::SWITCH_IN_REBUILT);
     count_rebuilt_wait(t, r.wait_ns, win, cpu);
+    // Streamed like any other wait, so `--outlier-runq` sees them all. It
+    // ended where the slice began; who preempted the thread is not kept.
+    let threshold = outlier_runq_ns();
+    if threshold != 0 && r.wait_ns >= threshold {
+        emit(Event {
+            ts_ns: now - r.ran_ns,
+            value_ns: r.wait_ns,
+            kind: event::RUNQ_OUTLIER,
+            tid: pid,
+            tgid,
+            // SAFETY: helper with no preconditions.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            aux: 0,
+            _pad: 0,
+        });
+    }
     // SAFETY: as in count_rebuilt_wait.
     unsafe { (*t).stats.oncpu_ns += r.ran_ns };
     if let Some(w) = win {
@@ -296,9 +314,9 @@ fn untraced_switch_in(
 
 /// A rebuilt wait: the thread's counters and histogram (its bucket
 /// directly, not the batch: readers add both), its window and CPU total.
-/// Not charged to a preemptor nor streamed as an outlier: `count_wait` at a
-/// second place in this program took the verifier past its limit (1M
-/// instructions) for a rare event.
+/// Not charged to a preemptor: `count_wait` at a second place in this
+/// program took the verifier past its limit (1M instructions) for a rare
+/// event.
 #[inline(always)]
 fn count_rebuilt_wait(
     t: *mut probe_common::ThreadSlot,
