@@ -3,11 +3,20 @@
 //!
 //! Tolerances (a loaded 2-CPU machine, debug build): intended times match
 //! the schedule to 1 ns; the median lag (sent - intended) is under 1 ms and
-//! its p99 under 10 ms; the run sends exactly the scheduled requests.
+//! its p99 under 10 ms plus the longest stall the machine itself showed
+//! meanwhile (a thread sleeping 1 ms at a time, measured alongside: a 38 ms
+//! stall of this VM failed the p99 once, 2026-12-03, while the generator
+//! kept its schedule); the run sends exactly the scheduled requests.
 
 mod load_support;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use load_support::{jsonl, ok, temp_path, TestServer};
 use tailprobe::load::{
@@ -50,11 +59,29 @@ fn rate_opts(
     }
 }
 
+/// The longest oversleep of a thread that sleeps 1 ms at a time until
+/// `stop`: how long the machine kept a ready thread off the CPU.
+fn stall_monitor(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_millis(1));
+            worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        worst
+    })
+}
+
 fn check(arrival: Arrival, seed: u64) {
     let server = TestServer::start(Arc::new(|_, _, s| ok(s)));
     let out = temp_path(&format!("schedule-{arrival}.jsonl"));
     let rate = 400.0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = stall_monitor(stop.clone());
     let report = load::run(&rate_opts(&server.url("/"), rate, arrival, seed, &out)).expect("run");
+    stop.store(true, Ordering::Relaxed);
+    let stall = monitor.join().expect("stall monitor");
     let expected: Vec<u64> = Schedule::new(rate, arrival, seed)
         .map(|(_, t)| t)
         .take_while(|&t| t < 2_000_000_000)
@@ -90,16 +117,21 @@ fn check(arrival: Arrival, seed: u64) {
     lags.sort_unstable();
     let p50 = lags[lags.len() / 2];
     let p99 = lags[lags.len() * 99 / 100];
+    let stall_ns = stall.as_nanos() as u64;
     eprintln!(
-        "{arrival}: {} requests, lag p50 {p50} ns, p99 {p99} ns",
+        "{arrival}: {} requests, lag p50 {p50} ns, p99 {p99} ns; longest machine stall {stall_ns} ns",
         lags.len()
     );
     assert!(p50 < 1_000_000, "{arrival}: median lag {p50} ns");
-    assert!(p99 < 10_000_000, "{arrival}: p99 lag {p99} ns");
+    let p99_bound = 10_000_000 + stall_ns;
+    assert!(
+        p99 < p99_bound,
+        "{arrival}: p99 lag {p99} ns (bound 10 ms + the machine's stall {stall_ns} ns)"
+    );
     // The report's own lag summary agrees with the records.
     let lag = report.latency_ms.schedule_lag.expect("lag summary");
     assert_eq!(lag.count as usize, recs.len());
-    assert!(lag.p99.value < 10.0);
+    assert!(lag.p99.value < p99_bound as f64 / 1e6, "{lag:?}");
     // Throughput over the window is close to the offered rate.
     let offered = expected.len() as f64 / 2.0;
     assert!(
