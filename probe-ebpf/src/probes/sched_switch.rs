@@ -148,7 +148,7 @@ fn switch_out(
             btf::state(prev) == 0
         };
     let mut ran = 0u64;
-    let mut seen_in = oc.is_none();
+    let mut seen_in = false;
     if let Some(slot) = oc {
         // SAFETY: per-CPU map value of this CPU.
         unsafe {
@@ -283,24 +283,14 @@ fn untraced_switch_in(
         return;
     };
     count_loss(loss::SWITCH_IN_REBUILT);
-    count_rebuilt_wait(t, r.wait_ns, win, cpu);
-    // Streamed like any other wait, so `--outlier-runq` sees them all. It
-    // ended where the slice began; who preempted the thread is not kept.
-    let threshold = outlier_runq_ns();
-    if threshold != 0 && r.wait_ns >= threshold {
-        emit(Event {
-            ts_ns: now - r.ran_ns,
-            value_ns: r.wait_ns,
-            kind: event::RUNQ_OUTLIER,
-            tid: pid,
-            tgid,
-            // SAFETY: helper with no preconditions.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            aux: 0,
-            _pad: 0,
-        });
-    }
-    // SAFETY: as in count_rebuilt_wait.
+    // Its bucket directly, not the batch (readers add both). Not charged to
+    // a preemptor: `count_wait` at a second place in this program took the
+    // verifier past its limit (1M instructions) for a rare event. It ended
+    // where the slice began; who preempted the thread is not kept.
+    add_wait(t, r.wait_ns, win, cpu);
+    hist_record(t, r.wait_ns);
+    stream_wait(pid, tgid, r.wait_ns, now - r.ran_ns, 0);
+    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
     unsafe { (*t).stats.oncpu_ns += r.ran_ns };
     if let Some(w) = win {
         // SAFETY: per-CPU map value of this CPU.
@@ -309,43 +299,6 @@ fn untraced_switch_in(
     if let Some(c) = cpu {
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*c).target_oncpu_ns += r.ran_ns };
-    }
-}
-
-/// A rebuilt wait: the thread's counters and histogram (its bucket
-/// directly, not the batch: readers add both), its window and CPU total.
-/// Not charged to a preemptor: `count_wait` at a second place in this
-/// program took the verifier past its limit (1M instructions) for a rare
-/// event.
-#[inline(always)]
-fn count_rebuilt_wait(
-    t: *mut probe_common::ThreadSlot,
-    delta: u64,
-    win: Option<*mut Window>,
-    cpu: Option<*mut CpuStats>,
-) {
-    // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
-    unsafe {
-        (*t).stats.runq_count += 1;
-        (*t).stats.runq_total_ns += delta;
-        if delta > (*t).stats.runq_max_ns {
-            (*t).stats.runq_max_ns = delta;
-        }
-    }
-    hist_record(t, delta);
-    if let Some(w) = win {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe {
-            (*w).runq_count += 1;
-            (*w).runq_total_ns += delta;
-            if delta > (*w).runq_max_ns {
-                (*w).runq_max_ns = delta;
-            }
-        }
-    }
-    if let Some(c) = cpu {
-        // SAFETY: per-CPU map value of this CPU.
-        unsafe { (*c).target_runq_ns += delta };
     }
 }
 
@@ -364,6 +317,27 @@ fn count_wait(
     win: Option<*mut Window>,
     cpu: Option<*mut CpuStats>,
 ) {
+    add_wait(t, delta, win, cpu);
+    if hotpath_off(hotpath::HIST_BATCH) {
+        hist_record(t, delta);
+    } else {
+        hist_record_batched(t, delta);
+    }
+    if by != 0 && preemptors_on() {
+        preemptor_add(t, by, by_tgid, delta);
+    }
+    stream_wait(pid, tgid, delta, now, by);
+}
+
+/// A wait's count, total and maximum: the thread's, its window's and the
+/// CPU's total (not the histogram).
+#[inline(always)]
+fn add_wait(
+    t: *mut probe_common::ThreadSlot,
+    delta: u64,
+    win: Option<*mut Window>,
+    cpu: Option<*mut CpuStats>,
+) {
     // SAFETY: pointer from a map lookup (single writer, see ThreadSlot).
     unsafe {
         (*t).stats.runq_count += 1;
@@ -371,11 +345,6 @@ fn count_wait(
         if delta > (*t).stats.runq_max_ns {
             (*t).stats.runq_max_ns = delta;
         }
-    }
-    if hotpath_off(hotpath::HIST_BATCH) {
-        hist_record(t, delta);
-    } else {
-        hist_record_batched(t, delta);
     }
     if let Some(w) = win {
         // SAFETY: per-CPU map value of this CPU.
@@ -391,13 +360,16 @@ fn count_wait(
         // SAFETY: per-CPU map value of this CPU.
         unsafe { (*c).target_runq_ns += delta };
     }
-    if by != 0 && preemptors_on() {
-        preemptor_add(t, by, by_tgid, delta);
-    }
+}
+
+/// Stream a wait that ended at `end` as an outlier when it reaches
+/// `--outlier-runq` (`by`: who preempted the thread, 0 when unknown).
+#[inline(always)]
+fn stream_wait(pid: u32, tgid: u32, delta: u64, end: u64, by: u32) {
     let threshold = outlier_runq_ns();
     if threshold != 0 && delta >= threshold {
         emit(Event {
-            ts_ns: now,
+            ts_ns: end,
             value_ns: delta,
             kind: event::RUNQ_OUTLIER,
             tid: pid,

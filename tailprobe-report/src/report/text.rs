@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::model::{EndReason, RecordReport, ThreadReport};
+use probe_common::loss;
 
 /// Format nanoseconds with a unit a person reads at a glance.
 pub fn ns(v: u64) -> String {
@@ -333,11 +334,8 @@ fn run_quality(o: &mut String, r: &RecordReport) {
             r.overhead.cpu_share_pct.unwrap_or(0.0)
         );
     }
-    if let Some(l) = r
-        .losses
-        .iter()
-        .find(|l| l.name == "switch_in_untraced_rebuilt" && l.total > 0)
-    {
+    let rebuilt = loss::NAMES[loss::SWITCH_IN_REBUILT as usize];
+    if let Some(l) = r.losses.iter().find(|l| l.name == rebuilt && l.total > 0) {
         let _ = writeln!(
             o,
             "rebuilt: {} switch-ins of target threads that the kernel did not trace; each slice and wait from its own accounting (docs/accuracy.md)",
@@ -348,7 +346,7 @@ fn run_quality(o: &mut String, r: &RecordReport) {
         let lost: Vec<String> = r
             .losses
             .iter()
-            .filter(|l| l.total > 0 && l.name != "switch_in_untraced_rebuilt")
+            .filter(|l| l.total > 0 && loss::is_loss(l.name))
             .map(|l| format!("{} {}", l.name, l.total))
             .collect();
         let _ = writeln!(
