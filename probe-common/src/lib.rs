@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod hist;
+pub mod per_target;
 pub mod trace;
 pub mod untraced;
 
@@ -395,8 +396,11 @@ pub mod loss {
     /// As `SWITCH_IN_REBUILT`, but nothing to rebuild from (no pending wait,
     /// or the kernel's fields unknown): that slice's on-CPU time is missing.
     pub const SWITCH_IN_LOST: u32 = 10;
+    /// Per-target mode: a thread whose tid is beyond `WAIT_STAMPS` (sized
+    /// from `pid_max` at load; raised since): its waits are not timed.
+    pub const TID_BEYOND_STAMPS: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "thread_map_insert_failed",
@@ -410,6 +414,7 @@ pub mod loss {
         "sched_trace_ringbuf_reserve_failed",
         "switch_in_untraced_rebuilt",
         "switch_in_untraced_lost",
+        "tid_beyond_wait_stamps",
     ];
     /// Counters that are not losses (the event was rebuilt, not dropped).
     pub const NOT_LOSSES: [u32; 1] = [SWITCH_IN_REBUILT];
@@ -514,6 +519,10 @@ mod pod {
     unsafe impl aya::Pod for super::CpuTopo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TraceRec {}
+    // SAFETY: repr(C), integers only.
+    unsafe impl aya::Pod for super::per_target::TargetSched {}
+    // SAFETY: repr(C), integers only.
+    unsafe impl aya::Pod for super::per_target::WaitStamp {}
 }
 
 /// Key of the `WAKE_EDGES` map: waker thread id in the high half, woken

@@ -9,6 +9,7 @@
 #![feature(asm_experimental_arch)]
 
 mod maps;
+mod per_target;
 mod probes;
 mod task;
 mod trace;

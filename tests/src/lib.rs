@@ -507,5 +507,6 @@ pub fn spin2_agrees_with_schedstat(
     report
 }
 
+pub mod exporter;
 mod serve;
 pub use serve::{ServeProc, Sysctl};

@@ -6,103 +6,26 @@
 //! workloads. A target that exits and comes back is followed again.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Write,
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use tailprobe_tests::{
-    attach_deadline, skip_fixable, skip_unless_root, tailprobe_bin, Recording, Workload,
+    delta,
+    exporter::{free_port, http_get, sample, Exporter},
+    kernel_counters, skip_fixable, skip_unless_root, KernelCounters, Recording, Workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// A running `tailprobe exporter`, killed on drop.
-struct Exporter {
-    child: Child,
-    port: u16,
-}
-
-impl Exporter {
-    fn start(selector: &[&str]) -> Exporter {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(tailprobe_bin())
-            .args(["exporter", "--listen", &listen, "--rescan", "200ms"])
-            .args(selector)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tailprobe exporter");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("exporter: {line}");
-                if line.contains("probes attached") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(attach_deadline())
-            .expect("tailprobe exporter did not attach in time");
-        Exporter { child, port }
-    }
-
-    fn scrape(&self, accept: Option<&str>) -> (String, String) {
-        http_get(self.port, "/metrics", accept)
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// GET on loopback; returns (head, body).
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> (String, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    c.read_to_string(&mut r).expect("read response");
-    let (head, body) = r.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.to_string(), body.to_string())
 }
 
 fn urlencode(s: &str) -> String {
@@ -114,21 +37,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Samples of one metric with these label pairs in a text exposition.
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines().find_map(|l| {
-        let (series, v) = l.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        if !(rest.is_empty() || rest.starts_with('{')) {
-            return None;
-        }
-        labels
-            .iter()
-            .all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")))
-            .then(|| v.parse().ok())?
-    })
 }
 
 /// A Prometheus server on loopback with its own empty storage.
@@ -544,5 +452,120 @@ fn root_exporter_cgroup_children_are_targets_within_the_name_budget() {
     std::thread::sleep(Duration::from_millis(200));
     for child in ["a", "b", ""] {
         let _ = std::fs::remove_dir(dir.join(child));
+    }
+}
+
+/// The per-target mode's totals against the kernel's own accounting: two
+/// threads spinning on one CPU, followed by `--pid`; over the same window
+/// (the threads are blocked outside it), the exporter's run-queue wait,
+/// switches and on-CPU time match schedstat and /proc status with
+/// record_sched.rs's tolerances.
+#[test]
+fn root_exporter_per_target_totals_match_schedstat() {
+    skip_unless_root!("root_exporter_per_target_totals_match_schedstat");
+    let spin_ms = 1500u64;
+    let mut w = Workload::start(WORKLOAD, &["spin2", "0", &spin_ms.to_string()]);
+    let pid = w.pid().to_string();
+    let e = Exporter::start(&["--pid", &pid]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let name = loop {
+        let body = e.scrape(None).1;
+        let followed = body.lines().find_map(|l| {
+            let rest = l.strip_prefix("tailprobe_target_processes{target=\"")?;
+            let (name, v) = rest.split_once("\"} ")?;
+            (v.trim() == "1").then(|| name.to_string())
+        });
+        if let Some(n) = followed {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never followed: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let t = [("target", name.as_str())];
+    let read = |body: &str| {
+        let f = |m: &str, extra: &[(&str, &str)]| {
+            let mut l = t.to_vec();
+            l.extend_from_slice(extra);
+            sample(body, m, &l).unwrap_or(0.0)
+        };
+        (
+            f("tailprobe_runqueue_wait_seconds_sum", &[]),
+            f(
+                "tailprobe_context_switches_total",
+                &[("kind", "involuntary")],
+            ),
+            f("tailprobe_context_switches_total", &[("kind", "voluntary")]),
+            f("tailprobe_oncpu_seconds_total", &[]),
+        )
+    };
+    let snap = |w: &Workload| -> Vec<KernelCounters> {
+        w.tids
+            .iter()
+            .map(|x| kernel_counters(w.pid(), *x))
+            .collect()
+    };
+    let a = read(&e.scrape(None).1);
+    let before = snap(&w);
+    w.go_and_wait(Duration::from_secs(30));
+    let after = snap(&w);
+    let body = e.scrape(None).1;
+    let b = read(&body);
+    let mut k = KernelCounters::default();
+    for (x, y) in before.iter().zip(&after) {
+        let d = delta(*x, *y);
+        k.wait_ns += d.wait_ns;
+        k.run_ns += d.run_ns;
+        k.involuntary += d.involuntary;
+        k.voluntary += d.voluntary;
+    }
+    let wait = ((b.0 - a.0) * 1e9) as u64;
+    let (inv, vol) = ((b.1 - a.1) as u64, (b.2 - a.2) as u64);
+    let oncpu = ((b.3 - a.3) * 1e9) as u64;
+    eprintln!(
+        "per-target: wait ours {wait} ns, schedstat {} ns; involuntary {inv} vs {}; \
+         voluntary {vol} vs {}; on-CPU {oncpu} vs {} ns",
+        k.wait_ns, k.involuntary, k.voluntary, k.run_ns
+    );
+    assert!(
+        k.wait_ns >= spin_ms * 1_000_000 * 2 * 3 / 10,
+        "the workload did not contend as designed: schedstat wait {} ns",
+        k.wait_ns
+    );
+    assert!(inv >= 10, "too few involuntary switches: {inv}");
+    // As record_sched.rs: 3% (+2 ms per thread), and on the kernel's side
+    // 25 us per involuntary switch (the wakeup-preemption clock skip).
+    // Absolute tolerances scale with the emulated CPU (QEMU lane).
+    let scale = tailprobe_tests::time_scale() as f64;
+    let slack = if wait < k.wait_ns { inv * 25_000 } else { 0 };
+    assert!(
+        wait.abs_diff(k.wait_ns) as f64 <= k.wait_ns as f64 * 0.03 + (4e6 + slack as f64) * scale,
+        "run-queue total: ours {wait}, kernel {}",
+        k.wait_ns
+    );
+    assert!(
+        inv.abs_diff(k.involuntary) as f64 <= k.involuntary as f64 * 0.02 + 6.0,
+        "involuntary: ours {inv}, kernel {}",
+        k.involuntary
+    );
+    assert!(
+        vol.abs_diff(k.voluntary) as f64 <= k.voluntary as f64 * 0.02 + 6.0,
+        "voluntary: ours {vol}, kernel {}",
+        k.voluntary
+    );
+    assert!(
+        oncpu.abs_diff(k.run_ns) as f64 <= k.run_ns as f64 * 0.05 + 4e6 * scale,
+        "on-CPU: ours {oncpu}, kernel {}",
+        k.run_ns
+    );
+    for reason in [
+        "bad_delta_discarded",
+        "tid_beyond_wait_stamps",
+        "switch_in_untraced_lost",
+    ] {
+        let lost = sample(&body, "tailprobe_lost_events_total", &[("reason", reason)]);
+        assert_eq!(lost, Some(0.0), "{reason}: {body}");
     }
 }

@@ -30,7 +30,7 @@ use crate::{
         outlier_runq_ns, preemptors_on, switch_sides_are_targets, switch_sides_cached,
         switch_window, thread_slot, tid_passes, ON_CPU, PREEMPTORS,
     },
-    task, trace,
+    per_target, task, trace,
 };
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -39,6 +39,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // without the helper call.
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
+    if per_target::on() {
+        return per_target::switch(&ctx, prev, next);
+    }
     let ((prev_pid, prev_tgid), (next_pid, next_tgid)) = if hotpath_off(hotpath::DIRECT_READS) {
         let pid_tgid = bpf_get_current_pid_tgid();
         let n = task::pid_tgid(next);

@@ -7,17 +7,25 @@ use probe_common::hotpath;
 
 use crate::{
     maps::{hotpath_off, is_target, runq_enter, thread_slot},
-    task, trace,
+    per_target, task, trace,
 };
 
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    if per_target::on() {
+        per_target::wakeup(ctx.arg(0), false);
+        return 0;
+    }
     on_wakeup(&ctx);
     0
 }
 
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    if per_target::on() {
+        per_target::wakeup(ctx.arg(0), true);
+        return 0;
+    }
     on_wakeup(&ctx);
     0
 }

@@ -14,8 +14,10 @@ use crate::{
 /// Serve the targets' run-queue wait histogram, switches, migrations, IRQ
 /// time, page faults, NUMA events and memory to Prometheus.
 ///
-/// Aggregation stays in the kernel (per-thread counters and histograms,
-/// folded per target at each scrape); nothing is streamed per event.
+/// Aggregation stays in the kernel: run-queue waits, switches and on-CPU
+/// time per CPU and per target (the scheduler programs' per-target mode,
+/// cheaper than record's per-thread one), the rarer events per thread,
+/// folded per target at each scrape; nothing is streamed per event.
 /// Targets are re-evaluated every --rescan, so a process that starts, exits
 /// and comes back under a selector is followed again without a restart.
 /// Selectors combine (--unit, --cgroup, --comm, --pid, each repeatable); the
@@ -47,8 +49,9 @@ pub struct ExporterArgs {
     /// Address to serve /metrics on.
     #[arg(long, default_value = "127.0.0.1:9466")]
     pub listen: String,
-    /// Most distinct target names; processes past it count under "other".
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Most distinct target names; processes past it count under "other"
+    /// (254 at most: the kernel names a process's target in one byte).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=254))]
     pub max_targets: u32,
     /// A target name with no process for this long is dropped (its series
     /// end; it frees its place under --max-targets).
@@ -67,8 +70,9 @@ pub struct ExporterArgs {
     /// to 4.29 s: 4 gives 89 buckets of at most 25% width.
     #[arg(long, default_value = "4", value_parser = parse_per_octave)]
     pub buckets_per_octave: u32,
-    /// Threads the kernel keeps state for (about 4.6 KiB each); past it,
-    /// new threads are counted as `thread_map_insert_failed` losses.
+    /// Threads the kernel keeps a slot for (about 4.6 KiB each; a thread
+    /// gets one at its first migration, IRQ or page fault); past it, new
+    /// threads are counted as `thread_map_insert_failed` losses.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
     pub max_threads: u32,
     /// Leave out the five IRQ programs (no IRQ time stolen).

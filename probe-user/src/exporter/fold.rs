@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::{ThreadStats, HIST_BUCKETS};
+use probe_common::{per_target::TargetSched, ThreadStats, HIST_BUCKETS};
 
 use crate::kernel::loader::ThreadCounters;
 
@@ -33,6 +33,16 @@ impl Agg {
     pub fn add(&mut self, c: &ThreadCounters) {
         self.stats.add(&c.stats);
         for (a, b) in self.hist.iter_mut().zip(&c.hist) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// Add the kernel's per-target scheduler totals (the per-target mode
+    /// keeps waits, switches, on-CPU time and wakeups there, not in the
+    /// thread slots, whose same fields then stay 0).
+    pub fn add_sched(&mut self, t: &TargetSched) {
+        self.stats.add(&t.as_stats());
+        for (a, b) in self.hist.iter_mut().zip(&t.hist) {
             *a = a.saturating_add(*b);
         }
     }
@@ -101,6 +111,28 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_target_totals_join_the_slots_counters() {
+        let mut a = Agg::default();
+        a.add(&tc(1, &[])); // a slot with only a page fault, say
+        a.stats.page_faults = 7;
+        let mut t = TargetSched::ZERO;
+        t.runq_count = 2;
+        t.runq_total_ns = 3000;
+        t.runq_max_ns = 2000;
+        t.voluntary_switches = 5;
+        t.wakeups = 4;
+        t.hist[probe_common::bucket_index(2000)] = 2;
+        a.add_sched(&t);
+        a.add_sched(&t);
+        assert_eq!(a.stats.runq_count, 4);
+        assert_eq!(a.stats.runq_total_ns, 6000);
+        assert_eq!(a.stats.runq_max_ns, 2000);
+        assert_eq!((a.stats.voluntary_switches, a.stats.wakeups), (10, 8));
+        assert_eq!(a.stats.page_faults, 7);
+        assert_eq!(a.hist.iter().sum::<u64>(), 4);
+    }
 
     fn tc(tgid: u32, waits: &[u64]) -> ThreadCounters {
         let mut stats = ThreadStats::ZERO;

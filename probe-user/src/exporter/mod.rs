@@ -1,12 +1,15 @@
-//! `tailprobe exporter`: an always-on Prometheus exporter. The kernel
-//! keeps per-thread counters and run-queue histograms (the same programs
-//! `record` uses, with windows, outliers and event traces off); each
-//! scrape folds them per target. The only records the kernel sends are
-//! thread exits, so an exited thread's slot is harvested into its
-//! target's totals and freed.
+//! `tailprobe exporter`: an always-on Prometheus exporter. The programs
+//! are `record`'s, with windows, outliers and event traces off, and the
+//! scheduler programs in their per-target mode: waits, switches, on-CPU
+//! time and wakeups are kept per CPU and per target index in the kernel.
+//! The rarer events keep per-thread slots; each scrape folds both per
+//! target. The only records the kernel sends are thread exits, so an
+//! exited thread's slot is harvested into its target's totals and freed.
 //!
 //! - `targets`: selectors re-evaluated every rescan, bounded names.
-//! - `fold`:    per-thread slots -> per-target totals (pure).
+//! - `index`:   target names -> the kernel's target indices (pure).
+//! - `fold`:    per-thread slots and per-target totals -> per-target
+//!   counters (pure).
 //! - `render`:  Prometheus text / OpenMetrics exposition (pure).
 //! - `http`:    the `/metrics` server, polled from this loop.
 //! - `own`:     the exporter's own cost; the targets' memory per node.
@@ -14,6 +17,7 @@
 
 pub mod fold;
 pub mod http;
+pub mod index;
 pub mod own;
 pub mod render;
 pub mod targets;
@@ -41,6 +45,7 @@ use crate::{
 
 use self::{
     fold::Ledger,
+    index::Indices,
     render::{Format, ProgramView, Snapshot, TargetView},
     targets::{Book, Resolver, Selector},
 };
@@ -80,6 +85,8 @@ struct State {
     probes: Probes,
     book: Book,
     ledger: Ledger,
+    /// Target name -> the kernel's per-target index.
+    indices: Indices,
     /// Recently removed processes: tgid -> (name, when).
     gone: BTreeMap<u32, (String, Instant)>,
     memory: BTreeMap<String, own::Memory>,
@@ -118,16 +125,32 @@ impl State {
                 BTreeMap::new()
             }
         };
-        let aggs = self.ledger.fold(&live, &names);
+        let mut aggs = self.ledger.fold(&live, &names);
+        let mut read_failed = false;
+        for (name, i) in self.indices.iter() {
+            match self.probes.read_target_sched(i) {
+                Ok(t) => aggs.entry(name.to_string()).or_default().add_sched(&t),
+                Err(_) => read_failed = true,
+            }
+        }
+        if read_failed {
+            self.lose("map_read_failed");
+        }
         let procs = self.book.processes();
         let mut targets = BTreeMap::new();
         for (name, kind) in &self.book.kinds {
             let mem = self.memory.get(name).cloned().unwrap_or_default();
+            let mut agg = aggs.get(name).cloned().unwrap_or_default();
+            // Threads of its processes now, from /proc (the kernel keeps
+            // no per-thread state for most of them in per-target mode).
+            agg.threads = procs.get(name.as_str()).map_or(0, |v| {
+                v.iter().map(|t| self.proc.threads(*t).len() as u64).sum()
+            });
             targets.insert(
                 name.clone(),
                 TargetView {
                     kind,
-                    agg: aggs.get(name).cloned().unwrap_or_default(),
+                    agg,
                     processes: procs.get(name.as_str()).map_or(0, |v| v.len() as u64),
                     memory_per_node: mem.per_node,
                     remote_ratio: mem.remote_ratio,
@@ -187,13 +210,21 @@ impl State {
             if let Some(n) = old.get(t) {
                 self.gone.insert(*t, (n.clone(), Instant::now()));
             }
-            if self.probes.unfollow(*t).is_err() {
+            let tids = proc.threads(*t);
+            if self.probes.unfollow_as(*t, &tids).is_err() {
                 self.lose("follow_failed");
             }
         }
         for t in &ch.added {
             self.gone.remove(t);
-            if self.probes.follow(*t).is_err() {
+            let name = self.book.names.get(t).cloned().unwrap_or_default();
+            // Every name has an index: there are max_targets + 1 of them
+            // ("other" included) and the book names no more.
+            let ok = match self.indices.assign(&name) {
+                Some(i) => self.probes.follow_as(*t, i).is_ok(),
+                None => false,
+            };
+            if !ok {
                 self.lose("follow_failed");
             }
         }
@@ -201,6 +232,11 @@ impl State {
         for name in self.book.forget_idle(self.forget_after) {
             self.ledger.retired.remove(&name);
             self.memory.remove(&name);
+            if let Some(i) = self.indices.release(&name) {
+                if self.probes.clear_target_sched(i).is_err() {
+                    self.lose("map_read_failed");
+                }
+            }
         }
     }
 
@@ -280,6 +316,7 @@ pub fn run(opts: &Options, on_ready: &dyn Fn(std::net::SocketAddr)) -> Result<()
         probes,
         book: Book::new(opts.max_targets),
         ledger: Ledger::default(),
+        indices: Indices::new(target_indices(opts)),
         gone: BTreeMap::new(),
         memory: BTreeMap::new(),
         share: own::CpuShare::default(),
@@ -404,5 +441,14 @@ fn load_config(
             numa_nodes,
             numa_balancing,
         },
+        // Scheduler totals per target, not per thread: the always-on cost.
+        per_target: Some(target_indices(opts)),
     }
+}
+
+/// Target indices the kernel keeps: every name and "other".
+fn target_indices(opts: &Options) -> u32 {
+    u32::try_from(opts.max_targets)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
 }

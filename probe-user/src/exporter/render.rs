@@ -402,7 +402,7 @@ fn targets(o: &mut Out, snap: &Snapshot) {
     );
     o.gauge(
         "tailprobe_target_threads",
-        "Threads of the target with live kernel-side state now.",
+        "Threads of the target's processes now (/proc).",
         &per(t, &|v| v.agg.threads as f64),
     );
     let rows: Vec<(Vec<(&str, &str)>, f64)> = t

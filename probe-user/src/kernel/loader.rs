@@ -71,6 +71,7 @@ pub enum Filter {
     },
 }
 
+mod per_target;
 mod read;
 mod sched_trace;
 pub use sched_trace::SchedTraceConfig;
@@ -106,6 +107,9 @@ pub struct LoadConfig {
     pub sched_trace: Option<SchedTraceConfig>,
     /// What decides which optional programs are left out.
     pub plan: PlanInputs,
+    /// The per-target mode of the scheduler programs, with this many
+    /// target indices (the exporter); None: per thread (record).
+    pub per_target: Option<u32>,
 }
 
 /// Map size for a target with `threads` threads now: room for many more to be
@@ -224,6 +228,14 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
     let pid_max = threads::read_pid_max(crate::procfs::ProcFs::default().root())?;
     let (tid_entries, tgid_words) = threads::map_sizes(pid_max);
     let hotpath_off = threads::hotpath_off_from_env()?;
+    let (stamp_entries, target_words, targets) = match cfg.per_target {
+        Some(n) => {
+            per_target::check_targets(n)?;
+            let (s, w) = per_target::map_sizes(pid_max);
+            (s, w, n)
+        }
+        None => (1, 1, 1),
+    };
     let (mut loader, loader_parsed_btf) = super::startup::new_loader(btf);
     let mut ebpf = loader
         .override_global("FILTER_MODE", &mode, true)
@@ -262,6 +274,10 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
         .override_global("THREADS_CAP", &cfg.max_threads, true)
         .override_global("HOTPATH_OFF", &hotpath_off, true)
         .override_global("PREEMPTORS_ON", &u32::from(cfg.preemptors), true)
+        .override_global("PER_TARGET", &u32::from(cfg.per_target.is_some()), true)
+        .map_max_entries("WAIT_STAMPS", stamp_entries)
+        .map_max_entries("TGID_TARGET", target_words)
+        .map_max_entries("TARGET_SCHED", targets)
         .load(EBPF_OBJECT)
         .context("loading tailprobe's eBPF object into the kernel")?;
     if let Some(topo) = &cfg.topology {

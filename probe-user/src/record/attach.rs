@@ -196,6 +196,8 @@ fn load_config(
             numa_nodes: numa_start.nodes,
             numa_balancing: numa_start.balancing,
         },
+        // Per thread: every number record reports.
+        per_target: None,
     };
     (cfg, numa_start)
 }

@@ -101,6 +101,13 @@ fn bins_for(subset: Subset) -> &'static [Wanted] {
             ("record_signals", 770, None),
             ("record_errors", 210, None),
             ("diagnose_numa", 330, None),
+            // The exporter's per-target scheduler programs against
+            // schedstat, verified by each guest's kernel.
+            (
+                "exporter_root",
+                200,
+                Some("root_exporter_per_target_totals_match_schedstat"),
+            ),
         ],
         Subset::Numa => &[
             ("vm_numa", 300, None),

@@ -123,8 +123,11 @@ pub(super) struct Plan {
     pub(super) ab_pairs: usize,
     pub(super) ab_secs: u32,
     pub(super) sustained: Vec<String>,
-    /// The load the exporter follows (by its command name, the first word).
-    pub(super) exporter_load: String,
+    /// Runs of each exporter load (even: each tool attaches first in half).
+    pub(super) exporter_rounds: usize,
+    /// (label, load) the exporter follows (by its command name, the first
+    /// word), beside runqlat.
+    pub(super) exporter_loads: Vec<(&'static str, String)>,
 }
 
 /// `record` with what `tailprobe exporter` runs: no time windows, no
@@ -160,7 +163,11 @@ pub(super) fn plan(quick: bool) -> Plan {
             ab_pairs: 3,
             ab_secs: 3,
             sustained: vec!["stress-ng --switch 2 -t 4s".into()],
-            exporter_load: "hackbench -T -g 4 -l 600".into(),
+            exporter_rounds: 2,
+            exporter_loads: vec![
+                ("hackbench, threads", "hackbench -T -g 4 -l 600".into()),
+                ("hackbench, processes", "hackbench -g 4 -l 600".into()),
+            ],
         }
     } else {
         Plan {
@@ -200,7 +207,11 @@ pub(super) fn plan(quick: bool) -> Plan {
                 "stress-ng --switch 2 -t 8s".into(),
                 "hackbench -g 8 -l 1500".into(),
             ],
-            exporter_load: "hackbench -T -g 4 -l 2000".into(),
+            exporter_rounds: 4,
+            exporter_loads: vec![
+                ("hackbench, threads", "hackbench -T -g 4 -l 2000".into()),
+                ("hackbench, processes", "hackbench -g 4 -l 2000".into()),
+            ],
         }
     }
 }

@@ -10,20 +10,24 @@
 //!    `/proc/PID/fdinfo` while `kernel.bpf_stats_enabled` is on, and that
 //!    sysctl is put back on every way out (error, Ctrl-C, SIGTERM; a value
 //!    left behind by a killed run is restored at the next start).
-//! 2. Slowdown of a CPU-bound multi-threaded workload (stress-ng matrixprod
+//! 2. The exporter (scheduler programs in their per-target mode) beside
+//!    runqlat in the same runs, and its CPU share.
+//! 3. Slowdown of a CPU-bound multi-threaded workload (stress-ng matrixprod
 //!    bogo-ops/s) with every probe attached vs none, A/B alternated.
-//! 3. Events per second sustained under heavy scheduler load, and whether
+//! 4. Events per second sustained under heavy scheduler load, and whether
 //!    anything was lost.
 //!
 //! Every command runs under a time limit; Ctrl-C stops the section cleanly.
 //!
 //! Modules: `runner` (child processes, the sysctl, signals, tools),
 //! `runqlat` (the reference tool's counters), `measure` (the runs and what
-//! is read back from them), `exporter` (the exporter's own cost at a
-//! measured switch rate), `report` (the Markdown); the spread statistics
+//! is read back from them), `exporter` (the exporter beside runqlat,
+//! and its own cost at a measured switch rate), `report` and
+//! `exporter_report` (the Markdown); the spread statistics
 //! are the bench's shared ones (`super::stats`).
 
 mod exporter;
+mod exporter_report;
 mod measure;
 mod report;
 mod runner;
@@ -43,6 +47,7 @@ use serde_json::Value;
 use super::stats::{mean, min_max, stdev};
 use crate::cmd;
 use exporter::*;
+use exporter_report::*;
 use measure::*;
 use report::*;
 pub(super) use runner::ensure_tools;

@@ -40,6 +40,28 @@ pub(super) fn verdict(
     }
 }
 
+/// One table row, without its closing bar: load, hook, both tools' runs
+/// and ns per run, and ours over runqlat's.
+pub(super) fn cost_row(label: &str, hook: &str, ours: &[ProgCost], theirs: &[ProgCost]) -> String {
+    let o = cost_of(ours, hook);
+    let t = cost_of(theirs, hook);
+    let (on, tn) = (
+        o.and_then(ProgCost::ns_per_event),
+        t.and_then(ProgCost::ns_per_event),
+    );
+    let ratio = match (on, tn) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    };
+    format!(
+        "| {label} | `{hook}` | {} | {} | {} | {} | {ratio}",
+        o.map_or(0, |p| p.events),
+        ns(on),
+        t.map_or(0, |p| p.events),
+        ns(tn),
+    )
+}
+
 pub(super) fn ns(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "–".into())
 }
@@ -53,7 +75,7 @@ pub(super) fn section(bin: &Path, quick: bool) -> Result<String> {
 
     let costs = measure_costs(bin, &plan)?;
     let load_exporter = load_average();
-    let exporter = measure_exporter(bin, &plan.exporter_load)?;
+    let exporter = measure_exporter(bin, &plan)?;
     let load_ab = load_average();
     let ab = measure_slowdown(bin, &plan)?;
     let load_sustained = load_average();
@@ -153,23 +175,7 @@ fn cost_part(
     writeln!(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")?;
     for r in costs {
         for hook in HOOKS {
-            let o = cost_of(&r.ours, hook);
-            let t = cost_of(&r.theirs, hook);
-            let on = o.and_then(ProgCost::ns_per_event);
-            let tn = t.and_then(ProgCost::ns_per_event);
-            let ratio = match (on, tn) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "–".into(),
-            };
-            writeln!(
-                w,
-                "| {} | `{hook}` | {} | {} | {} | {} | {ratio} |",
-                r.label,
-                o.map_or(0, |p| p.events),
-                ns(on),
-                t.map_or(0, |p| p.events),
-                ns(tn),
-            )?;
+            writeln!(w, "{} |", cost_row(r.label, hook, &r.ours, &r.theirs))?;
         }
     }
     writeln!(w)?;
@@ -368,48 +374,6 @@ fn sustained_part(w: &mut String, sustained: &[(String, Report)]) -> Result<()> 
         }
     }
     writeln!(w)?;
-    Ok(())
-}
-
-/// The exporter's cost over one load: share of one CPU in its eBPF programs
-/// and in its own process, at the switch rate it counted.
-fn exporter_part(w: &mut String, e: &ExporterCost, load_before: &str) -> Result<()> {
-    writeln!(
-        w,
-        "### The exporter's own cost
-"
-    )?;
-    let secs = e.secs.max(1e-9);
-    writeln!(
-        w,
-        "`tailprobe exporter --comm {} --rescan 100ms` (no windows, no outlier stream) \
-         while `{}` ran (load average before: {load_before}); its own metrics scraped once \
-         the load was followed and again after it ended, {:.1} s apart. BPF run-time \
-         statistics are on in the exporter (it reports them), so the probe share includes \
-         their ~20 ns per run.\n",
-        e.load.split_whitespace().next().unwrap_or("?"),
-        e.load,
-        e.secs,
-    )?;
-    writeln!(
-        w,
-        "- Target switches counted: {:.0} ({:.0}/s); our programs ran {:.0} times \
-         ({:.0}/s, every scheduler event of the machine), {:.0} ns per run.",
-        e.switches,
-        e.switches / secs,
-        e.probe_runs,
-        e.probe_runs / secs,
-        e.probe_secs * 1e9 / e.probe_runs.max(1.0),
-    )?;
-    writeln!(
-        w,
-        "- **Exporter CPU share at {:.0} target switches/s: {:.2}% of one CPU** in its \
-         eBPF programs + {:.2}% in its process = {:.2}%.\n",
-        e.switches / secs,
-        e.probe_secs / secs * 100.0,
-        e.process_secs / secs * 100.0,
-        (e.probe_secs + e.process_secs) / secs * 100.0,
-    )?;
     Ok(())
 }
 

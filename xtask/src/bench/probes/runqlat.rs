@@ -56,48 +56,33 @@ pub(super) fn prog_name(id: u32) -> Result<String> {
     Ok(v["name"].as_str().unwrap_or("?").to_string())
 }
 
-/// runqlat, system-wide, with the kernel's statistics on: its programs'
-/// counters between `start` and `finish` (the load runs in between).
-pub(super) struct Runqlat {
-    proc_: Running,
+/// The BPF programs a process holds, and their counters since a starting
+/// point (read from its fds' fdinfo: the same source for any tool).
+pub(super) struct ProgCounters {
+    pid: u32,
     names: Vec<(u32, String)>,
     before: Vec<(u32, u64, u64)>,
-    _stats: StatsOn,
 }
 
-impl Runqlat {
-    pub(super) fn start() -> Result<Self> {
-        let stats = StatsOn::enable()?;
-        // One summary at the end of a long interval: it prints on SIGINT.
-        let proc_ = spawn(&[RUNQLAT.to_string(), "3600".into(), "1".into()])?;
-        let t = Instant::now();
-        let progs = loop {
-            check_interrupted()?;
-            let (progs, links) = bpf_fds(proc_.pid());
-            if links >= 3 && progs.len() >= 3 {
-                break progs;
-            }
-            if t.elapsed() > Duration::from_secs(20) {
-                bail!("runqlat did not attach its programs within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+impl ProgCounters {
+    /// The programs `pid` holds now; counting starts now.
+    pub(super) fn of(pid: u32) -> Result<Self> {
+        let (before, _) = bpf_fds(pid);
         let mut names = Vec::new();
-        for (id, ..) in &progs {
+        for (id, ..) in &before {
             names.push((*id, prog_name(*id)?));
         }
-        let (before, _) = bpf_fds(proc_.pid());
-        Ok(Self {
-            proc_,
-            names,
-            before,
-            _stats: stats,
-        })
+        Ok(Self { pid, names, before })
     }
 
-    pub(super) fn finish(mut self) -> Result<Vec<ProgCost>> {
-        let (after, _) = bpf_fds(self.proc_.pid());
-        self.proc_.stop(libc::SIGINT);
+    /// Count from now on (the starting point is read again).
+    pub(super) fn mark(&mut self) {
+        self.before = bpf_fds(self.pid).0;
+    }
+
+    /// Each program's runs and run time since the starting point.
+    pub(super) fn since_mark(&self) -> Vec<ProgCost> {
+        let (after, _) = bpf_fds(self.pid);
         let mut out = Vec::new();
         for (id, cnt, ns) in after {
             let (c0, n0) = self
@@ -118,6 +103,51 @@ impl Runqlat {
                 run_time_ns: ns.saturating_sub(n0),
             });
         }
+        out
+    }
+}
+
+/// runqlat, system-wide, with the kernel's statistics on: its programs'
+/// counters between `start` and `finish` (the load runs in between).
+pub(super) struct Runqlat {
+    proc_: Running,
+    counters: ProgCounters,
+    _stats: StatsOn,
+}
+
+impl Runqlat {
+    pub(super) fn start() -> Result<Self> {
+        let stats = StatsOn::enable()?;
+        // One summary at the end of a long interval: it prints on SIGINT.
+        let proc_ = spawn(&[RUNQLAT.to_string(), "3600".into(), "1".into()])?;
+        let t = Instant::now();
+        loop {
+            check_interrupted()?;
+            let (progs, links) = bpf_fds(proc_.pid());
+            if links >= 3 && progs.len() >= 3 {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("runqlat did not attach its programs within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let counters = ProgCounters::of(proc_.pid())?;
+        Ok(Self {
+            proc_,
+            counters,
+            _stats: stats,
+        })
+    }
+
+    /// Count from now on (the counters' starting point is read again).
+    pub(super) fn mark(&mut self) {
+        self.counters.mark();
+    }
+
+    pub(super) fn finish(mut self) -> Result<Vec<ProgCost>> {
+        let out = self.counters.since_mark();
+        self.proc_.stop(libc::SIGINT);
         Ok(out)
     }
 }
