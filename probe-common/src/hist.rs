@@ -91,3 +91,32 @@ pub fn bucket_upper_bound(i: usize) -> u64 {
     }
     bucket_lower_bound(i + 1) - 1
 }
+
+#[cfg(test)]
+mod msb_tests {
+    use super::*;
+
+    #[test]
+    fn msb_is_the_top_bit() {
+        let mut v = 1u64;
+        for p in 0..64u32 {
+            for x in [v, v | (v >> 1), v | 1, v | (v - 1)] {
+                assert_eq!(msb(x), 63 - x.leading_zeros(), "{x:#x}");
+            }
+            assert_eq!(msb(v), p);
+            v = v.wrapping_shl(1);
+        }
+        assert_eq!(msb(u64::MAX), 63);
+    }
+
+    #[test]
+    fn buckets_grow_with_the_value() {
+        let mut last = 0;
+        for v in (0..40u32).flat_map(|p| [1u64 << p, (1u64 << p) + (1u64 << p) / 3]) {
+            let b = bucket_index(v);
+            assert!(b >= last && b < HIST_BUCKETS, "{v}: {b} after {last}");
+            assert!(bucket_lower_bound(b) <= v, "{v}: bucket {b}");
+            last = b;
+        }
+    }
+}
