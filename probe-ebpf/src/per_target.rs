@@ -95,11 +95,20 @@ pub fn switch(ctx: &BtfTracePointContext, prev: u64, next: u64) -> i32 {
     let Some(oc) = ON_CPU.get_ptr_mut(0) else {
         return 0;
     };
-    if pt != 0 {
-        switch_out(ctx, prev, prev_pid, pt, now, oc);
+    // One lookup when both sides count under the same target.
+    let ps = if pt != 0 { totals(pt) } else { None };
+    let ns = if nt == pt {
+        ps
+    } else if nt != 0 {
+        totals(nt)
+    } else {
+        None
+    };
+    if let Some(s) = ps {
+        switch_out(ctx, prev, prev_pid, s, now, oc);
     }
-    if nt != 0 {
-        switch_in(next_pid, nt, now, oc);
+    if let Some(s) = ns {
+        switch_in(next_pid, s, now, oc);
     }
     0
 }
@@ -109,7 +118,7 @@ fn switch_out(
     ctx: &BtfTracePointContext,
     prev: u64,
     pid: u32,
-    stored: u32,
+    s: *mut TargetSched,
     now: u64,
     oc: *mut probe_common::OnCpu,
 ) {
@@ -128,9 +137,6 @@ fn switch_out(
         };
         (*oc).tid = 0;
         (seen, ran)
-    };
-    let Some(s) = totals(stored) else {
-        return;
     };
     let now_stamp = stamp::of(now);
     match WAIT_STAMPS.get_ptr_mut(pid) {
@@ -184,7 +190,7 @@ fn rebuild(s: *mut TargetSched, since: u64, now: u64, prev: u64) {
 }
 
 #[inline(always)]
-fn switch_in(pid: u32, stored: u32, now: u64, oc: *mut probe_common::OnCpu) {
+fn switch_in(pid: u32, s: *mut TargetSched, now: u64, oc: *mut probe_common::OnCpu) {
     // SAFETY: per-CPU map value of this CPU.
     unsafe {
         (*oc).tid = pid;
@@ -206,9 +212,7 @@ fn switch_in(pid: u32, stored: u32, now: u64, oc: *mut probe_common::OnCpu) {
         count_loss(loss::BAD_DELTA);
         return;
     }
-    if let Some(s) = totals(stored) {
-        add_wait(s, delta);
-    }
+    add_wait(s, delta);
 }
 
 #[inline(always)]

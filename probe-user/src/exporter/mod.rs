@@ -217,13 +217,10 @@ impl State {
         }
         for t in &ch.added {
             self.gone.remove(t);
-            let name = self.book.names.get(t).cloned().unwrap_or_default();
             // Every name has an index: there are max_targets + 1 of them
             // ("other" included) and the book names no more.
-            let ok = match self.indices.assign(&name) {
-                Some(i) => self.probes.follow_as(*t, i).is_ok(),
-                None => false,
-            };
+            let index = self.book.names.get(t).and_then(|n| self.indices.assign(n));
+            let ok = index.is_some_and(|i| self.probes.follow_as(*t, i).is_ok());
             if !ok {
                 self.lose("follow_failed");
             }

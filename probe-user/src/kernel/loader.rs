@@ -299,7 +299,7 @@ fn load(cfg: &LoadConfig, btf: &Btf) -> Result<(Ebpf, Tracefs, Option<MigrateFor
         Filter::Single { tgid, .. } => vec![*tgid],
     };
     for t in &initial {
-        threads::follow_tgid(&mut ebpf, *t)?;
+        threads::follow_tgid(&mut ebpf, *t, 1)?;
     }
     Ok((ebpf, tracefs, migrate, loader_parsed_btf))
 }

@@ -5,7 +5,7 @@
 //! (`WAIT_STAMPS`), cleared when it stops being followed.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use probe_common::per_target::{index, TargetSched, WaitStamp};
 
 use super::{map, Probes};
@@ -27,16 +27,10 @@ impl Probes {
     /// Follow `tgid` counted under target index `i` (per-target mode).
     pub fn follow_as(&mut self, tgid: u32, i: u8) -> Result<()> {
         let s = stored(i)?;
-        self.follow(tgid)?;
+        // The scheduler programs filter on the byte, the others on the
+        // set; beyond TGID_TARGET, the set's TGIDS value is the byte.
         set_byte(&mut self.ebpf, tgid, s)?;
-        // Beyond TGID_TARGET the TGIDS value names the target.
-        let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut("TGIDS")
-                .ok_or_else(|| anyhow!("map TGIDS missing"))?,
-        )?;
-        m.insert(tgid, u32::from(s), 0)
-            .with_context(|| format!("naming the target of pid {tgid}"))
+        self.follow_with(tgid, u32::from(s))
     }
 
     /// Stop following `tgid` (per-target mode): its byte cleared, and the

@@ -19,7 +19,12 @@ use super::{attach_btf, map, threads, Probes, ProgStats};
 impl Probes {
     /// Add a process to the followed set (TGID_SET mode).
     pub fn follow(&mut self, tgid: u32) -> Result<()> {
-        threads::follow_tgid(&mut self.ebpf, tgid)?;
+        self.follow_with(tgid, 1)
+    }
+
+    /// `follow`, with `value` as the process's `TGIDS` value.
+    pub(super) fn follow_with(&mut self, tgid: u32, value: u32) -> Result<()> {
+        threads::follow_tgid(&mut self.ebpf, tgid, value)?;
         // Two or more processes now: make sure the set is what filters.
         let mut mode: Array<&mut MapData, u32> = Array::try_from(
             self.ebpf

@@ -112,14 +112,15 @@ fn set_tgid_bit(ebpf: &Ebpf, tgid: u32, on: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Follow `tgid`: its bit in `TGID_BITS` and its key in `TGIDS`.
-pub(super) fn follow_tgid(ebpf: &mut Ebpf, tgid: u32) -> Result<()> {
+/// Follow `tgid`: its bit in `TGID_BITS` and its key in `TGIDS`, whose
+/// value is 1 (per-thread mode) or the target byte (per-target mode).
+pub(super) fn follow_tgid(ebpf: &mut Ebpf, tgid: u32, value: u32) -> Result<()> {
     {
         let mut m: HashMap<&mut MapData, u32, u32> = HashMap::try_from(
             ebpf.map_mut("TGIDS")
                 .ok_or_else(|| anyhow!("map TGIDS missing"))?,
         )?;
-        m.insert(tgid, 1, 0)
+        m.insert(tgid, value, 0)
             .with_context(|| format!("adding pid {tgid} to the followed set"))?;
     }
     set_tgid_bit(ebpf, tgid, true)
